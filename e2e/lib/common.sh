@@ -1,0 +1,78 @@
+# Shared settings and helpers for e2e/cluster and the test scripts. Sourced, never run.
+# Everything downloaded or built lives under $PGWARDEN_CACHE (outside the clone); everything a
+# running test bed creates lives under $PGWARDEN_STATE so that `down` can remove it whole.
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(cd "$E2E_DIR/.." && pwd)
+# shellcheck source=../versions.env
+source "$E2E_DIR/versions.env"
+
+PGWARDEN_CACHE=${PGWARDEN_CACHE:-/var/cache/pgwarden}
+PGWARDEN_STATE=${PGWARDEN_STATE:-/var/lib/pgwarden-testbed}
+
+export GOTOOLCHAIN=local
+export GOMODCACHE=$PGWARDEN_CACHE/go/mod
+export GOCACHE=$PGWARDEN_CACHE/go/build
+export GOFLAGS=-mod=readonly
+export CGO_ENABLED=0
+
+K8S_BIN=$PGWARDEN_CACHE/bin/kubernetes-$K8S_VERSION
+ETCD_BIN=$PGWARDEN_CACHE/bin/etcd-$ETCD_VERSION
+HELM_BIN=$PGWARDEN_CACHE/bin/helm-$HELM_VERSION
+IMAGE_CACHE=$PGWARDEN_CACHE/images
+
+# The test bed's own addresses: an interface of ours (a port-less bridge) carries the node address (Endpoints reject
+# loopback), the CNI bridge carries the pod range, kube-proxy owns the service range. None of them
+# route off this machine.
+NODE_NAME=pgwarden-node
+NODE_IF=pgw-node0
+NODE_IP=10.213.0.1
+POD_CIDR=10.213.1.0/24
+SERVICE_CIDR=10.213.128.0/20
+FIRST_SERVICE_IP=10.213.128.1
+CNI_BRIDGE=pgw-cni0
+APISERVER_PORT=6443
+ETCD_CLIENT_PORT=2379
+ETCD_PEER_PORT=2380
+
+CONTAINERD_ROOT=$PGWARDEN_STATE/containerd
+CONTAINERD_SOCK=/run/pgwarden-testbed/containerd.sock
+KUBECONFIG_ADMIN=$PGWARDEN_STATE/admin.kubeconfig
+
+# Phase timing: `phase NAME` starts a phase and ends the previous one; `phase_end` closes the last.
+_phase_name=""
+_phase_start=0
+phase() {
+    phase_end
+    _phase_name=$1
+    _phase_start=$(date +%s.%N)
+    echo "==> $1"
+}
+phase_end() {
+    if [ -n "$_phase_name" ]; then
+        local now
+        now=$(date +%s.%N)
+        awk -v n="$_phase_name" -v a="$_phase_start" -v b="$now" 'BEGIN { printf "==> %s: done in %.1fs\n", n, b - a }'
+        _phase_name=""
+    fi
+}
+
+log() { echo "    $*"; }
+die() {
+    echo "error: $*" >&2
+    exit 1
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.5 s until it succeeds.
+wait_for() {
+    local timeout=$1 what=$2
+    shift 2
+    local deadline=$(($(date +%s) + timeout))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "error: timed out after ${timeout}s waiting for $what" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+}

@@ -1,0 +1,7 @@
+//! What the three wings (operator, agent, CLI) share: the `PostgresCluster` types and the names
+//! of objects, labels, annotations and ports. Nothing here does I/O.
+
+pub mod cluster;
+pub mod names;
+
+pub use cluster::{PostgresCluster, PostgresClusterSpec, PostgresClusterStatus};
