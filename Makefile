@@ -42,7 +42,7 @@ release:
 static-check: release
 	@$(TIMED) "static binary in an empty rootfs" e2e/static-check.sh $(RELEASE_BIN)
 
-smoke:
+smoke: release
 	@$(TIMED) "test-bed smoke test" e2e/smoke.sh
 
 testbed-up:

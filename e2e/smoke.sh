@@ -22,6 +22,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The pgwarden image comes from the static release binary (make release); up imports it.
+"$CLUSTER" image build pgwarden
 "$CLUSTER" up
 eval "$("$CLUSTER" env)"
 
@@ -82,6 +84,31 @@ echo "    psql answered: $OUT"
 if PGPASSWORD=wrong psql "host=$SVC_IP port=5432 user=postgres dbname=postgres" -c 'select 1' 2>/dev/null; then
     die "a wrong password was accepted"
 fi
+
+phase "smoke: the pgwarden image runs (no libc in it)"
+kubectl -n $NS apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: pgwarden-crd}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - name: pgwarden
+    image: pgwarden.local/pgwarden:dev
+    imagePullPolicy: Never
+    args: [crd]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+YAML
+crd_pod_succeeded() { [ "$(kubectl -n $NS get pod pgwarden-crd -o jsonpath='{.status.phase}')" = Succeeded ]; }
+wait_for 120 "pod pgwarden-crd to succeed" crd_pod_succeeded
+CRD_OUT=$(kubectl -n $NS logs pgwarden-crd)
+grep -q '^kind: CustomResourceDefinition' <<<"$CRD_OUT" ||
+    die "the pgwarden image did not print the CRD"
+log "pgwarden crd ran in a pod as uid 65532"
 
 phase "smoke: delete"
 kubectl delete namespace $NS --wait=true --timeout=120s

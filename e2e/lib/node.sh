@@ -133,7 +133,7 @@ setup_host_network() {
 # Components
 
 start_etcd() {
-    mkdir -p "$PGWARDEN_STATE/etcd"
+    mkdir -p -m 0700 "$PGWARDEN_STATE/etcd"
     start etcd "$ETCD_BIN/etcd" --name pgwarden-testbed --data-dir "$PGWARDEN_STATE/etcd" \
         --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
         --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -155,6 +155,7 @@ start_apiserver() {
         --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
         --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" \
         --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types InternalIP \
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
         --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
         --profiling=false --v=1
