@@ -1,7 +1,7 @@
 # pgwarden — `make test` is everything CI runs; `make demo` brings up a cluster to look at.
 # Build caches live outside the clone, in one directory ($(CACHE)), so warm runs are fast.
 
-CACHE ?= /var/cache/pgwarden
+CACHE ?= $(or $(PGWARDEN_CACHE),/var/cache/pgwarden)
 export PGWARDEN_CACHE := $(CACHE)
 export CARGO_TARGET_DIR ?= $(CACHE)/cargo-target
 TARGET := x86_64-unknown-linux-gnu

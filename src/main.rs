@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use pgwarden::agent::{config::AgentArgs, softdog::SoftdogArgs};
 
 #[derive(Parser)]
 #[command(
@@ -22,9 +23,27 @@ enum Command {
     /// Run the operator (reconciles PostgresCluster objects).
     Operator,
     /// Run the agent that supervises PostgreSQL in one pod.
-    Agent,
+    Agent(Box<AgentArgs>),
     /// Run the in-pod userspace watchdog.
-    Softdog,
+    Softdog(SoftdogArgs),
+}
+
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("PGWARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
+    if json {
+        fmt()
+            .with_env_filter(filter)
+            .json()
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -40,8 +59,39 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Operator | Command::Agent | Command::Softdog => {
-            eprintln!("error: this role is not built yet (see the open issues)");
+        Command::Agent(args) => {
+            init_logging();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(pgwarden::agent::run(*args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "agent stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Softdog(args) => {
+            init_logging();
+            match pgwarden::agent::softdog::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "softdog stopped");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Operator => {
+            eprintln!("error: the operator is not built yet (see the open issues)");
             ExitCode::from(2)
         }
     }

@@ -59,6 +59,7 @@ def main():
     config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
     manifest = [{"Config": config_name, "RepoTags": [a.tag], "Layers": [layer_digest + "/layer.tar"]}]
 
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     tmp_out = a.out + ".tmp"
     with tarfile.open(tmp_out, "w", format=tarfile.PAX_FORMAT) as out:
         with tempfile.TemporaryDirectory() as d:

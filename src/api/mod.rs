@@ -2,6 +2,7 @@
 //! of objects, labels, annotations and ports. Nothing here does I/O.
 
 pub mod cluster;
+pub mod member;
 pub mod names;
 
 pub use cluster::{PostgresCluster, PostgresClusterSpec, PostgresClusterStatus};

@@ -1,0 +1,211 @@
+//! The agent's settings, from flags or the environment the operator sets in the pod. The same
+//! binary runs as a plain process in the integration tests, each agent on its own address.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::api::cluster::{SynchronousMode, WatchdogMode};
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Namespace of the cluster's objects.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// This member's name: the pod name.
+    #[arg(long, env = "POD_NAME")]
+    pub name: String,
+    /// The PostgresCluster's name.
+    #[arg(long, env = "PGWARDEN_CLUSTER")]
+    pub cluster: String,
+    /// The address PostgreSQL and the REST API listen on and advertise (the pod IP).
+    #[arg(long, env = "POD_IP")]
+    pub address: String,
+    #[arg(
+        long,
+        env = "PGDATA",
+        default_value = "/var/lib/postgresql/data/pgdata"
+    )]
+    pub data_dir: PathBuf,
+    /// Directory with postgres, initdb, pg_ctl, pg_basebackup, pg_rewind, pg_controldata.
+    #[arg(
+        long,
+        env = "PGWARDEN_PG_BIN_DIR",
+        default_value = "/usr/lib/postgresql/15/bin"
+    )]
+    pub bin_dir: PathBuf,
+    /// Socket directory and private runtime files (passfile, softdog FIFO).
+    #[arg(long, env = "PGWARDEN_RUN_DIR", default_value = "/run/pgwarden")]
+    pub run_dir: PathBuf,
+    #[arg(long, env = "PGWARDEN_PG_PORT", default_value_t = crate::api::names::POSTGRES_PORT)]
+    pub pg_port: u16,
+    #[arg(long, env = "PGWARDEN_API_PORT", default_value_t = crate::api::names::REST_PORT)]
+    pub api_port: u16,
+    /// Kubeconfig file; in a pod the service account is used.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, env = "PGWARDEN_TTL", default_value_t = 8)]
+    pub ttl: u64,
+    #[arg(long, env = "PGWARDEN_LOOP_WAIT", default_value_t = 2)]
+    pub loop_wait: u64,
+    #[arg(long, env = "PGWARDEN_RETRY_TIMEOUT", default_value_t = 3)]
+    pub retry_timeout: u64,
+    #[arg(
+        long,
+        env = "PGWARDEN_MAXIMUM_LAG_ON_FAILOVER",
+        default_value_t = 1_048_576
+    )]
+    pub maximum_lag_on_failover: u64,
+    #[arg(
+        long,
+        env = "PGWARDEN_SYNCHRONOUS_MODE",
+        value_enum,
+        default_value = "off"
+    )]
+    pub synchronous_mode: SyncArg,
+    #[arg(
+        long,
+        env = "PGWARDEN_WATCHDOG_MODE",
+        value_enum,
+        default_value = "automatic"
+    )]
+    pub watchdog_mode: WatchdogArg,
+    /// A host watchdog device (real ioctls); without it the in-pod softdog FIFO is used.
+    #[arg(long, env = "PGWARDEN_WATCHDOG_DEVICE")]
+    pub watchdog_device: Option<PathBuf>,
+    #[arg(long, env = "PGWARDEN_WATCHDOG_SAFETY_MARGIN", default_value_t = 2)]
+    pub watchdog_safety_margin: u64,
+    /// Never promote this member (Patroni's `nofailover` tag).
+    #[arg(long, env = "PGWARDEN_NOFAILOVER")]
+    pub nofailover: bool,
+    #[arg(long, env = "PGWARDEN_SUPERUSER_PASSWORD_FILE")]
+    pub superuser_password_file: PathBuf,
+    #[arg(long, env = "PGWARDEN_REPLICATION_USER", default_value = "replicator")]
+    pub replication_user: String,
+    #[arg(long, env = "PGWARDEN_REPLICATION_PASSWORD_FILE")]
+    pub replication_password_file: PathBuf,
+    #[arg(long, env = "PGWARDEN_APP_DATABASE", default_value = "app")]
+    pub app_database: String,
+    #[arg(long, env = "PGWARDEN_APP_USER", default_value = "app")]
+    pub app_user: String,
+    #[arg(long, env = "PGWARDEN_APP_PASSWORD_FILE")]
+    pub app_password_file: Option<PathBuf>,
+    /// File holding the REST API token (Secret `<cluster>-api`); write endpoints need it.
+    #[arg(long, env = "PGWARDEN_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Extra postgresql.conf parameters as JSON object.
+    #[arg(long, env = "PGWARDEN_PARAMETERS", default_value = "{}")]
+    pub parameters: String,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum SyncArg {
+    Off,
+    On,
+    Strict,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum WatchdogArg {
+    Off,
+    Automatic,
+    Required,
+}
+
+impl From<SyncArg> for SynchronousMode {
+    fn from(v: SyncArg) -> Self {
+        match v {
+            SyncArg::Off => SynchronousMode::Off,
+            SyncArg::On => SynchronousMode::On,
+            SyncArg::Strict => SynchronousMode::Strict,
+        }
+    }
+}
+
+impl From<WatchdogArg> for WatchdogMode {
+    fn from(v: WatchdogArg) -> Self {
+        match v {
+            WatchdogArg::Off => WatchdogMode::Off,
+            WatchdogArg::Automatic => WatchdogMode::Automatic,
+            WatchdogArg::Required => WatchdogMode::Required,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "loopWait ({loop_wait}s) + 2*retryTimeout ({retry_timeout}s) must not exceed ttl ({ttl}s)"
+    )]
+    Timing {
+        ttl: u64,
+        loop_wait: u64,
+        retry_timeout: u64,
+    },
+    #[error(
+        "watchdog safety margin {margin}s leaves no time for a loop (ttl {ttl}s, loopWait {loop_wait}s)"
+    )]
+    Watchdog {
+        ttl: u64,
+        loop_wait: u64,
+        margin: u64,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("--parameters is not a JSON object of strings: {0}")]
+    Parameters(serde_json::Error),
+}
+
+impl AgentArgs {
+    /// Patroni's timing rule, enforced at start as at admission.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.loop_wait < 1
+            || self.retry_timeout < 1
+            || self.loop_wait + 2 * self.retry_timeout > self.ttl
+        {
+            return Err(ConfigError::Timing {
+                ttl: self.ttl,
+                loop_wait: self.loop_wait,
+                retry_timeout: self.retry_timeout,
+            });
+        }
+        if self.ttl <= self.watchdog_safety_margin
+            || self.ttl - self.watchdog_safety_margin < self.loop_wait
+        {
+            return Err(ConfigError::Watchdog {
+                ttl: self.ttl,
+                loop_wait: self.loop_wait,
+                margin: self.watchdog_safety_margin,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl)
+    }
+    pub fn loop_wait(&self) -> Duration {
+        Duration::from_secs(self.loop_wait)
+    }
+    pub fn retry_timeout(&self) -> Duration {
+        Duration::from_secs(self.retry_timeout)
+    }
+    /// The watchdog fires this long after the last keepalive.
+    pub fn watchdog_timeout(&self) -> Duration {
+        Duration::from_secs(self.ttl - self.watchdog_safety_margin)
+    }
+}
+
+/// A secret from a file: the first line, without the newline.
+pub fn read_secret(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().next().unwrap_or("").to_string())
+        .map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })
+}

@@ -1,0 +1,625 @@
+//! The DCS on Kubernetes: the leader Lease `<c>-leader`, the state ConfigMap `<c>-state`, and the
+//! member annotations on the cluster's pods. Every write to the Lease or the ConfigMap is a
+//! compare-and-swap on `resourceVersion` (PUT; 409 = lost). Lease expiry is judged on this
+//! process's monotonic clock: `ttl` since it last saw the Lease change, never by comparing wall
+//! clocks across pods.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::agent::ha::{Initialize, LeaseView, MemberView, SwitchoverRequest};
+use crate::api::member::MemberStatus;
+use crate::api::names::{self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ObjectNames};
+
+/// Lease annotation with the primary's last WAL position (Patroni's `optime`).
+pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
+
+/// Keys of the `<c>-state` ConfigMap.
+pub mod keys {
+    pub const INITIALIZE: &str = "initialize";
+    pub const BOOTSTRAPPING: &str = "bootstrapping";
+    pub const HISTORY: &str = "history";
+    pub const SYNC: &str = "sync";
+    pub const SWITCHOVER: &str = "switchover";
+    pub const PAUSE: &str = "pause";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DcsError {
+    #[error("apiserver request timed out")]
+    Timeout,
+    #[error("apiserver: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("lost the compare-and-swap on {0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// One row of the timeline history: `[timeline, switch LSN, reason, timestamp, new leader]`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HistoryEntry(pub u32, pub u64, pub String, pub String, pub String);
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SyncState {
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub sync_standby: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverKey {
+    #[serde(default)]
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub candidate: Option<String>,
+}
+
+/// What one read of the DCS returns.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub lease: LeaseView,
+    pub lease_object: Option<Lease>,
+    pub state: Option<ConfigMap>,
+    pub initialize: Initialize,
+    pub history: Vec<HistoryEntry>,
+    pub sync: SyncState,
+    pub switchover: Option<SwitchoverRequest>,
+    pub paused: bool,
+    pub leader_optime: Option<u64>,
+    pub members: Vec<(String, MemberStatus)>,
+}
+
+impl Snapshot {
+    /// `cluster.timeline` in Patroni: last history timeline + 1, or 1.
+    pub fn cluster_timeline(&self) -> u32 {
+        self.history.last().map(|h| h.0 + 1).unwrap_or(1)
+    }
+
+    pub fn member_views(&self) -> Vec<MemberView> {
+        self.members
+            .iter()
+            .map(|(name, s)| MemberView {
+                name: name.clone(),
+                running: s.state == crate::api::member::MemberState::Running,
+                nofailover: s.tags.nofailover,
+                lsn: s.xlog_location,
+                timeline: s.timeline,
+            })
+            .collect()
+    }
+
+    pub fn holder(&self) -> Option<&str> {
+        match &self.lease {
+            LeaseView::Held { holder, .. } => Some(holder),
+            LeaseView::Free => None,
+        }
+    }
+}
+
+/// Remembers when the Lease last changed, on our own monotonic clock.
+#[derive(Debug)]
+struct LeaseClock {
+    seen: Option<String>,
+    changed_at: Instant,
+}
+
+pub struct Dcs {
+    leases: Api<Lease>,
+    config_maps: Api<ConfigMap>,
+    pods: Api<Pod>,
+    names: ObjectNames,
+    me: String,
+    ttl: Duration,
+    timeout: Duration,
+    clock: LeaseClock,
+    published_status: Option<String>,
+    published_role: Option<Option<String>>,
+}
+
+impl Dcs {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        cluster: &str,
+        me: &str,
+        ttl: Duration,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            leases: Api::namespaced(client.clone(), namespace),
+            config_maps: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client, namespace),
+            names: ObjectNames::new(cluster),
+            me: me.to_string(),
+            ttl,
+            timeout,
+            // A restarted member waits a full ttl before it trusts an unchanged lease is dead.
+            clock: LeaseClock {
+                seen: None,
+                changed_at: Instant::now(),
+            },
+            published_status: None,
+            published_role: None,
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, DcsError> {
+        match tokio::time::timeout(self.timeout, f).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DcsError::Timeout),
+        }
+    }
+
+    /// Read the Lease, the state ConfigMap and the members.
+    pub async fn read(&mut self) -> Result<Snapshot, DcsError> {
+        let lease_name = self.names.lease();
+        let state_name = self.names.state_config_map();
+        let selector =
+            ListParams::default().labels(&format!("{LABEL_CLUSTER}={}", self.names.cluster()));
+        let (lease, state, pods) = tokio::join!(
+            self.bounded(self.leases.get_opt(&lease_name)),
+            self.bounded(self.config_maps.get_opt(&state_name)),
+            self.bounded(self.pods.list(&selector)),
+        );
+        let lease = lease?;
+        let state = state?;
+        let pods = pods?;
+
+        let lease_view = self.observe_lease(lease.as_ref());
+        let leader_optime = lease
+            .as_ref()
+            .and_then(|l| l.metadata.annotations.as_ref())
+            .and_then(|a| a.get(ANNOTATION_OPTIME))
+            .and_then(|v| v.parse().ok());
+
+        let data = state
+            .as_ref()
+            .and_then(|c| c.data.clone())
+            .unwrap_or_default();
+        let initialize = match (data.get(keys::INITIALIZE), data.get(keys::BOOTSTRAPPING)) {
+            (Some(sysid), _) if !sysid.is_empty() => Initialize::Done {
+                sysid: sysid.clone(),
+            },
+            (_, Some(member)) if !member.is_empty() => Initialize::Claimed {
+                member: member.clone(),
+            },
+            _ => Initialize::Absent,
+        };
+        let history = parse_key(&data, keys::HISTORY, self.names.cluster()).unwrap_or_default();
+        let sync = parse_key(&data, keys::SYNC, self.names.cluster()).unwrap_or_default();
+        let switchover = parse_key::<SwitchoverKey>(&data, keys::SWITCHOVER, self.names.cluster())
+            .map(|s| SwitchoverRequest {
+                leader: s.leader,
+                candidate: s.candidate,
+            });
+        let paused = data.get(keys::PAUSE).is_some_and(|v| v == "true");
+
+        let mut members = Vec::new();
+        for pod in pods.items {
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            let Some(raw) = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_STATUS))
+            else {
+                continue;
+            };
+            match MemberStatus::parse(raw) {
+                Ok(s) => members.push((name, s)),
+                Err(e) => {
+                    warn!(cluster = %self.names.cluster(), member = %name, error = %e, "ignoring member with a corrupt status annotation")
+                }
+            }
+        }
+
+        Ok(Snapshot {
+            lease: lease_view,
+            lease_object: lease,
+            state,
+            initialize,
+            history,
+            sync,
+            switchover,
+            paused,
+            leader_optime,
+            members,
+        })
+    }
+
+    fn observe_lease(&mut self, lease: Option<&Lease>) -> LeaseView {
+        let key = lease.map(|l| l.metadata.resource_version.clone().unwrap_or_default());
+        if key != self.clock.seen {
+            self.clock.seen = key;
+            self.clock.changed_at = Instant::now();
+        }
+        let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
+            return LeaseView::Free;
+        };
+        match spec.holder_identity.as_deref() {
+            None | Some("") => LeaseView::Free,
+            Some(holder) => {
+                // The holder's own duration, as Patroni reads the ttl from the leader object; never
+                // less than ours, so a foreign holder cannot shorten the wait.
+                let duration = spec
+                    .lease_duration_seconds
+                    .map(|s| Duration::from_secs(s.max(1) as u64))
+                    .unwrap_or(self.ttl)
+                    .max(self.ttl);
+                LeaseView::Held {
+                    holder: holder.to_string(),
+                    expired: self.clock.changed_at.elapsed() > duration,
+                }
+            }
+        }
+    }
+
+    /// How long until the Lease we saw expires on our clock (for scheduling the next cycle).
+    pub fn lease_expires_in(&self) -> Duration {
+        self.ttl.saturating_sub(self.clock.changed_at.elapsed())
+    }
+
+    fn lease_for(
+        &self,
+        previous: Option<&Lease>,
+        holder: Option<&str>,
+        optime: Option<u64>,
+        acquire: bool,
+    ) -> Lease {
+        let now = MicroTime(jiff::Timestamp::now());
+        let mut lease = previous.cloned().unwrap_or_else(|| Lease {
+            metadata: ObjectMeta {
+                name: Some(self.names.lease()),
+                labels: Some(names::cluster_labels(self.names.cluster())),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec::default()),
+        });
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        let previous_holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
+        if acquire {
+            spec.acquire_time = Some(now.clone());
+            if previous_holder.as_deref() != holder {
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+            }
+        }
+        spec.holder_identity = holder.map(str::to_string);
+        spec.lease_duration_seconds = Some(self.ttl.as_secs() as i32);
+        spec.renew_time = Some(now);
+        if let Some(optime) = optime {
+            lease
+                .metadata
+                .annotations
+                .get_or_insert_with(BTreeMap::new)
+                .insert(ANNOTATION_OPTIME.to_string(), optime.to_string());
+        }
+        lease
+    }
+
+    /// Take the lease. Re-reads it first (Patroni #3718) and refuses unless it is still free or
+    /// expired on our clock with the same resourceVersion we judged; the PUT carries that version.
+    pub async fn acquire(&mut self, optime: Option<u64>) -> Result<(), DcsError> {
+        let current = self
+            .bounded(self.leases.get_opt(&self.names.lease()))
+            .await?;
+        let view = self.observe_lease(current.as_ref());
+        match &view {
+            LeaseView::Held {
+                holder,
+                expired: false,
+            } if *holder != self.me => {
+                return Err(DcsError::Conflict(format!(
+                    "lease {} (held by {holder})",
+                    self.names.lease()
+                )));
+            }
+            _ => {}
+        }
+        let lease = self.lease_for(current.as_ref(), Some(&self.me.clone()), optime, true);
+        let result = match current {
+            Some(_) => {
+                self.bounded(self.leases.replace(
+                    &self.names.lease(),
+                    &PostParams::default(),
+                    &lease,
+                ))
+                .await
+            }
+            None => {
+                self.bounded(self.leases.create(&PostParams::default(), &lease))
+                    .await
+            }
+        };
+        match result {
+            Ok(written) => {
+                self.observe_lease(Some(&written));
+                Ok(())
+            }
+            Err(DcsError::Kube(e))
+                if is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) =>
+            {
+                Err(DcsError::Conflict(format!("lease {}", self.names.lease())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Renew the lease we hold, compare-and-swap on the version read this cycle. On a conflict,
+    /// re-read once: if we still hold it (someone else touched the object), renew on the fresh
+    /// version; otherwise the lease is lost.
+    pub async fn renew(
+        &mut self,
+        seen: Option<&Lease>,
+        optime: Option<u64>,
+    ) -> Result<(), DcsError> {
+        let mut base = seen.cloned();
+        for _ in 0..2 {
+            let holder = base
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.clone());
+            if holder.as_deref() != Some(self.me.as_str()) {
+                return Err(DcsError::Conflict(format!(
+                    "lease {} is held by {}",
+                    self.names.lease(),
+                    holder.unwrap_or_else(|| "nobody".into())
+                )));
+            }
+            let lease = self.lease_for(base.as_ref(), Some(&self.me.clone()), optime, false);
+            match self
+                .bounded(
+                    self.leases
+                        .replace(&self.names.lease(), &PostParams::default(), &lease),
+                )
+                .await
+            {
+                Ok(written) => {
+                    self.observe_lease(Some(&written));
+                    return Ok(());
+                }
+                Err(DcsError::Kube(e)) if is_conflict(&e) => {
+                    base = self
+                        .bounded(self.leases.get_opt(&self.names.lease()))
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DcsError::Conflict(format!("lease {}", self.names.lease())))
+    }
+
+    /// Give the lease up (clean shutdown, switchover) so a replica can take over at once.
+    pub async fn release(&mut self, optime: Option<u64>) -> Result<(), DcsError> {
+        let current = self
+            .bounded(self.leases.get_opt(&self.names.lease()))
+            .await?;
+        let holder = current
+            .as_ref()
+            .and_then(|l| l.spec.as_ref())
+            .and_then(|s| s.holder_identity.clone());
+        if holder.as_deref() != Some(self.me.as_str()) {
+            return Ok(());
+        }
+        let mut lease = self.lease_for(current.as_ref(), None, optime, false);
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.acquire_time = None;
+        }
+        match self
+            .bounded(
+                self.leases
+                    .replace(&self.names.lease(), &PostParams::default(), &lease),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(DcsError::Kube(e)) if is_conflict(&e) => {
+                Err(DcsError::Conflict(format!("lease {}", self.names.lease())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Compare-and-swap edit of the state ConfigMap's data; creates the ConfigMap when missing.
+    /// `edit` returns `false` to abort without writing.
+    pub async fn update_state(
+        &self,
+        mut edit: impl FnMut(&mut BTreeMap<String, String>) -> bool,
+    ) -> Result<bool, DcsError> {
+        let name = self.names.state_config_map();
+        let current = self.bounded(self.config_maps.get_opt(&name)).await?;
+        let mut cm = current.clone().unwrap_or_else(|| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(names::cluster_labels(self.names.cluster())),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let data = cm.data.get_or_insert_with(BTreeMap::new);
+        if !edit(data) {
+            return Ok(false);
+        }
+        let result = match current {
+            Some(_) => {
+                self.bounded(self.config_maps.replace(&name, &PostParams::default(), &cm))
+                    .await
+            }
+            None => {
+                self.bounded(self.config_maps.create(&PostParams::default(), &cm))
+                    .await
+            }
+        };
+        match result {
+            Ok(_) => Ok(true),
+            Err(DcsError::Kube(e)) if is_conflict(&e) => Err(DcsError::Conflict(name)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claim the bootstrap: succeeds for exactly one member.
+    pub async fn claim_initialize(&self) -> Result<bool, DcsError> {
+        let me = self.me.clone();
+        match self
+            .update_state(|data| {
+                if data.get(keys::INITIALIZE).is_some_and(|v| !v.is_empty())
+                    || data.get(keys::BOOTSTRAPPING).is_some_and(|v| !v.is_empty())
+                {
+                    return false;
+                }
+                data.insert(keys::BOOTSTRAPPING.into(), me.clone());
+                true
+            })
+            .await
+        {
+            Err(DcsError::Conflict(_)) => Ok(false),
+            other => other,
+        }
+    }
+
+    /// Record the new cluster's system identifier and drop the bootstrap claim.
+    pub async fn record_initialize(&self, sysid: &str) -> Result<(), DcsError> {
+        self.update_state(|data| {
+            data.insert(keys::INITIALIZE.into(), sysid.to_string());
+            data.remove(keys::BOOTSTRAPPING);
+            data.entry(keys::HISTORY.into())
+                .or_insert_with(|| "[]".into());
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Give up a failed bootstrap so another member (or a retry) can claim it.
+    pub async fn cancel_initialize(&self) -> Result<(), DcsError> {
+        let me = self.me.clone();
+        self.update_state(|data| {
+            if data.get(keys::BOOTSTRAPPING) != Some(&me) {
+                return false;
+            }
+            data.remove(keys::BOOTSTRAPPING);
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Append a timeline switch to the history and clear a finished switchover request.
+    pub async fn record_promotion(&self, entry: HistoryEntry) -> Result<(), DcsError> {
+        let cluster = self.names.cluster().to_string();
+        self.update_state(|data| {
+            let mut history: Vec<HistoryEntry> =
+                parse_key(data, keys::HISTORY, &cluster).unwrap_or_default();
+            if history.iter().any(|h| h.0 == entry.0) {
+                data.remove(keys::SWITCHOVER);
+                return true;
+            }
+            history.push(entry.clone());
+            data.insert(
+                keys::HISTORY.into(),
+                serde_json::to_string(&history).unwrap_or_else(|_| "[]".into()),
+            );
+            data.remove(keys::SWITCHOVER);
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn clear_switchover(&self) -> Result<(), DcsError> {
+        self.update_state(|data| data.remove(keys::SWITCHOVER).is_some())
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn request_switchover(&self, request: &SwitchoverKey) -> Result<(), DcsError> {
+        let value = serde_json::to_string(request).map_err(|e| DcsError::Invalid(e.to_string()))?;
+        self.update_state(|data| {
+            data.insert(keys::SWITCHOVER.into(), value.clone());
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Publish our member status on our pod, only when it changed.
+    pub async fn publish_status(&mut self, status: &MemberStatus) -> Result<(), DcsError> {
+        let value = status.to_annotation();
+        if self.published_status.as_deref() == Some(value.as_str()) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_STATUS: value}}});
+        self.bounded(
+            self.pods
+                .patch(&self.me, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
+        self.published_status = Some(value);
+        Ok(())
+    }
+
+    /// Set (or with `None` remove) the role label on our own pod; the fast path for routing.
+    pub async fn publish_role(&mut self, role: Option<&str>) -> Result<(), DcsError> {
+        let want = role.map(str::to_string);
+        if self.published_role.as_ref() == Some(&want) {
+            return Ok(());
+        }
+        let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: want}}});
+        self.bounded(
+            self.pods
+                .patch(&self.me, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
+        self.published_role = Some(want);
+        Ok(())
+    }
+
+    /// Forget what we published, so the next publish writes again (after an apiserver outage).
+    pub fn forget_published(&mut self) {
+        self.published_status = None;
+        self.published_role = None;
+    }
+
+    pub fn not_found(e: &DcsError) -> bool {
+        matches!(e, DcsError::Kube(k) if is_not_found(k))
+    }
+}
+
+fn parse_key<T: serde::de::DeserializeOwned>(
+    data: &BTreeMap<String, String>,
+    key: &str,
+    cluster: &str,
+) -> Option<T> {
+    let raw = data.get(key)?;
+    if raw.is_empty() {
+        return None;
+    }
+    match serde_json::from_str(raw) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn!(cluster = %cluster, key, error = %e, "ignoring a corrupt key in the state ConfigMap");
+            None
+        }
+    }
+}

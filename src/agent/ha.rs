@@ -1,0 +1,926 @@
+//! The HA decision: a pure function from one observation of the world (the DCS as read this
+//! cycle, the local PostgreSQL, peers' answers) to one action with a human-readable reason.
+//! Patroni's `ha.py` cascade without its I/O: pause → DCS reachable? → bootstrap → system id →
+//! postgres down: recover → leader lease mine / someone else's / free: renew, follow, or race.
+//! The caller performs the action; nothing here touches a clock, a socket or a file.
+
+use std::time::Duration;
+
+use crate::api::cluster::SynchronousMode;
+
+/// Settings the decision depends on.
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    pub ttl: Duration,
+    pub loop_wait: Duration,
+    pub retry_timeout: Duration,
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: SynchronousMode,
+    /// This member must never be promoted.
+    pub nofailover: bool,
+    /// Watchdog mode `required` and no working watchdog: never become primary.
+    pub watchdog_blocks_promotion: bool,
+}
+
+/// The leader Lease as this member sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseView {
+    /// No holder (released, never taken, or the object does not exist yet).
+    Free,
+    /// Held by `holder`; `expired` is judged on this member's own monotonic clock: `ttl` since it
+    /// last saw the Lease change.
+    Held { holder: String, expired: bool },
+}
+
+/// The `initialize` key of `<cluster>-state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initialize {
+    /// Nobody has claimed the bootstrap yet.
+    Absent,
+    /// `member` won the race and is running initdb.
+    Claimed { member: String },
+    /// The cluster exists; its system identifier.
+    Done { sysid: String },
+}
+
+/// A switchover (or manual failover) request from the state ConfigMap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwitchoverRequest {
+    /// The primary to move away from; `None` for a failover request.
+    pub leader: Option<String>,
+    /// The member to promote; `None` lets the healthiest win.
+    pub candidate: Option<String>,
+}
+
+/// A member as published in its pod annotation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub name: String,
+    pub running: bool,
+    pub nofailover: bool,
+    pub lsn: Option<u64>,
+    pub timeline: Option<u32>,
+}
+
+/// What this cycle read from the apiserver.
+#[derive(Debug, Clone)]
+pub struct DcsView {
+    pub lease: LeaseView,
+    pub initialize: Initialize,
+    /// The primary's last published WAL position (written at every renew and at release).
+    pub leader_optime: Option<u64>,
+    /// The cluster's current timeline, from the history (last entry + 1, or 1).
+    pub cluster_timeline: u32,
+    pub members: Vec<MemberView>,
+    pub switchover: Option<SwitchoverRequest>,
+    /// Members in the published synchronous set (`sync` key).
+    pub sync_standbys: Vec<String>,
+}
+
+/// State of the data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing or empty: needs initdb or a basebackup.
+    Empty,
+    /// A cluster with this system identifier; `was_primary` when its control file says it last ran
+    /// out of recovery (so following a new leader may need pg_rewind).
+    Initialized {
+        sysid: String,
+        was_primary: bool,
+        timeline: u32,
+    },
+}
+
+/// The local PostgreSQL as observed this cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalPostgres {
+    pub data: DataDir,
+    pub running: bool,
+    /// `Some(true)` when running and `pg_is_in_recovery()`; `None` when it could not be asked.
+    pub in_recovery: Option<bool>,
+    pub timeline: Option<u32>,
+    /// Write LSN on a primary, last received/replayed on a replica.
+    pub lsn: Option<u64>,
+    /// The member `primary_conninfo` points at, when running as a replica.
+    pub following: Option<String>,
+}
+
+/// A peer's answer to `GET /patroni`, asked only when racing for the lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerAnswer {
+    pub name: String,
+    pub is_primary: bool,
+    pub lsn: Option<u64>,
+    pub nofailover: bool,
+}
+
+/// Everything one decision looks at.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub me: String,
+    pub paused: bool,
+    /// `None` when the apiserver could not be read within `retry_timeout`.
+    pub dcs: Option<DcsView>,
+    pub local: LocalPostgres,
+    /// Peers that answered (unreachable ones are absent); asked only when the lease is free.
+    pub peers: Vec<PeerAnswer>,
+    /// The renew this cycle failed (conflict, lost holder, or timeout).
+    pub renew_failed: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// Checkpoint first, clean shutdown (SIGINT): the WAL ends at the shutdown checkpoint.
+    Fast,
+    /// SIGQUIT: no checkpoint; for fencing, where speed is safety.
+    Immediate,
+}
+
+/// How to start PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAs {
+    Primary,
+    /// Streaming from `leader` (or, with `None`, read-only without a primary to follow).
+    Replica {
+        leader: Option<String>,
+        rewind: bool,
+    },
+}
+
+/// What the agent does this cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Nothing,
+    /// Try to claim the `initialize` key (create-only; the CAS decides the winner).
+    ClaimInitialize,
+    /// We own the `initialize` claim: (re)run initdb from scratch, start, create users, record the
+    /// system id, take the lease.
+    Bootstrap,
+    /// Create this member's data directory with pg_basebackup from the leader.
+    CloneFrom {
+        leader: String,
+    },
+    StartPostgres(StartAs),
+    /// Renew the held lease (and feed the watchdog on success).
+    RenewLease,
+    /// Take the free or expired lease by compare-and-swap, then promote when in recovery.
+    AcquireLease,
+    /// Hold the lease but still in recovery: promote.
+    Promote,
+    /// Point the running replica at `leader` (rewrites primary_conninfo when it changed).
+    Follow {
+        leader: Option<String>,
+    },
+    /// Stop PostgreSQL; release the lease after a clean stop when `release`. The next cycle starts
+    /// it again as a replica of whoever leads then.
+    Demote {
+        mode: StopMode,
+        release: bool,
+    },
+    /// Record our system id under `initialize` (the key went missing while we lead).
+    RecordInitialize {
+        sysid: String,
+    },
+    /// Our data belongs to another cluster: stop and refuse to run.
+    Halt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: String,
+}
+
+fn d(action: Action, reason: impl Into<String>) -> Decision {
+    Decision {
+        action,
+        reason: reason.into(),
+    }
+}
+
+/// One HA decision. See the module documentation for the cascade.
+pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
+    if obs.paused {
+        return d(Action::Nothing, "paused: managing nothing, fencing nothing");
+    }
+    let local = &obs.local;
+    let is_primary = local.running && local.in_recovery == Some(false);
+
+    let Some(dcs) = &obs.dcs else {
+        // Without the apiserver we cannot know whether someone else holds the lease: a primary
+        // must stop accepting writes before anyone could have taken over.
+        if is_primary {
+            return d(
+                Action::Demote {
+                    mode: StopMode::Immediate,
+                    release: false,
+                },
+                "demoting: the apiserver cannot be reached, so the leader lease cannot be renewed",
+            );
+        }
+        return d(Action::Nothing, "the apiserver cannot be reached; waiting");
+    };
+
+    let leader = match &dcs.lease {
+        LeaseView::Held {
+            holder,
+            expired: false,
+        } => Some(holder.as_str()),
+        _ => None,
+    };
+    let i_hold_lease = matches!(&dcs.lease, LeaseView::Held { holder, .. } if *holder == obs.me);
+
+    // Bootstrap.
+    match (&local.data, &dcs.initialize) {
+        (_, Initialize::Claimed { member }) if *member == obs.me => {
+            if let DataDir::Initialized { sysid, .. } = &local.data
+                && local.running
+                && i_hold_lease
+            {
+                return d(
+                    Action::RecordInitialize {
+                        sysid: sysid.clone(),
+                    },
+                    "recording the new cluster's system identifier",
+                );
+            }
+            return d(
+                Action::Bootstrap,
+                "won the initialize key: bootstrapping a new cluster",
+            );
+        }
+        (DataDir::Empty, Initialize::Absent) => {
+            return match leader {
+                Some(l) => d(
+                    Action::CloneFrom {
+                        leader: l.to_string(),
+                    },
+                    format!("cloning from leader {l}"),
+                ),
+                None => d(
+                    Action::ClaimInitialize,
+                    "no cluster yet: racing for the initialize key",
+                ),
+            };
+        }
+        (DataDir::Empty, Initialize::Claimed { member }) => {
+            return d(
+                Action::Nothing,
+                format!("waiting for {member} to bootstrap the cluster"),
+            );
+        }
+        (DataDir::Empty, Initialize::Done { .. }) => {
+            return match leader {
+                Some(l) if l != obs.me => d(
+                    Action::CloneFrom {
+                        leader: l.to_string(),
+                    },
+                    format!("creating a replica from leader {l}"),
+                ),
+                _ => d(Action::Nothing, "no leader to clone from; waiting"),
+            };
+        }
+        (DataDir::Initialized { sysid: mine, .. }, Initialize::Done { sysid }) if mine != sysid => {
+            return d(
+                Action::Halt,
+                format!(
+                    "data directory belongs to system {mine}, the cluster is {sysid}: refusing to join"
+                ),
+            );
+        }
+        (DataDir::Initialized { sysid, .. }, Initialize::Absent) if i_hold_lease && is_primary => {
+            return d(
+                Action::RecordInitialize {
+                    sysid: sysid.clone(),
+                },
+                "the initialize key is missing: recording our system identifier",
+            );
+        }
+        _ => {}
+    }
+    let DataDir::Initialized {
+        was_primary,
+        timeline: data_timeline,
+        ..
+    } = &local.data
+    else {
+        return d(Action::Nothing, "waiting for a cluster to join");
+    };
+
+    // PostgreSQL is down: bring it back in the role the lease says.
+    if !local.running {
+        if i_hold_lease && !obs.renew_failed && leader == Some(obs.me.as_str()) {
+            return d(
+                Action::StartPostgres(StartAs::Primary),
+                "starting postgres as primary: this member holds the leader lease",
+            );
+        }
+        return match leader {
+            Some(l) if l != obs.me => {
+                // A former primary may have WAL the new timeline never saw.
+                let rewind = *was_primary && *data_timeline < dcs.cluster_timeline;
+                d(
+                    Action::StartPostgres(StartAs::Replica {
+                        leader: Some(l.to_string()),
+                        rewind,
+                    }),
+                    if rewind {
+                        format!(
+                            "rewinding and starting as a replica of {l}: this member was primary on an older timeline"
+                        )
+                    } else {
+                        format!("starting postgres as a replica of {l}")
+                    },
+                )
+            }
+            _ => d(
+                Action::StartPostgres(StartAs::Replica {
+                    leader: None,
+                    rewind: false,
+                }),
+                "starting postgres read-only: there is no leader to follow yet",
+            ),
+        };
+    }
+
+    if i_hold_lease {
+        if obs.renew_failed {
+            return d(
+                Action::Demote {
+                    mode: StopMode::Immediate,
+                    release: false,
+                },
+                "demoting: failed to renew the leader lease",
+            );
+        }
+        if !is_primary {
+            if local.in_recovery.is_none() {
+                return d(
+                    Action::RenewLease,
+                    "holding the lease while postgres answers no queries",
+                );
+            }
+            return d(
+                Action::Promote,
+                "promoting: this member holds the leader lease",
+            );
+        }
+        if let Some(sw) = &dcs.switchover
+            && sw.leader.as_deref().is_none_or(|l| l == obs.me)
+        {
+            match switchover_target_ok(sw, dcs, &obs.me) {
+                Ok(()) => {
+                    return d(
+                        Action::Demote {
+                            mode: StopMode::Fast,
+                            release: true,
+                        },
+                        match &sw.candidate {
+                            Some(c) => format!(
+                                "switchover to {c}: demoting with a checkpoint, then releasing the lease"
+                            ),
+                            None => {
+                                "switchover: demoting with a checkpoint, then releasing the lease"
+                                    .to_string()
+                            }
+                        },
+                    );
+                }
+                Err(why) => {
+                    return d(
+                        Action::RenewLease,
+                        format!("renewed the leader lease; ignoring the switchover request: {why}"),
+                    );
+                }
+            }
+        }
+        return d(Action::RenewLease, "renewed the leader lease as primary");
+    }
+
+    if let Some(l) = leader {
+        if is_primary {
+            return d(
+                Action::Demote {
+                    mode: StopMode::Immediate,
+                    release: false,
+                },
+                format!("demoting: {l} holds the leader lease"),
+            );
+        }
+        return d(
+            Action::Follow {
+                leader: Some(l.to_string()),
+            },
+            format!("following leader {l}"),
+        );
+    }
+
+    // No valid leader: race, if this member is fit to lead.
+    match healthiest(obs, dcs, cfg) {
+        Ok(()) => d(
+            Action::AcquireLease,
+            if is_primary {
+                "acquiring the free leader lease as the running primary".to_string()
+            } else {
+                "promoting: the leader lease is free and this member is the healthiest".to_string()
+            },
+        ),
+        Err(why) => d(
+            Action::Follow { leader: None },
+            format!("not racing for the lease: {why}"),
+        ),
+    }
+}
+
+/// Patroni's `is_healthiest_node`: may this member take the free lease?
+fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), String> {
+    let local = &obs.local;
+    if local.running && local.in_recovery == Some(false) {
+        // Already primary (a lost lease, e.g. released while paused): keep it if our timeline is
+        // current.
+        return match local.timeline {
+            Some(tl) if tl >= dcs.cluster_timeline => Ok(()),
+            _ => Err("this primary's timeline is behind the cluster's".into()),
+        };
+    }
+    if cfg.nofailover {
+        return Err("this member is tagged nofailover".into());
+    }
+    if cfg.watchdog_blocks_promotion {
+        return Err("the watchdog is required but not working".into());
+    }
+    if let Some(sw) = &dcs.switchover {
+        match &sw.candidate {
+            Some(c) if *c != obs.me => return Err(format!("a switchover to {c} is in progress")),
+            Some(_) => return Ok(()),
+            None if sw.leader.as_deref() == Some(obs.me.as_str()) => {
+                return Err("this member is the one being switched away from".into());
+            }
+            None => {}
+        }
+    }
+    if cfg.synchronous_mode != SynchronousMode::Off && !dcs.sync_standbys.contains(&obs.me) {
+        return Err("synchronous mode is on and this member is not a synchronous standby".into());
+    }
+    let Some(my_lsn) = local.lsn else {
+        return Err("this member's WAL position is unknown".into());
+    };
+    if let Some(optime) = dcs.leader_optime {
+        let lag = optime.saturating_sub(my_lsn);
+        if lag > cfg.maximum_lag_on_failover {
+            return Err(format!(
+                "lag {lag} B behind the last primary exceeds maximumLagOnFailover {} B",
+                cfg.maximum_lag_on_failover
+            ));
+        }
+    }
+    for p in obs
+        .peers
+        .iter()
+        .filter(|p| p.name != obs.me && !p.nofailover)
+    {
+        if p.is_primary {
+            return Err(format!("{} is still running as primary", p.name));
+        }
+        if cfg.synchronous_mode != SynchronousMode::Off && !dcs.sync_standbys.contains(&p.name) {
+            continue;
+        }
+        if let Some(their) = p.lsn
+            && their > my_lsn
+        {
+            return Err(format!("{} is ahead ({their} > {my_lsn})", p.name));
+        }
+    }
+    Ok(())
+}
+
+/// Is the switchover request one the primary can honour now?
+fn switchover_target_ok(sw: &SwitchoverRequest, dcs: &DcsView, me: &str) -> Result<(), String> {
+    let eligible = |m: &&MemberView| m.name != me && m.running && !m.nofailover;
+    match &sw.candidate {
+        Some(c) => match dcs.members.iter().find(|m| m.name == *c) {
+            None => Err(format!("candidate {c} does not exist")),
+            Some(m) if !eligible(&m) => Err(format!(
+                "candidate {c} is not running or is tagged nofailover"
+            )),
+            Some(_) => Ok(()),
+        },
+        None if dcs.members.iter().any(|m| eligible(&m)) => Ok(()),
+        None => Err("no member can take over".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> HaConfig {
+        HaConfig {
+            ttl: Duration::from_secs(8),
+            loop_wait: Duration::from_secs(2),
+            retry_timeout: Duration::from_secs(3),
+            maximum_lag_on_failover: 1_048_576,
+            synchronous_mode: SynchronousMode::Off,
+            nofailover: false,
+            watchdog_blocks_promotion: false,
+        }
+    }
+
+    fn replica(lsn: u64) -> LocalPostgres {
+        LocalPostgres {
+            data: DataDir::Initialized {
+                sysid: "7".into(),
+                was_primary: false,
+                timeline: 1,
+            },
+            running: true,
+            in_recovery: Some(true),
+            timeline: Some(1),
+            lsn: Some(lsn),
+            following: Some("a".into()),
+        }
+    }
+
+    fn primary() -> LocalPostgres {
+        LocalPostgres {
+            in_recovery: Some(false),
+            following: None,
+            ..replica(100)
+        }
+    }
+
+    fn member(name: &str) -> MemberView {
+        MemberView {
+            name: name.into(),
+            running: true,
+            nofailover: false,
+            lsn: Some(100),
+            timeline: Some(1),
+        }
+    }
+
+    fn dcs(lease: LeaseView) -> DcsView {
+        DcsView {
+            lease,
+            initialize: Initialize::Done { sysid: "7".into() },
+            leader_optime: Some(100),
+            cluster_timeline: 1,
+            members: vec![member("a"), member("b"), member("c")],
+            switchover: None,
+            sync_standbys: vec![],
+        }
+    }
+
+    fn held(holder: &str) -> LeaseView {
+        LeaseView::Held {
+            holder: holder.into(),
+            expired: false,
+        }
+    }
+
+    fn expired(holder: &str) -> LeaseView {
+        LeaseView::Held {
+            holder: holder.into(),
+            expired: true,
+        }
+    }
+
+    fn obs(me: &str, local: LocalPostgres, dcs: Option<DcsView>) -> Observation {
+        Observation {
+            me: me.into(),
+            paused: false,
+            dcs,
+            local,
+            peers: vec![],
+            renew_failed: false,
+        }
+    }
+
+    fn peer(name: &str, lsn: u64) -> PeerAnswer {
+        PeerAnswer {
+            name: name.into(),
+            is_primary: false,
+            lsn: Some(lsn),
+            nofailover: false,
+        }
+    }
+
+    #[test]
+    fn primary_holding_the_lease_renews_it() {
+        let r = decide(&obs("a", primary(), Some(dcs(held("a")))), &cfg());
+        assert_eq!(r.action, Action::RenewLease);
+        assert_eq!(r.reason, "renewed the leader lease as primary");
+    }
+
+    #[test]
+    fn primary_that_fails_to_renew_demotes_immediately_without_release() {
+        let mut o = obs("a", primary(), Some(dcs(held("a"))));
+        o.renew_failed = true;
+        let r = decide(&o, &cfg());
+        assert_eq!(
+            r.action,
+            Action::Demote {
+                mode: StopMode::Immediate,
+                release: false
+            }
+        );
+        assert_eq!(r.reason, "demoting: failed to renew the leader lease");
+    }
+
+    #[test]
+    fn primary_that_cannot_reach_the_apiserver_demotes() {
+        let r = decide(&obs("a", primary(), None), &cfg());
+        assert!(matches!(
+            r.action,
+            Action::Demote {
+                mode: StopMode::Immediate,
+                ..
+            }
+        ));
+        assert!(
+            r.reason.contains("apiserver cannot be reached"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn replica_that_cannot_reach_the_apiserver_waits() {
+        let r = decide(&obs("b", replica(100), None), &cfg());
+        assert_eq!(r.action, Action::Nothing);
+    }
+
+    #[test]
+    fn primary_that_sees_another_holder_demotes() {
+        let r = decide(&obs("a", primary(), Some(dcs(held("b")))), &cfg());
+        assert!(matches!(
+            r.action,
+            Action::Demote {
+                mode: StopMode::Immediate,
+                release: false
+            }
+        ));
+        assert_eq!(r.reason, "demoting: b holds the leader lease");
+    }
+
+    #[test]
+    fn replica_follows_the_valid_leader() {
+        let r = decide(&obs("b", replica(100), Some(dcs(held("a")))), &cfg());
+        assert_eq!(
+            r.action,
+            Action::Follow {
+                leader: Some("a".into())
+            }
+        );
+        assert_eq!(r.reason, "following leader a");
+    }
+
+    #[test]
+    fn healthiest_replica_races_for_an_expired_lease() {
+        let mut o = obs("b", replica(100), Some(dcs(expired("a"))));
+        o.peers = vec![peer("c", 90)];
+        let r = decide(&o, &cfg());
+        assert_eq!(r.action, Action::AcquireLease);
+        assert_eq!(
+            r.reason,
+            "promoting: the leader lease is free and this member is the healthiest"
+        );
+    }
+
+    #[test]
+    fn replica_behind_a_peer_does_not_race() {
+        let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+        o.peers = vec![peer("c", 200)];
+        let r = decide(&o, &cfg());
+        assert_eq!(r.action, Action::Follow { leader: None });
+        assert_eq!(r.reason, "not racing for the lease: c is ahead (200 > 100)");
+    }
+
+    #[test]
+    fn a_peer_that_is_still_primary_stops_the_race() {
+        let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+        o.peers = vec![PeerAnswer {
+            is_primary: true,
+            ..peer("a", 100)
+        }];
+        let r = decide(&o, &cfg());
+        assert_eq!(
+            r.reason,
+            "not racing for the lease: a is still running as primary"
+        );
+    }
+
+    #[test]
+    fn a_nofailover_peer_ahead_does_not_block() {
+        let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+        o.peers = vec![PeerAnswer {
+            nofailover: true,
+            ..peer("c", 500)
+        }];
+        assert_eq!(decide(&o, &cfg()).action, Action::AcquireLease);
+    }
+
+    #[test]
+    fn lagging_replica_is_never_promoted() {
+        let mut d = dcs(expired("a"));
+        d.leader_optime = Some(100 + 2_000_000);
+        let r = decide(&obs("b", replica(100), Some(d)), &cfg());
+        assert_eq!(r.action, Action::Follow { leader: None });
+        assert!(
+            r.reason.contains("exceeds maximumLagOnFailover"),
+            "{}",
+            r.reason
+        );
+    }
+
+    #[test]
+    fn nofailover_member_is_never_promoted() {
+        let mut c = cfg();
+        c.nofailover = true;
+        let r = decide(&obs("b", replica(100), Some(dcs(LeaseView::Free))), &c);
+        assert_eq!(
+            r.reason,
+            "not racing for the lease: this member is tagged nofailover"
+        );
+    }
+
+    #[test]
+    fn required_watchdog_that_does_not_work_blocks_promotion() {
+        let mut c = cfg();
+        c.watchdog_blocks_promotion = true;
+        let r = decide(&obs("b", replica(100), Some(dcs(LeaseView::Free))), &c);
+        assert_eq!(
+            r.reason,
+            "not racing for the lease: the watchdog is required but not working"
+        );
+    }
+
+    #[test]
+    fn synchronous_mode_only_lets_sync_standbys_race() {
+        let mut c = cfg();
+        c.synchronous_mode = SynchronousMode::On;
+        let mut d = dcs(LeaseView::Free);
+        d.sync_standbys = vec!["c".into()];
+        let r = decide(&obs("b", replica(100), Some(d.clone())), &c);
+        assert!(
+            r.reason.contains("not a synchronous standby"),
+            "{}",
+            r.reason
+        );
+        d.sync_standbys = vec!["b".into()];
+        assert_eq!(
+            decide(&obs("b", replica(100), Some(d)), &c).action,
+            Action::AcquireLease
+        );
+    }
+
+    #[test]
+    fn holding_the_lease_in_recovery_promotes() {
+        let r = decide(&obs("b", replica(100), Some(dcs(held("b")))), &cfg());
+        assert_eq!(r.action, Action::Promote);
+    }
+
+    #[test]
+    fn stopped_postgres_with_the_lease_restarts_as_primary() {
+        let mut l = primary();
+        l.running = false;
+        l.in_recovery = None;
+        let r = decide(&obs("a", l, Some(dcs(held("a")))), &cfg());
+        assert_eq!(r.action, Action::StartPostgres(StartAs::Primary));
+    }
+
+    #[test]
+    fn former_primary_on_an_old_timeline_rewinds_before_following() {
+        let l = LocalPostgres {
+            data: DataDir::Initialized {
+                sysid: "7".into(),
+                was_primary: true,
+                timeline: 1,
+            },
+            running: false,
+            in_recovery: None,
+            timeline: None,
+            lsn: None,
+            following: None,
+        };
+        let mut d = dcs(held("b"));
+        d.cluster_timeline = 2;
+        let r = decide(&obs("a", l, Some(d)), &cfg());
+        assert_eq!(
+            r.action,
+            Action::StartPostgres(StartAs::Replica {
+                leader: Some("b".into()),
+                rewind: true
+            })
+        );
+    }
+
+    #[test]
+    fn stopped_replica_without_leader_starts_read_only() {
+        let mut l = replica(100);
+        l.running = false;
+        let r = decide(&obs("b", l, Some(dcs(LeaseView::Free))), &cfg());
+        assert_eq!(
+            r.action,
+            Action::StartPostgres(StartAs::Replica {
+                leader: None,
+                rewind: false
+            })
+        );
+    }
+
+    #[test]
+    fn empty_member_races_for_initialize_when_no_cluster_exists() {
+        let l = LocalPostgres {
+            data: DataDir::Empty,
+            running: false,
+            in_recovery: None,
+            timeline: None,
+            lsn: None,
+            following: None,
+        };
+        let mut d = dcs(LeaseView::Free);
+        d.initialize = Initialize::Absent;
+        let r = decide(&obs("a", l.clone(), Some(d.clone())), &cfg());
+        assert_eq!(r.action, Action::ClaimInitialize);
+
+        d.initialize = Initialize::Claimed { member: "a".into() };
+        assert_eq!(
+            decide(&obs("a", l.clone(), Some(d.clone())), &cfg()).action,
+            Action::Bootstrap
+        );
+        let r = decide(&obs("b", l.clone(), Some(d.clone())), &cfg());
+        assert_eq!(r.reason, "waiting for a to bootstrap the cluster");
+
+        d.initialize = Initialize::Done { sysid: "7".into() };
+        d.lease = held("a");
+        assert_eq!(
+            decide(&obs("b", l, Some(d)), &cfg()).action,
+            Action::CloneFrom { leader: "a".into() }
+        );
+    }
+
+    #[test]
+    fn foreign_system_identifier_is_never_joined() {
+        let mut d = dcs(held("a"));
+        d.initialize = Initialize::Done { sysid: "8".into() };
+        let r = decide(&obs("b", replica(1), Some(d)), &cfg());
+        assert_eq!(r.action, Action::Halt);
+    }
+
+    #[test]
+    fn switchover_to_a_running_candidate_demotes_gracefully_and_releases() {
+        let mut d = dcs(held("a"));
+        d.switchover = Some(SwitchoverRequest {
+            leader: Some("a".into()),
+            candidate: Some("c".into()),
+        });
+        let r = decide(&obs("a", primary(), Some(d)), &cfg());
+        assert_eq!(
+            r.action,
+            Action::Demote {
+                mode: StopMode::Fast,
+                release: true
+            }
+        );
+    }
+
+    #[test]
+    fn during_a_switchover_only_the_candidate_races() {
+        let mut d = dcs(LeaseView::Free);
+        d.switchover = Some(SwitchoverRequest {
+            leader: Some("a".into()),
+            candidate: Some("c".into()),
+        });
+        let r = decide(&obs("b", replica(100), Some(d.clone())), &cfg());
+        assert_eq!(
+            r.reason,
+            "not racing for the lease: a switchover to c is in progress"
+        );
+        assert_eq!(
+            decide(&obs("c", replica(100), Some(d)), &cfg()).action,
+            Action::AcquireLease
+        );
+    }
+
+    #[test]
+    fn the_old_primary_does_not_race_after_a_switchover_without_candidate() {
+        let mut d = dcs(LeaseView::Free);
+        d.switchover = Some(SwitchoverRequest {
+            leader: Some("a".into()),
+            candidate: None,
+        });
+        let r = decide(&obs("a", replica(100), Some(d)), &cfg());
+        assert_eq!(
+            r.reason,
+            "not racing for the lease: this member is the one being switched away from"
+        );
+    }
+
+    #[test]
+    fn paused_manages_nothing() {
+        let mut o = obs("a", primary(), None);
+        o.paused = true;
+        assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+    }
+}

@@ -1,0 +1,880 @@
+//! `pgwarden agent`: supervises PostgreSQL in one pod (or, in the integration tests, as a plain
+//! process on its own address) and keeps it in the role the leader Lease says. One loop, Patroni's
+//! shape: observe (DCS, local postgres, peers when racing) → `ha::decide` (pure) → act → publish
+//! (pod annotation, role label, REST snapshot). An independent fencing task kills postgres when a
+//! primary has not renewed for `retryTimeout`, even if the loop itself is stuck in I/O.
+
+pub mod config;
+pub mod dcs;
+pub mod ha;
+pub mod peers;
+pub mod postgres;
+pub mod rest;
+pub mod softdog;
+pub mod watchdog;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, RwLock};
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::api::cluster::WatchdogMode;
+use crate::api::member::{
+    MemberRole, MemberState, MemberStatus, MemberTags, api_url, conn_url, url_host_port,
+};
+use crate::api::names::{ROLE_PRIMARY, ROLE_REPLICA};
+use config::{AgentArgs, ConfigError, read_secret};
+use dcs::{Dcs, DcsError, HistoryEntry, Snapshot};
+use ha::{
+    Action, DataDir, DcsView, Decision, HaConfig, LeaseView, LocalPostgres, Observation, StartAs,
+    StopMode,
+};
+use postgres::conf::{ServerSettings, Upstream, render_passfile, render_pg_hba, slot_name};
+use postgres::{LiveState, PgError, Postgres};
+use rest::{RestContext, RestView};
+use watchdog::{Device, Watchdog};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    #[error("refusing to run: {0}")]
+    Halted(String),
+    #[error("{0}")]
+    Action(String),
+}
+
+/// Entry point of `pgwarden agent`.
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    args.validate()?;
+    let span = info_span!("agent", cluster = %args.cluster, member = %args.name);
+    Agent::start(args)
+        .instrument(span.clone())
+        .await?
+        .run()
+        .instrument(span)
+        .await
+}
+
+async fn kube_client(args: &AgentArgs) -> Result<Client, AgentError> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| AgentError::Kubeconfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| AgentError::Kubeconfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| AgentError::Kubeconfig(e.to_string()))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+struct Agent {
+    args: AgentArgs,
+    ha: HaConfig,
+    dcs: Dcs,
+    pg: Postgres,
+    watchdog: Watchdog,
+    rest: Arc<RestContext>,
+    peers: peers::PeerClient,
+    passfile: PathBuf,
+    superuser_password: String,
+    replication_password: String,
+    app_password: Option<String>,
+    parameters: BTreeMap<String, String>,
+    /// When this primary last renewed the lease; the fencing task reads it.
+    last_renew: Arc<StdMutex<Option<Instant>>>,
+    following: Option<Option<String>>,
+    softdog: Option<tokio::process::Child>,
+}
+
+impl Agent {
+    async fn start(args: AgentArgs) -> Result<Self, AgentError> {
+        let client = kube_client(&args).await?;
+        let superuser_password = read_secret(&args.superuser_password_file)?;
+        let replication_password = read_secret(&args.replication_password_file)?;
+        let app_password = args
+            .app_password_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?;
+        let token = args
+            .api_token_file
+            .as_deref()
+            .map(read_secret)
+            .transpose()?;
+        let parameters: BTreeMap<String, String> =
+            serde_json::from_str(&args.parameters).map_err(ConfigError::Parameters)?;
+
+        std::fs::create_dir_all(&args.run_dir)?;
+        postgres::set_mode(&args.run_dir, 0o700)?;
+        let passfile = args.run_dir.join("pgpass");
+        std::fs::write(
+            &passfile,
+            render_passfile(&[
+                ("postgres", &superuser_password),
+                (&args.replication_user, &replication_password),
+            ]),
+        )?;
+        postgres::set_mode(&passfile, 0o600)?;
+
+        let mode: WatchdogMode = args.watchdog_mode.into();
+        let (device, softdog) = match (&args.watchdog_device, mode) {
+            (Some(dev), _) => (Device::Host(dev.clone()), None),
+            (None, WatchdogMode::Off) => (Device::Softdog(args.run_dir.join("watchdog")), None),
+            (None, _) => {
+                let fifo = args.run_dir.join("watchdog");
+                let child = spawn_softdog(
+                    &fifo,
+                    &args.data_dir.join("postmaster.pid"),
+                    args.watchdog_timeout(),
+                )?;
+                (Device::Softdog(fifo), Some(child))
+            }
+        };
+        let watchdog = Watchdog::new(mode, device, args.watchdog_timeout());
+
+        let ha = HaConfig {
+            ttl: args.ttl(),
+            loop_wait: args.loop_wait(),
+            retry_timeout: args.retry_timeout(),
+            maximum_lag_on_failover: args.maximum_lag_on_failover,
+            synchronous_mode: args.synchronous_mode.into(),
+            nofailover: args.nofailover,
+            watchdog_blocks_promotion: false,
+        };
+        let dcs = Dcs::new(
+            client.clone(),
+            &args.namespace,
+            &args.cluster,
+            &args.name,
+            args.ttl(),
+            args.retry_timeout(),
+        );
+        let rest_dcs = Dcs::new(
+            client,
+            &args.namespace,
+            &args.cluster,
+            &args.name,
+            args.ttl(),
+            args.retry_timeout(),
+        );
+        let mut view = RestView::new(
+            &args.cluster,
+            &args.name,
+            args.ttl(),
+            args.loop_wait(),
+            args.maximum_lag_on_failover,
+        );
+        view.tags.nofailover = args.nofailover;
+        let rest = Arc::new(RestContext {
+            view: RwLock::new(view),
+            dcs: Mutex::new(rest_dcs),
+            token,
+        });
+        let listener =
+            tokio::net::TcpListener::bind((args.address.as_str(), args.api_port)).await?;
+        let app = rest::router(rest.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                error!(error = %e, "REST API server stopped");
+            }
+        });
+        info!(address = %args.address, api_port = args.api_port, "REST API listening");
+
+        let pg = Postgres::new(
+            args.bin_dir.clone(),
+            args.data_dir.clone(),
+            args.run_dir.clone(),
+            args.pg_port,
+        );
+        Ok(Self {
+            ha,
+            dcs,
+            pg,
+            watchdog,
+            rest,
+            peers: peers::PeerClient::new(Duration::from_secs(2)),
+            passfile,
+            superuser_password,
+            replication_password,
+            app_password,
+            parameters,
+            last_renew: Arc::new(StdMutex::new(None)),
+            following: None,
+            softdog,
+            args,
+        })
+    }
+
+    async fn run(mut self) -> Result<(), AgentError> {
+        spawn_fencing_task(
+            self.last_renew.clone(),
+            self.ha.retry_timeout,
+            self.args.data_dir.join("postmaster.pid"),
+        );
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            let started = Instant::now();
+            let next = match self.cycle().await {
+                Ok(next) => next,
+                Err(AgentError::Halted(why)) => {
+                    self.shutdown(false).await;
+                    return Err(AgentError::Halted(why));
+                }
+                Err(e) => {
+                    warn!(error = %e, "HA cycle failed");
+                    self.ha.loop_wait
+                }
+            };
+            let sleep = next.saturating_sub(started.elapsed());
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = term.recv() => { info!("SIGTERM: shutting down"); self.shutdown(true).await; return Ok(()); }
+                _ = int.recv() => { info!("SIGINT: shutting down"); self.shutdown(true).await; return Ok(()); }
+            }
+        }
+    }
+
+    /// One observe → decide → act → publish cycle; returns how long until the next one.
+    async fn cycle(&mut self) -> Result<Duration, AgentError> {
+        let snap = match self.dcs.read().await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot read the DCS");
+                self.dcs.forget_published();
+                None
+            }
+        };
+        let running = self.pg.running();
+        let data = self.pg.data_state().await?;
+        let live = if running {
+            match self.pg.live_state().await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!(error = %e, "postgres is running but does not answer");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let local = LocalPostgres {
+            data: data.clone(),
+            running,
+            in_recovery: live.as_ref().map(|l| l.in_recovery),
+            timeline: live.as_ref().and_then(|l| l.timeline),
+            lsn: live.as_ref().and_then(|l| l.lsn),
+            following: self.following.clone().flatten(),
+        };
+        let racing = snap
+            .as_ref()
+            .is_some_and(|s| !matches!(s.lease, LeaseView::Held { expired: false, .. }))
+            && local.in_recovery == Some(true);
+        let peers = match (&snap, racing) {
+            (Some(s), true) => self.peers.ask_all(&s.members, &self.args.name).await,
+            _ => vec![],
+        };
+        self.ha.watchdog_blocks_promotion =
+            self.watchdog.mode() == WatchdogMode::Required && !self.watchdog.is_available();
+        let mut obs = Observation {
+            me: self.args.name.clone(),
+            paused: snap.as_ref().is_some_and(|s| s.paused),
+            dcs: snap.as_ref().map(dcs_view),
+            local,
+            peers,
+            renew_failed: false,
+        };
+        let decision = ha::decide(&obs, &self.ha);
+        let decision = match self.act(&decision, snap.as_ref(), live.as_ref()).await {
+            Ok(()) => decision,
+            Err(ActError::RenewFailed(e)) => {
+                warn!(error = %e, "failed to renew the leader lease");
+                obs.renew_failed = true;
+                let second = ha::decide(&obs, &self.ha);
+                self.act(&second, snap.as_ref(), live.as_ref())
+                    .await
+                    .map_err(ActError::into_agent)?;
+                second
+            }
+            Err(e) => {
+                let e = e.into_agent();
+                if matches!(e, AgentError::Halted(_)) {
+                    return Err(e);
+                }
+                warn!(action = ?decision.action, error = %e, "action failed");
+                decision
+            }
+        };
+        info!(action = ?decision.action, "{}", decision.reason);
+        self.publish(snap.as_ref(), &decision).await;
+
+        // A follower wakes as soon as the lease could have expired, not a whole loop later.
+        let next = match &snap {
+            Some(s) if s.holder() != Some(self.args.name.as_str()) && s.holder().is_some() => self
+                .ha
+                .loop_wait
+                .min(self.dcs.lease_expires_in() + Duration::from_millis(100)),
+            _ => self.ha.loop_wait,
+        };
+        Ok(next.max(Duration::from_millis(200)))
+    }
+
+    fn settings(&self, upstream: Option<Upstream>) -> ServerSettings {
+        ServerSettings {
+            listen_address: self.args.address.clone(),
+            port: self.args.pg_port,
+            socket_dir: self.args.run_dir.to_string_lossy().into_owned(),
+            passfile: self.passfile.to_string_lossy().into_owned(),
+            replication_user: self.args.replication_user.clone(),
+            upstream,
+            synchronous_standby_names: None,
+            parameters: self.parameters.clone(),
+        }
+    }
+
+    fn upstream_for(&self, snap: Option<&Snapshot>, leader: &str) -> Option<Upstream> {
+        let status = snap?
+            .members
+            .iter()
+            .find(|(n, _)| n == leader)
+            .map(|(_, s)| s)?;
+        let (host, port) = url_host_port(&status.conn_url)?;
+        Some(Upstream {
+            host,
+            port,
+            application_name: self.args.name.clone(),
+            slot: slot_name(&self.args.name),
+        })
+    }
+
+    fn set_primary(&self, renewed: Option<Instant>) {
+        if let Ok(mut g) = self.last_renew.lock() {
+            *g = renewed;
+        }
+    }
+
+    async fn act(
+        &mut self,
+        decision: &Decision,
+        snap: Option<&Snapshot>,
+        live: Option<&LiveState>,
+    ) -> Result<(), ActError> {
+        let lsn = live.and_then(|l| l.lsn);
+        match &decision.action {
+            Action::Nothing => {
+                if snap.is_some_and(|s| s.paused) {
+                    self.watchdog.disable();
+                    self.set_primary(None);
+                }
+            }
+            Action::RenewLease => {
+                let lease = snap.and_then(|s| s.lease_object.as_ref());
+                self.dcs
+                    .renew(lease, lsn)
+                    .await
+                    .map_err(ActError::RenewFailed)?;
+                // The watchdog is fed only after a successful renew.
+                if let Err(e) = self.watchdog.activate() {
+                    warn!(error = %e, "watchdog keepalive failed");
+                }
+                self.set_primary(Some(Instant::now()));
+                let slots: Vec<String> = snap
+                    .map(|s| {
+                        s.members
+                            .iter()
+                            .filter(|(n, _)| *n != self.args.name)
+                            .map(|(n, _)| slot_name(n))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if live.is_some_and(|l| !l.in_recovery)
+                    && let Err(e) = self.pg.ensure_slots(&slots).await
+                {
+                    warn!(error = %e, "cannot create replication slots");
+                }
+            }
+            Action::AcquireLease => {
+                self.arm_watchdog()?;
+                if let Err(e) = self.dcs.acquire(lsn).await {
+                    self.watchdog.disable();
+                    return Err(ActError::Dcs(e));
+                }
+                self.set_primary(Some(Instant::now()));
+                if live.is_some_and(|l| l.in_recovery) {
+                    self.promote(snap, live).await?;
+                }
+            }
+            Action::Promote => {
+                self.arm_watchdog()?;
+                self.set_primary(Some(Instant::now()));
+                self.promote(snap, live).await?;
+            }
+            Action::Demote { mode, release } => {
+                // Routing first: the role label leaves before postgres stops answering.
+                self.set_primary(None);
+                if let Err(e) = self.dcs.publish_role(None).await {
+                    warn!(error = %e, "cannot remove the role label");
+                }
+                self.pg.stop(*mode).await?;
+                self.watchdog.disable();
+                self.following = None;
+                if *release {
+                    let optime = self.checkpoint_lsn().await;
+                    self.dcs.release(optime).await.map_err(ActError::Dcs)?;
+                }
+            }
+            Action::StartPostgres(StartAs::Primary) => {
+                // Only with a lease renewed just now: never start a primary on a stale lease.
+                let lease = snap.and_then(|s| s.lease_object.as_ref());
+                self.dcs
+                    .renew(lease, None)
+                    .await
+                    .map_err(ActError::RenewFailed)?;
+                self.arm_watchdog()?;
+                self.set_primary(Some(Instant::now()));
+                self.pg.start(&self.settings(None), false).await?;
+                self.following = Some(None);
+            }
+            Action::StartPostgres(StartAs::Replica { leader, rewind }) => {
+                let upstream = leader.as_deref().and_then(|l| self.upstream_for(snap, l));
+                if *rewind
+                    && let Some(u) = &upstream
+                    && let Err(e) = self.pg.rewind(&u.host, u.port, &self.passfile).await
+                {
+                    // Rewind impossible: start over from a fresh basebackup next cycle.
+                    warn!(error = %e, "pg_rewind failed; reinitialising from the leader");
+                    self.pg.wipe().await?;
+                    return Ok(());
+                }
+                self.watchdog.disable();
+                self.set_primary(None);
+                self.pg.start(&self.settings(upstream), true).await?;
+                self.following = Some(leader.clone());
+            }
+            Action::Follow { leader } => {
+                self.set_primary(None);
+                if self.following.as_ref() != Some(leader) {
+                    let upstream = leader.as_deref().and_then(|l| self.upstream_for(snap, l));
+                    if leader.is_some() && upstream.is_none() {
+                        return Ok(());
+                    }
+                    // primary_conninfo and primary_slot_name reload without a restart (PG 13+).
+                    let conf = postgres::conf::render_pgwarden_conf(&self.settings(upstream));
+                    let path = self.args.data_dir.join("pgwarden.conf");
+                    tokio::fs::write(&path, conf).await.map_err(|e| {
+                        ActError::Pg(PgError::Io {
+                            path: path.display().to_string(),
+                            source: e,
+                        })
+                    })?;
+                    self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+                    info!(leader = ?leader, "now following");
+                    self.following = Some(leader.clone());
+                }
+            }
+            Action::ClaimInitialize => {
+                let won = self.dcs.claim_initialize().await.map_err(ActError::Dcs)?;
+                info!(won, "raced for the initialize key");
+            }
+            Action::Bootstrap => {
+                if let Err(e) = self.bootstrap().await {
+                    error!(error = %e, "bootstrap failed; giving up the initialize key");
+                    let _ = self.pg.stop(StopMode::Immediate).await;
+                    self.watchdog.disable();
+                    self.set_primary(None);
+                    let _ = self.pg.wipe().await;
+                    let _ = self.dcs.release(None).await;
+                    let _ = self.dcs.cancel_initialize().await;
+                    return Err(e);
+                }
+            }
+            Action::CloneFrom { leader } => {
+                let Some(u) = self.upstream_for(snap, leader) else {
+                    return Ok(());
+                };
+                self.rest.view.write().await.state = MemberState::CreatingReplica;
+                self.pg
+                    .basebackup(&u.host, u.port, &self.args.replication_user, &self.passfile)
+                    .await?;
+                info!(leader, "created replica with pg_basebackup");
+            }
+            Action::RecordInitialize { sysid } => {
+                self.dcs
+                    .record_initialize(sysid)
+                    .await
+                    .map_err(ActError::Dcs)?;
+            }
+            Action::Halt => {
+                let _ = self.pg.stop(StopMode::Immediate).await;
+                return Err(ActError::Halt(decision.reason.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    fn arm_watchdog(&mut self) -> Result<(), ActError> {
+        match self.watchdog.activate() {
+            Ok(()) => Ok(()),
+            Err(e) if self.watchdog.mode() == WatchdogMode::Required => {
+                Err(ActError::Watchdog(e.to_string()))
+            }
+            Err(e) => {
+                warn!(error = %e, "watchdog unavailable; continuing without it (mode automatic)");
+                Ok(())
+            }
+        }
+    }
+
+    async fn promote(
+        &mut self,
+        snap: Option<&Snapshot>,
+        live: Option<&LiveState>,
+    ) -> Result<(), ActError> {
+        let old_tl = live.and_then(|l| l.timeline).unwrap_or(1);
+        let switch_lsn = live.and_then(|l| l.lsn).unwrap_or(0);
+        if let Err(e) = self.dcs.publish_role(None).await {
+            warn!(error = %e, "cannot update the role label");
+        }
+        self.pg.promote().await?;
+        self.following = Some(None);
+        info!(timeline = old_tl + 1, "promoted");
+        let reason = match snap.and_then(|s| s.switchover.as_ref()) {
+            Some(_) => "switchover",
+            None => "no recovery target specified",
+        };
+        let entry = HistoryEntry(
+            old_tl,
+            switch_lsn,
+            reason.into(),
+            jiff::Timestamp::now().to_string(),
+            self.args.name.clone(),
+        );
+        self.dcs
+            .record_promotion(entry)
+            .await
+            .map_err(ActError::Dcs)?;
+        if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
+            warn!(error = %e, "cannot set the primary role label");
+        }
+        Ok(())
+    }
+
+    /// The winner of the initialize key creates the cluster.
+    async fn bootstrap(&mut self) -> Result<(), ActError> {
+        self.rest.view.write().await.state = MemberState::Initializing;
+        let _ = self.pg.stop(StopMode::Immediate).await;
+        self.pg.initdb().await?;
+        let hba = render_pg_hba(&[], &self.args.replication_user);
+        let hba_path = self.args.data_dir.join("pg_hba.conf");
+        tokio::fs::write(&hba_path, hba).await.map_err(|e| {
+            ActError::Pg(PgError::Io {
+                path: hba_path.display().to_string(),
+                source: e,
+            })
+        })?;
+        self.dcs.acquire(None).await.map_err(ActError::Dcs)?;
+        self.arm_watchdog()?;
+        self.set_primary(Some(Instant::now()));
+        self.pg.start(&self.settings(None), false).await?;
+        self.following = Some(None);
+        let mut sql = format!(
+            "ALTER ROLE postgres PASSWORD {};\nCREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {};\n",
+            scram_literal(&self.superuser_password),
+            ident(&self.args.replication_user),
+            scram_literal(&self.replication_password),
+        );
+        if let Some(app) = &self.app_password {
+            sql.push_str(&format!(
+                "CREATE ROLE {} WITH LOGIN PASSWORD {};\nCREATE DATABASE {} OWNER {};\n",
+                ident(&self.args.app_user),
+                scram_literal(app),
+                ident(&self.args.app_database),
+                ident(&self.args.app_user),
+            ));
+        }
+        self.pg.execute_batch(&sql).await?;
+        let DataDir::Initialized { sysid, .. } = self.pg.data_state().await? else {
+            return Err(ActError::Pg(PgError::Program {
+                program: "initdb".into(),
+                detail: "no cluster after initdb".into(),
+            }));
+        };
+        self.dcs
+            .record_initialize(&sysid)
+            .await
+            .map_err(ActError::Dcs)?;
+        if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
+            warn!(error = %e, "cannot set the primary role label");
+        }
+        info!(sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    async fn checkpoint_lsn(&self) -> Option<u64> {
+        let out = tokio::process::Command::new(self.args.bin_dir.join("pg_controldata"))
+            .arg(&self.args.data_dir)
+            .env("LC_ALL", "C")
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let loc = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Latest checkpoint location:"))?
+            .trim()
+            .to_string();
+        parse_lsn(&loc)
+    }
+
+    /// Publish the member annotation, the role label and the REST snapshot.
+    async fn publish(&mut self, snap: Option<&Snapshot>, decision: &Decision) {
+        let running = self.pg.running();
+        let live = if running {
+            self.pg.live_state().await.ok()
+        } else {
+            None
+        };
+        let data = self.pg.data_state().await.ok();
+        let role = match (&live, &data) {
+            (Some(l), _) if !l.in_recovery => MemberRole::Primary,
+            (Some(_), _) => MemberRole::Replica,
+            (None, Some(DataDir::Empty)) | (None, None) => MemberRole::Uninitialized,
+            (None, Some(_)) => MemberRole::Replica,
+        };
+        let state = {
+            let current = self.rest.view.read().await.state;
+            match (&live, running) {
+                (Some(_), _) => MemberState::Running,
+                (None, true) => MemberState::Starting,
+                (None, false) if matches!(decision.action, Action::CloneFrom { .. }) => current,
+                (None, false) => MemberState::Stopped,
+            }
+        };
+        let holds = snap.is_some_and(|s| s.holder() == Some(self.args.name.as_str()));
+        let status = MemberStatus {
+            conn_url: conn_url(&self.args.address, self.args.pg_port),
+            api_url: api_url(&self.args.address, self.args.api_port),
+            state,
+            role,
+            xlog_location: live.as_ref().and_then(|l| l.lsn),
+            replication_state: live
+                .as_ref()
+                .filter(|l| l.in_recovery && l.streaming)
+                .map(|_| "streaming".to_string()),
+            timeline: live.as_ref().and_then(|l| l.timeline),
+            tags: MemberTags {
+                nofailover: self.args.nofailover,
+                ..Default::default()
+            },
+            pending_restart: live.as_ref().is_some_and(|l| l.pending_restart),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        if snap.is_some() {
+            if let Err(e) = self.dcs.publish_status(&status).await {
+                warn!(error = %e, "cannot publish the member status");
+            }
+            // Both writers of the role label follow one rule: primary only with the lease.
+            let label = match role {
+                MemberRole::Primary if holds && state == MemberState::Running => Some(ROLE_PRIMARY),
+                MemberRole::Replica if state == MemberState::Running => Some(ROLE_REPLICA),
+                _ => None,
+            };
+            if let Err(e) = self.dcs.publish_role(label).await {
+                warn!(error = %e, "cannot update the role label");
+            }
+        }
+        let replication = if role == MemberRole::Primary {
+            self.pg.replication().await.unwrap_or_default()
+        } else {
+            vec![]
+        };
+        let sysid = match data {
+            Some(DataDir::Initialized { sysid, .. }) => Some(sysid),
+            _ => None,
+        };
+        let mut v = self.rest.view.write().await;
+        v.role = role;
+        v.state = state;
+        v.holds_lease = holds;
+        v.timeline = status.timeline;
+        v.lsn = status.xlog_location;
+        v.received_lsn = live.as_ref().and_then(|l| l.received_lsn);
+        v.replayed_lsn = live.as_ref().and_then(|l| l.replayed_lsn);
+        v.streaming = live.as_ref().is_some_and(|l| l.streaming);
+        v.pending_restart = status.pending_restart;
+        v.sysid = sysid;
+        v.replication = replication;
+        v.last_cycle = Instant::now();
+        if let Some(s) = snap {
+            v.lease_holder = s.holder().map(str::to_string);
+            v.leader_optime = s.leader_optime;
+            v.paused = s.paused;
+            v.members = s.members.clone();
+            v.history = s.history.clone();
+            v.sync_standbys = s.sync.sync_standby.clone();
+            v.dcs_last_seen = jiff::Timestamp::now().as_second();
+        }
+    }
+
+    /// Clean shutdown: a primary checkpoints, stops, then releases the lease so a replica can
+    /// take over at once instead of waiting out the ttl.
+    async fn shutdown(&mut self, release: bool) {
+        let was_primary = self.last_renew.lock().map(|g| g.is_some()).unwrap_or(false);
+        self.set_primary(None);
+        if was_primary {
+            let _ = self.dcs.publish_role(None).await;
+            let _ = self.pg.checkpoint().await;
+        }
+        if let Err(e) = self.pg.stop(StopMode::Fast).await {
+            warn!(error = %e, "stopping postgres");
+        }
+        self.watchdog.disable();
+        if release && was_primary {
+            let optime = self.checkpoint_lsn().await;
+            match self.dcs.release(optime).await {
+                Ok(()) => info!("released the leader lease"),
+                Err(e) => {
+                    warn!(error = %e, "cannot release the leader lease; replicas will wait out the ttl")
+                }
+            }
+        }
+        if let Some(mut child) = self.softdog.take() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ActError {
+    #[error("renew failed: {0}")]
+    RenewFailed(DcsError),
+    #[error(transparent)]
+    Dcs(DcsError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error("watchdog required but unavailable: {0}")]
+    Watchdog(String),
+    #[error("{0}")]
+    Halt(String),
+}
+
+impl ActError {
+    fn into_agent(self) -> AgentError {
+        match self {
+            ActError::Halt(why) => AgentError::Halted(why),
+            ActError::Pg(e) => AgentError::Postgres(e),
+            other => AgentError::Action(other.to_string()),
+        }
+    }
+}
+
+fn dcs_view(s: &Snapshot) -> DcsView {
+    DcsView {
+        lease: s.lease.clone(),
+        initialize: s.initialize.clone(),
+        leader_optime: s.leader_optime,
+        cluster_timeline: s.cluster_timeline(),
+        members: s.member_views(),
+        switchover: s.switchover.clone(),
+        sync_standbys: s.sync.sync_standby.clone(),
+    }
+}
+
+fn ident(name: &str) -> String {
+    postgres_protocol::escape::escape_identifier(name)
+}
+
+/// A password as a SCRAM verifier literal: the plain text never reaches the server's logs.
+fn scram_literal(password: &str) -> String {
+    postgres_protocol::escape::escape_literal(&postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ))
+}
+
+/// `16/B374D848` → bytes.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+fn spawn_softdog(
+    fifo: &std::path::Path,
+    pidfile: &std::path::Path,
+    timeout: Duration,
+) -> Result<tokio::process::Child, AgentError> {
+    let exe = std::env::current_exe()?;
+    let child = tokio::process::Command::new(exe)
+        .arg("softdog")
+        .arg("--fifo")
+        .arg(fifo)
+        .arg("--pidfile")
+        .arg(pidfile)
+        .arg("--timeout")
+        .arg(timeout.as_secs().to_string())
+        // Its own process group: signals aimed at the agent's group do not reach it.
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()?;
+    // Wait for the FIFO so the first arming does not race the softdog's start.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fifo.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(child)
+}
+
+/// Fencing independent of the loop: a primary that has not renewed within `retry_timeout`
+/// loses postgres at once (SIGKILL of the postmaster's group), before any follower's ttl can
+/// run out, even when the loop is blocked in a hung request.
+fn spawn_fencing_task(
+    last_renew: Arc<StdMutex<Option<Instant>>>,
+    retry_timeout: Duration,
+    pidfile: PathBuf,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let overdue = last_renew
+                .lock()
+                .map(|g| g.is_some_and(|t| t.elapsed() > retry_timeout))
+                .unwrap_or(false);
+            if overdue {
+                error!("no lease renew for retryTimeout: fencing postgres");
+                softdog::fire(&pidfile);
+                if let Ok(mut g) = last_renew.lock() {
+                    *g = None;
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_text_parses_to_bytes() {
+        assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("junk"), None);
+    }
+}

@@ -1,0 +1,530 @@
+//! The local PostgreSQL: its data directory, the postmaster as the agent's child (in its own
+//! process group, so the softdog can kill it with all its backends), and the queries the HA loop
+//! needs. Everything that runs a PostgreSQL program is here; the decisions are in `ha`.
+
+pub mod conf;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio_postgres::{Client, NoTls};
+use tracing::{info, warn};
+
+use crate::agent::ha::{DataDir, StopMode};
+use conf::ServerSettings;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("{program} failed: {detail}")]
+    Program { program: String, detail: String },
+    #[error("io on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("postgres did not {0} in time")]
+    Timeout(&'static str),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PgError + '_ {
+    move |source| PgError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Live facts from a running server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveState {
+    pub in_recovery: bool,
+    pub timeline: Option<u32>,
+    pub lsn: Option<u64>,
+    pub streaming: bool,
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
+    pub pending_restart: bool,
+}
+
+/// A standby's row in `pg_stat_replication`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicationRow {
+    pub usename: String,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sync_priority: i32,
+}
+
+pub struct Postgres {
+    pub bin_dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub socket_dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    client: Option<Client>,
+}
+
+impl Postgres {
+    pub fn new(bin_dir: PathBuf, data_dir: PathBuf, socket_dir: PathBuf, port: u16) -> Self {
+        Self {
+            bin_dir,
+            data_dir,
+            socket_dir,
+            port,
+            child: None,
+            client: None,
+        }
+    }
+
+    fn program(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<String, PgError> {
+        let mut cmd = Command::new(self.program(name));
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().await.map_err(|e| PgError::Program {
+            program: name.into(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            return Err(PgError::Program {
+                program: name.into(),
+                detail: format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The postmaster's pid from `postmaster.pid`, if that process still exists.
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+    }
+
+    /// Is our postmaster alive? Reaps it when it exited.
+    pub fn running(&mut self) -> bool {
+        if let Some(child) = self.child.as_mut() {
+            match child.try_wait() {
+                Ok(None) => return true,
+                Ok(Some(status)) => {
+                    warn!(%status, "postgres exited");
+                    self.child = None;
+                    self.client = None;
+                }
+                Err(_) => return true,
+            }
+        }
+        false
+    }
+
+    /// The data directory's state from `pg_controldata`; `Empty` when there is no cluster.
+    pub async fn data_state(&self) -> Result<DataDir, PgError> {
+        if !self.data_dir.join("PG_VERSION").exists() {
+            return Ok(DataDir::Empty);
+        }
+        let out = self
+            .run(
+                "pg_controldata",
+                &[&self.data_dir.to_string_lossy()],
+                &[("LC_ALL", "C")],
+            )
+            .await?;
+        let field = |name: &str| {
+            out.lines().find_map(|l| {
+                l.strip_prefix(name)
+                    .map(|v| v.trim_start_matches(':').trim().to_string())
+            })
+        };
+        let sysid = field("Database system identifier").unwrap_or_default();
+        let state = field("Database cluster state").unwrap_or_default();
+        let timeline = field("Latest checkpoint's TimeLineID")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        // "in production" / "shut down" mean it last ran as a primary; "... in recovery" a replica.
+        let was_primary = state == "in production" || state == "shut down";
+        Ok(DataDir::Initialized {
+            sysid,
+            was_primary,
+            timeline,
+        })
+    }
+
+    /// Write our configuration files and start the postmaster; wait until it accepts connections.
+    pub async fn start(&mut self, settings: &ServerSettings, standby: bool) -> Result<(), PgError> {
+        let conf = conf::render_pgwarden_conf(settings);
+        let path = self.data_dir.join("pgwarden.conf");
+        tokio::fs::write(&path, conf).await.map_err(io_err(&path))?;
+        let signal = self.data_dir.join("standby.signal");
+        if standby {
+            tokio::fs::write(&signal, b"")
+                .await
+                .map_err(io_err(&signal))?;
+        } else if signal.exists() {
+            tokio::fs::remove_file(&signal)
+                .await
+                .map_err(io_err(&signal))?;
+        }
+        if let Some(pid) = self.postmaster_pid() {
+            // A postmaster from a previous agent run: it is not our child, stop it first.
+            warn!(pid, "stopping a postmaster this agent did not start");
+            let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            self.wait_gone(pid, Duration::from_secs(30)).await?;
+        }
+        let mut cmd = Command::new(self.program("postgres"));
+        cmd.arg("-D")
+            .arg(&self.data_dir)
+            .stdin(Stdio::null())
+            .process_group(0);
+        let child = cmd.spawn().map_err(|e| PgError::Program {
+            program: "postgres".into(),
+            detail: e.to_string(),
+        })?;
+        info!(pid = child.id(), standby, "started postgres");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if !self.running() {
+                return Err(PgError::Program {
+                    program: "postgres".into(),
+                    detail: "exited during startup (see its log above)".into(),
+                });
+            }
+            if self.connect().await.is_ok() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(PgError::Timeout("accept connections"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_gone(&self, pid: i32, limit: Duration) -> Result<(), PgError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while kill(Pid::from_raw(pid), None).is_ok() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(PgError::Timeout("stop"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Stop the postmaster: fast (SIGINT, a shutdown checkpoint) or immediate (SIGQUIT).
+    pub async fn stop(&mut self, mode: StopMode) -> Result<(), PgError> {
+        self.client = None;
+        let signal = match mode {
+            StopMode::Fast => Signal::SIGINT,
+            StopMode::Immediate => Signal::SIGQUIT,
+        };
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = kill(Pid::from_raw(pid as i32), signal);
+            }
+            let limit = match mode {
+                StopMode::Fast => Duration::from_secs(60),
+                StopMode::Immediate => Duration::from_secs(10),
+            };
+            if tokio::time::timeout(limit, child.wait()).await.is_err() {
+                warn!("postgres did not stop in time; killing its process group");
+                if let Some(pid) = child.id() {
+                    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+                }
+                let _ = child.wait().await;
+            }
+        } else if let Some(pid) = self.postmaster_pid() {
+            let _ = kill(Pid::from_raw(pid), signal);
+            self.wait_gone(pid, Duration::from_secs(60)).await?;
+        }
+        info!(?mode, "postgres stopped");
+        Ok(())
+    }
+
+    /// The process group id of the postmaster (for the softdog).
+    pub fn postmaster_pgid(&self) -> Option<i32> {
+        self.child.as_ref().and_then(|c| c.id()).map(|p| p as i32)
+    }
+
+    async fn connect(&mut self) -> Result<&Client, PgError> {
+        if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let mut cfg = tokio_postgres::Config::new();
+            cfg.host_path(&self.socket_dir)
+                .port(self.port)
+                .user("postgres")
+                .dbname("postgres")
+                .application_name("pgwarden")
+                .connect_timeout(Duration::from_secs(3));
+            let (client, connection) = cfg.connect(NoTls).await?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.client = Some(client);
+        }
+        Ok(self.client.as_ref().expect("just connected"))
+    }
+
+    /// Ask the running server for its role and WAL position.
+    pub async fn live_state(&mut self) -> Result<LiveState, PgError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_is_in_recovery(),
+                        CASE WHEN pg_is_in_recovery() THEN NULL
+                             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+                        CASE WHEN pg_is_in_recovery() THEN NULL
+                             ELSE (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint END,
+                        (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint,
+                        (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
+                        (SELECT received_tli FROM pg_stat_wal_receiver),
+                        (SELECT status = 'streaming' FROM pg_stat_wal_receiver),
+                        (SELECT timeline_id FROM pg_control_checkpoint()),
+                        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)",
+                &[],
+            )
+            .await?;
+        let in_recovery: bool = row.get(0);
+        let primary_tl: Option<i32> = row.get(1);
+        let primary_lsn: Option<i64> = row.get(2);
+        let received: Option<i64> = row.get(3);
+        let replayed: Option<i64> = row.get(4);
+        let received_tli: Option<i32> = row.get(5);
+        let streaming: Option<bool> = row.get(6);
+        let checkpoint_tl: Option<i32> = row.get(7);
+        let pending_restart: bool = row.get(8);
+        let to_u64 = |v: Option<i64>| v.map(|x| x.max(0) as u64);
+        let (timeline, lsn) = if in_recovery {
+            (
+                received_tli.or(checkpoint_tl),
+                to_u64(received).max(to_u64(replayed)),
+            )
+        } else {
+            (primary_tl, to_u64(primary_lsn))
+        };
+        Ok(LiveState {
+            in_recovery,
+            timeline: timeline.map(|t| t.max(0) as u32),
+            lsn,
+            streaming: streaming.unwrap_or(false),
+            received_lsn: to_u64(received),
+            replayed_lsn: to_u64(replayed),
+            pending_restart,
+        })
+    }
+
+    pub async fn replication(&mut self) -> Result<Vec<ReplicationRow>, PgError> {
+        let client = self.connect().await?;
+        let rows = client
+            .query(
+                "SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority
+                   FROM pg_stat_replication ORDER BY application_name",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ReplicationRow {
+                usename: r.get::<_, Option<String>>(0).unwrap_or_default(),
+                application_name: r.get(1),
+                client_addr: r.get(2),
+                state: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                sync_priority: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Promote and wait for it to finish.
+    pub async fn promote(&mut self) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        let done: bool = client
+            .query_one("SELECT pg_promote(true, 60)", &[])
+            .await?
+            .get(0);
+        if !done {
+            return Err(PgError::Timeout("promote"));
+        }
+        Ok(())
+    }
+
+    pub async fn checkpoint(&mut self) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        client.batch_execute("CHECKPOINT").await?;
+        Ok(())
+    }
+
+    /// Make sure every other member has a physical replication slot on this primary.
+    pub async fn ensure_slots(&mut self, slots: &[String]) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        for slot in slots {
+            client
+                .execute(
+                    "SELECT pg_create_physical_replication_slot($1, true)
+                      WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+                    &[slot],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn execute_batch(&mut self, sql: &str) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        client.batch_execute(sql).await?;
+        Ok(())
+    }
+
+    /// Remove the data directory's contents (not the directory: it may be a mount point).
+    pub async fn wipe(&mut self) -> Result<(), PgError> {
+        self.client = None;
+        let dir = &self.data_dir;
+        let mut entries = match tokio::fs::read_dir(dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(io_err(dir))? {
+            let path = entry.path();
+            let result = if entry.file_type().await.map_err(io_err(&path))?.is_dir() {
+                tokio::fs::remove_dir_all(&path).await
+            } else {
+                tokio::fs::remove_file(&path).await
+            };
+            result.map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// initdb with data checksums; our configuration is included from postgresql.conf.
+    pub async fn initdb(&mut self) -> Result<(), PgError> {
+        self.wipe().await?;
+        tokio::fs::create_dir_all(&self.data_dir)
+            .await
+            .map_err(io_err(&self.data_dir))?;
+        set_mode(&self.data_dir, 0o700)?;
+        let data = self.data_dir.to_string_lossy().into_owned();
+        self.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "--data-checksums",
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            &[("LC_ALL", "C")],
+        )
+        .await?;
+        self.include_pgwarden_conf().await
+    }
+
+    async fn include_pgwarden_conf(&self) -> Result<(), PgError> {
+        let path = self.data_dir.join("postgresql.conf");
+        let mut conf = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(io_err(&path))?;
+        if !conf.contains("include_if_exists = 'pgwarden.conf'") {
+            conf.push_str("\ninclude_if_exists = 'pgwarden.conf'\n");
+            tokio::fs::write(&path, conf).await.map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Clone the leader with pg_basebackup (streaming the WAL alongside).
+    pub async fn basebackup(
+        &mut self,
+        host: &str,
+        port: u16,
+        user: &str,
+        passfile: &Path,
+    ) -> Result<(), PgError> {
+        self.wipe().await?;
+        tokio::fs::create_dir_all(&self.data_dir)
+            .await
+            .map_err(io_err(&self.data_dir))?;
+        set_mode(&self.data_dir, 0o700)?;
+        let data = self.data_dir.to_string_lossy().into_owned();
+        let port = port.to_string();
+        let result = self
+            .run(
+                "pg_basebackup",
+                &[
+                    "-D",
+                    &data,
+                    "-h",
+                    host,
+                    "-p",
+                    &port,
+                    "-U",
+                    user,
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-password",
+                ],
+                &[
+                    ("PGPASSFILE", &passfile.to_string_lossy()),
+                    ("PGCONNECT_TIMEOUT", "5"),
+                ],
+            )
+            .await;
+        if let Err(e) = result {
+            // Never leave half a cluster behind: the next attempt must start from empty.
+            let _ = self.wipe().await;
+            return Err(e);
+        }
+        self.include_pgwarden_conf().await
+    }
+
+    /// pg_rewind this (stopped) data directory onto the leader's timeline. PostgreSQL 13+ runs
+    /// crash recovery on the target first when it was not shut down cleanly.
+    pub async fn rewind(&mut self, host: &str, port: u16, passfile: &Path) -> Result<(), PgError> {
+        let data = self.data_dir.to_string_lossy().into_owned();
+        let source =
+            format!("host={host} port={port} user=postgres dbname=postgres connect_timeout=5");
+        self.run(
+            "pg_rewind",
+            &["-D", &data, "--source-server", &source],
+            &[("PGPASSFILE", &passfile.to_string_lossy())],
+        )
+        .await
+        .map(|out| info!(output = %out.trim(), "pg_rewind finished"))
+    }
+}
+
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}

@@ -1,0 +1,802 @@
+//! The Patroni-compatible REST API on port 8008: health probes (GET/HEAD/OPTIONS → 200 or 503
+//! with the status JSON), read endpoints, and token-protected write endpoints with Patroni's
+//! status codes and messages. Handlers read a snapshot the HA loop publishes after every cycle;
+//! the only writes go to the DCS (the switchover key), never to PostgreSQL directly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::agent::dcs::{Dcs, HistoryEntry, SwitchoverKey};
+use crate::agent::postgres::ReplicationRow;
+use crate::api::member::{MemberRole, MemberState, MemberStatus, MemberTags};
+
+/// What the HA loop publishes for the API after each cycle.
+#[derive(Debug, Clone)]
+pub struct RestView {
+    pub cluster: String,
+    pub me: String,
+    pub role: MemberRole,
+    pub state: MemberState,
+    pub holds_lease: bool,
+    pub lease_holder: Option<String>,
+    pub timeline: Option<u32>,
+    pub lsn: Option<u64>,
+    pub received_lsn: Option<u64>,
+    pub replayed_lsn: Option<u64>,
+    pub streaming: bool,
+    pub leader_optime: Option<u64>,
+    pub tags: MemberTags,
+    pub paused: bool,
+    pub pending_restart: bool,
+    pub sysid: Option<String>,
+    pub members: Vec<(String, MemberStatus)>,
+    pub history: Vec<HistoryEntry>,
+    pub sync_standbys: Vec<String>,
+    pub replication: Vec<ReplicationRow>,
+    pub ttl: Duration,
+    pub loop_wait: Duration,
+    pub maximum_lag_on_failover: u64,
+    pub last_cycle: Instant,
+    pub dcs_last_seen: i64,
+    pub server_version: Option<i64>,
+}
+
+impl RestView {
+    pub fn new(
+        cluster: &str,
+        me: &str,
+        ttl: Duration,
+        loop_wait: Duration,
+        maximum_lag_on_failover: u64,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            me: me.into(),
+            role: MemberRole::Uninitialized,
+            state: MemberState::Stopped,
+            holds_lease: false,
+            lease_holder: None,
+            timeline: None,
+            lsn: None,
+            received_lsn: None,
+            replayed_lsn: None,
+            streaming: false,
+            leader_optime: None,
+            tags: MemberTags::default(),
+            paused: false,
+            pending_restart: false,
+            sysid: None,
+            members: vec![],
+            history: vec![],
+            sync_standbys: vec![],
+            replication: vec![],
+            ttl,
+            loop_wait,
+            maximum_lag_on_failover,
+            last_cycle: Instant::now(),
+            dcs_last_seen: 0,
+            server_version: None,
+        }
+    }
+
+    fn is_primary(&self) -> bool {
+        self.role == MemberRole::Primary && self.holds_lease && self.state == MemberState::Running
+    }
+
+    fn is_running_replica(&self) -> bool {
+        self.role == MemberRole::Replica && self.state == MemberState::Running
+    }
+
+    /// Bytes this replica is behind the primary's last published position.
+    fn lag(&self) -> Option<u64> {
+        let last = self.leader_optime.max(self.received_lsn)?;
+        Some(last.saturating_sub(self.replayed_lsn.unwrap_or(0)))
+    }
+
+    /// `GET /patroni` and the body of every health endpoint.
+    pub fn status_json(&self) -> Value {
+        let mut v = json!({
+            "state": self.state,
+            "role": self.role,
+            "patroni": {"version": env!("CARGO_PKG_VERSION"), "scope": self.cluster, "name": self.me},
+            "dcs_last_seen": self.dcs_last_seen,
+        });
+        let o = v.as_object_mut().expect("object");
+        if let Some(sv) = self.server_version {
+            o.insert("server_version".into(), json!(sv));
+        }
+        if let Some(tl) = self.timeline {
+            o.insert("timeline".into(), json!(tl));
+        }
+        if let Some(sysid) = &self.sysid {
+            o.insert("database_system_identifier".into(), json!(sysid));
+        }
+        match self.role {
+            MemberRole::Primary => {
+                o.insert("xlog".into(), json!({"location": self.lsn}));
+                o.insert("replication".into(), json!(self.replication));
+            }
+            _ => {
+                o.insert(
+                    "xlog".into(),
+                    json!({"received_location": self.received_lsn, "replayed_location": self.replayed_lsn, "paused": false}),
+                );
+                if self.streaming {
+                    o.insert("replication_state".into(), json!("streaming"));
+                }
+            }
+        }
+        if self.lease_holder.is_none() {
+            o.insert("cluster_unlocked".into(), json!(true));
+        }
+        if self.paused {
+            o.insert("pause".into(), json!(true));
+        }
+        if self.pending_restart {
+            o.insert("pending_restart".into(), json!(true));
+        }
+        if self.tags != MemberTags::default() {
+            o.insert("tags".into(), json!(self.tags));
+        }
+        if !self.sync_standbys.is_empty() {
+            o.insert(
+                "sync_standby".into(),
+                json!(self.sync_standbys.contains(&self.me)),
+            );
+        }
+        v
+    }
+
+    /// `GET /cluster`.
+    pub fn cluster_json(&self) -> Value {
+        let members: Vec<Value> = self
+            .members
+            .iter()
+            .map(|(name, s)| {
+                let role = if self.lease_holder.as_deref() == Some(name) {
+                    "leader"
+                } else if self.sync_standbys.contains(name) {
+                    "sync_standby"
+                } else {
+                    "replica"
+                };
+                let (host, port) = crate::api::member::url_host_port(&s.conn_url).unwrap_or_default();
+                let mut m = json!({
+                    "name": name, "role": role, "state": match (role, &s.replication_state) {
+                        ("leader", _) | (_, None) => serde_json::to_value(s.state).unwrap_or(Value::Null),
+                        (_, Some(rs)) => json!(rs),
+                    },
+                    "api_url": s.api_url, "host": host, "port": port,
+                });
+                let o = m.as_object_mut().expect("object");
+                if let Some(tl) = s.timeline {
+                    o.insert("timeline".into(), json!(tl));
+                }
+                if s.tags != MemberTags::default() {
+                    o.insert("tags".into(), json!(s.tags));
+                }
+                if s.pending_restart {
+                    o.insert("pending_restart".into(), json!(true));
+                }
+                if role == "leader" {
+                    o.insert("lsn".into(), json!(s.xlog_location));
+                } else if let (Some(leader), Some(lsn)) = (self.leader_optime, s.xlog_location) {
+                    o.insert("lsn".into(), json!(lsn));
+                    o.insert("lag".into(), json!(leader.saturating_sub(lsn)));
+                }
+                m
+            })
+            .collect();
+        let mut v = json!({"members": members, "scope": self.cluster});
+        if self.paused {
+            v["pause"] = json!(true);
+        }
+        v
+    }
+}
+
+pub struct RestContext {
+    pub view: RwLock<RestView>,
+    /// A DCS handle of the API's own (the HA loop keeps its own), for the switchover key.
+    pub dcs: Mutex<Dcs>,
+    pub token: Option<String>,
+}
+
+pub fn router(ctx: Arc<RestContext>) -> Router {
+    let health = [
+        "/",
+        "/primary",
+        "/master",
+        "/leader",
+        "/read-write",
+        "/replica",
+        "/read-only",
+        "/health",
+        "/liveness",
+        "/readiness",
+        "/sync",
+        "/synchronous",
+        "/async",
+        "/asynchronous",
+    ];
+    let mut r = Router::new();
+    for path in health {
+        r = r.route(path, any(health_check));
+    }
+    r.route("/patroni", get(patroni))
+        .route("/cluster", get(cluster))
+        .route("/history", get(history))
+        .route("/metrics", get(metrics))
+        .route("/switchover", post(switchover).delete(delete_switchover))
+        .route("/failover", post(failover))
+        .fallback(not_found)
+        .with_state(ctx)
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no such endpoint"})),
+    )
+        .into_response()
+}
+
+/// Query parameters of the health endpoints.
+#[derive(Debug, Deserialize, Default)]
+pub struct HealthQuery {
+    lag: Option<String>,
+    replication_state: Option<String>,
+    #[serde(flatten)]
+    rest: BTreeMap<String, String>,
+}
+
+/// Patroni's lag syntax: bytes, or a number with kB/MB/GB.
+pub fn parse_lag(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1 << 10,
+        "mb" => 1 << 20,
+        "gb" => 1 << 30,
+        "tb" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The health rule for `path`: 200 when this member fits.
+pub fn health_ok(
+    view: &RestView,
+    path: &str,
+    q: &HealthQuery,
+    now: Instant,
+) -> Result<bool, String> {
+    let replica_ok = |view: &RestView| -> Result<bool, String> {
+        if !view.is_running_replica() || view.tags.noloadbalance {
+            return Ok(false);
+        }
+        if let Some(lag) = &q.lag {
+            let max = parse_lag(lag).ok_or_else(|| format!("invalid lag value {lag:?}"))?;
+            if view.lag().is_some_and(|l| l > max) {
+                return Ok(false);
+            }
+        }
+        if let Some(rs) = &q.replication_state
+            && (rs != "streaming" || !view.streaming)
+        {
+            return Ok(false);
+        }
+        // ?tag_key=value filters on tags.
+        for (k, v) in &q.rest {
+            if let Some(tag) = k.strip_prefix("tag_") {
+                let have = match tag {
+                    "nofailover" => Some(view.tags.nofailover.to_string()),
+                    "nosync" => Some(view.tags.nosync.to_string()),
+                    "noloadbalance" => Some(view.tags.noloadbalance.to_string()),
+                    other => view.tags.other.get(other).map(|x| match x {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    }),
+                };
+                if have.as_deref() != Some(v.as_str()) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    };
+    let in_sync = view.sync_standbys.contains(&view.me);
+    Ok(match path {
+        "/" | "/primary" | "/master" | "/read-write" => view.is_primary(),
+        "/leader" => view.holds_lease,
+        "/replica" => replica_ok(view)?,
+        "/read-only" => view.is_primary() || replica_ok(view)?,
+        "/sync" | "/synchronous" => in_sync && replica_ok(view)?,
+        "/async" | "/asynchronous" => !in_sync && replica_ok(view)?,
+        "/health" => view.state == MemberState::Running,
+        "/liveness" => {
+            let limit = if view.role == MemberRole::Primary {
+                view.ttl
+            } else {
+                view.ttl * 2
+            };
+            view.paused || now.duration_since(view.last_cycle) < limit
+        }
+        "/readiness" => {
+            view.is_primary()
+                || (view.is_running_replica()
+                    && view.streaming
+                    && view.lag().is_none_or(|l| {
+                        let max = q
+                            .lag
+                            .as_deref()
+                            .and_then(parse_lag)
+                            .unwrap_or(view.maximum_lag_on_failover);
+                        l <= max
+                    }))
+        }
+        _ => false,
+    })
+}
+
+async fn health_check(
+    State(ctx): State<Arc<RestContext>>,
+    method: Method,
+    uri: axum::http::Uri,
+    query: Result<Query<HealthQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": e.body_text()})),
+            )
+                .into_response();
+        }
+    };
+    let view = ctx.view.read().await;
+    let code = match health_ok(&view, uri.path(), &q, Instant::now()) {
+        Ok(true) => StatusCode::OK,
+        Ok(false) => StatusCode::SERVICE_UNAVAILABLE,
+        Err(msg) => return (StatusCode::BAD_REQUEST, Json(json!({"error": msg}))).into_response(),
+    };
+    if method == Method::HEAD || method == Method::OPTIONS {
+        return code.into_response();
+    }
+    if method != Method::GET {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Json(json!({"error": "health endpoints answer GET, HEAD and OPTIONS"})),
+        )
+            .into_response();
+    }
+    (code, Json(view.status_json())).into_response()
+}
+
+async fn patroni(State(ctx): State<Arc<RestContext>>) -> Response {
+    Json(ctx.view.read().await.status_json()).into_response()
+}
+
+async fn cluster(State(ctx): State<Arc<RestContext>>) -> Response {
+    Json(ctx.view.read().await.cluster_json()).into_response()
+}
+
+async fn history(State(ctx): State<Arc<RestContext>>) -> Response {
+    Json(json!(ctx.view.read().await.history)).into_response()
+}
+
+async fn metrics(State(ctx): State<Arc<RestContext>>) -> Response {
+    let v = ctx.view.read().await;
+    let labels = format!("scope=\"{}\",name=\"{}\"", v.cluster, v.me);
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}\n"
+        ));
+    };
+    gauge(
+        "patroni_primary",
+        "Value is 1 if this node is the leader, 0 otherwise.",
+        (v.is_primary() as u8).to_string(),
+    );
+    gauge(
+        "patroni_replica",
+        "Value is 1 if this node is a replica, 0 otherwise.",
+        (v.is_running_replica() as u8).to_string(),
+    );
+    gauge(
+        "patroni_postgres_running",
+        "Value is 1 if Postgres is running, 0 otherwise.",
+        ((v.state == MemberState::Running) as u8).to_string(),
+    );
+    gauge(
+        "patroni_postgres_timeline",
+        "Postgres timeline of this node (if running), 0 otherwise.",
+        v.timeline.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "patroni_xlog_location",
+        "Current location of the Postgres transaction log, 0 if this node is not the leader.",
+        if v.role == MemberRole::Primary {
+            v.lsn.unwrap_or(0)
+        } else {
+            0
+        }
+        .to_string(),
+    );
+    gauge(
+        "patroni_xlog_received_location",
+        "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
+        v.received_lsn.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "patroni_xlog_replayed_location",
+        "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
+        v.replayed_lsn.unwrap_or(0).to_string(),
+    );
+    gauge(
+        "patroni_cluster_unlocked",
+        "Value is 1 if the cluster is unlocked, 0 if locked.",
+        (v.lease_holder.is_none() as u8).to_string(),
+    );
+    gauge(
+        "patroni_is_paused",
+        "Value is 1 if auto failover is disabled, 0 otherwise.",
+        (v.paused as u8).to_string(),
+    );
+    gauge(
+        "patroni_pending_restart",
+        "Value is 1 if the node needs a restart, 0 otherwise.",
+        (v.pending_restart as u8).to_string(),
+    );
+    gauge(
+        "patroni_dcs_last_seen",
+        "Epoch timestamp when DCS was last contacted successfully.",
+        v.dcs_last_seen.to_string(),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn authorized(ctx: &RestContext, headers: &HeaderMap) -> bool {
+    let Some(token) = ctx.token.as_deref().filter(|t| !t.is_empty()) else {
+        return false;
+    };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    if let Some(bearer) = value.strip_prefix("Bearer ") {
+        return constant_time_eq(bearer.trim().as_bytes(), token.as_bytes());
+    }
+    if let Some(basic) = value.strip_prefix("Basic ") {
+        use base64::Engine;
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+            return false;
+        };
+        let decoded = String::from_utf8_lossy(&decoded);
+        let password = decoded.split_once(':').map(|(_, p)| p).unwrap_or("");
+        return constant_time_eq(password.as_bytes(), token.as_bytes());
+    }
+    false
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer realm=\"pgwarden\"")],
+        Json(json!({"error": "authentication required: send the token of Secret <cluster>-api as a Bearer token"})),
+    )
+        .into_response()
+}
+
+fn text(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, msg.into()).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchoverBody {
+    #[serde(default)]
+    leader: Option<String>,
+    #[serde(default)]
+    candidate: Option<String>,
+    /// Patroni's alias for `candidate` on /failover.
+    #[serde(default)]
+    member: Option<String>,
+    #[serde(default)]
+    scheduled_at: Option<String>,
+}
+
+fn parse_body(body: &Bytes) -> Result<SwitchoverBody, String> {
+    if body.is_empty() {
+        return Err("a JSON body is required".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn switchover(
+    State(ctx): State<Arc<RestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    manual_failover(ctx, headers, body, false).await
+}
+
+async fn failover(
+    State(ctx): State<Arc<RestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    manual_failover(ctx, headers, body, true).await
+}
+
+/// Patroni's `do_POST_failover`: validate, write the switchover key, wait for the outcome.
+async fn manual_failover(
+    ctx: Arc<RestContext>,
+    headers: HeaderMap,
+    body: Bytes,
+    failover: bool,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    let b = match parse_body(&body) {
+        Ok(b) => b,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let candidate = b.candidate.or(b.member).filter(|c| !c.is_empty());
+    let leader = b.leader.filter(|l| !l.is_empty());
+    // A failover that names a leader is a switchover (Patroni).
+    let failover = failover && leader.is_none();
+    if b.scheduled_at.is_some() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            if failover {
+                "Failover can't be scheduled"
+            } else {
+                "Scheduled switchovers are not supported yet"
+            },
+        );
+    }
+    if failover && candidate.is_none() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Failover could be performed only to a specific candidate",
+        );
+    }
+    if !failover && leader.is_none() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Switchover could be performed only from a specific leader",
+        );
+    }
+    if leader.is_some() && leader == candidate {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "Switchover target and source are the same",
+        );
+    }
+    let (members, holder, loop_wait) = {
+        let v = ctx.view.read().await;
+        (v.members.clone(), v.lease_holder.clone(), v.loop_wait)
+    };
+    if let Some(l) = &leader
+        && holder.as_deref() != Some(l.as_str())
+    {
+        return text(
+            StatusCode::PRECONDITION_FAILED,
+            "leader name does not match",
+        );
+    }
+    let action = if failover { "failover" } else { "switchover" };
+    if let Some(c) = &candidate {
+        match members.iter().find(|(n, _)| n == c) {
+            None => return text(StatusCode::PRECONDITION_FAILED, "candidate does not exists"),
+            Some((_, s)) if s.tags.nofailover || s.state != MemberState::Running => {
+                return text(
+                    StatusCode::PRECONDITION_FAILED,
+                    format!("{action} is not possible: no good candidates have been found"),
+                );
+            }
+            _ => {}
+        }
+    } else if !members.iter().any(|(n, s)| {
+        Some(n) != leader.as_ref() && s.state == MemberState::Running && !s.tags.nofailover
+    }) {
+        return text(
+            StatusCode::PRECONDITION_FAILED,
+            format!("{action} is not possible: cluster does not have members except leader"),
+        );
+    }
+    let key = SwitchoverKey {
+        leader: leader.clone(),
+        candidate: candidate.clone(),
+    };
+    if ctx.dcs.lock().await.request_switchover(&key).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed to write failover key into DCS",
+        );
+    }
+    let wait = 2 * loop_wait.max(Duration::from_secs(10));
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let snap = match ctx.dcs.lock().await.read().await {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        let new_holder = snap.holder().map(str::to_string);
+        if let Some(h) = new_holder
+            && Some(&h) != leader.as_ref()
+            && candidate.as_ref().is_none_or(|c| *c == h)
+            && matches!(
+                snap.lease,
+                crate::agent::ha::LeaseView::Held { expired: false, .. }
+            )
+        {
+            let verb = if failover {
+                "failed over"
+            } else {
+                "switched over"
+            };
+            return text(StatusCode::OK, format!("Successfully {verb} to \"{h}\""));
+        }
+        if snap.switchover.is_none() && snap.holder().is_none() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{} failed", capitalize(action)),
+            );
+        }
+    }
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{} status unknown after {} seconds",
+            capitalize(action),
+            wait.as_secs()
+        ),
+    )
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+async fn delete_switchover(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    let dcs = ctx.dcs.lock().await;
+    match dcs
+        .update_state(|d| d.remove(crate::agent::dcs::keys::SWITCHOVER).is_some())
+        .await
+    {
+        Ok(true) => text(StatusCode::OK, "scheduled switchover deleted"),
+        Ok(false) => text(StatusCode::NOT_FOUND, "no switchover is scheduled"),
+        Err(_) => text(StatusCode::CONFLICT, "failed to delete the switchover key"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view() -> RestView {
+        let mut v = RestView::new(
+            "main",
+            "main-1",
+            Duration::from_secs(8),
+            Duration::from_secs(2),
+            1 << 20,
+        );
+        v.role = MemberRole::Replica;
+        v.state = MemberState::Running;
+        v.streaming = true;
+        v.lease_holder = Some("main-0".into());
+        v.leader_optime = Some(1000);
+        v.received_lsn = Some(1000);
+        v.replayed_lsn = Some(900);
+        v
+    }
+
+    fn q(lag: Option<&str>) -> HealthQuery {
+        HealthQuery {
+            lag: lag.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replica_answers_replica_not_primary() {
+        let v = view();
+        let now = Instant::now();
+        assert_eq!(health_ok(&v, "/replica", &q(None), now), Ok(true));
+        assert_eq!(health_ok(&v, "/primary", &q(None), now), Ok(false));
+        assert_eq!(health_ok(&v, "/master", &q(None), now), Ok(false));
+        assert_eq!(health_ok(&v, "/read-only", &q(None), now), Ok(true));
+        assert_eq!(health_ok(&v, "/readiness", &q(None), now), Ok(true));
+    }
+
+    #[test]
+    fn primary_needs_the_lease() {
+        let mut v = view();
+        v.role = MemberRole::Primary;
+        let now = Instant::now();
+        assert_eq!(
+            health_ok(&v, "/primary", &q(None), now),
+            Ok(false),
+            "no lease, no /primary"
+        );
+        v.holds_lease = true;
+        assert_eq!(health_ok(&v, "/primary", &q(None), now), Ok(true));
+        assert_eq!(health_ok(&v, "/replica", &q(None), now), Ok(false));
+    }
+
+    #[test]
+    fn lag_filter_uses_patronis_units() {
+        let v = view();
+        let now = Instant::now();
+        assert_eq!(health_ok(&v, "/replica", &q(Some("50")), now), Ok(false));
+        assert_eq!(health_ok(&v, "/replica", &q(Some("1kB")), now), Ok(true));
+        assert!(health_ok(&v, "/replica", &q(Some("lots")), now).is_err());
+        assert_eq!(parse_lag("16MB"), Some(16 << 20));
+    }
+
+    #[test]
+    fn noloadbalance_keeps_a_replica_out() {
+        let mut v = view();
+        v.tags.noloadbalance = true;
+        assert_eq!(
+            health_ok(&v, "/replica", &q(None), Instant::now()),
+            Ok(false)
+        );
+    }
+
+    #[test]
+    fn liveness_fails_when_the_loop_is_stuck() {
+        let v = view();
+        assert_eq!(
+            health_ok(
+                &v,
+                "/liveness",
+                &q(None),
+                v.last_cycle + Duration::from_secs(1)
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            health_ok(
+                &v,
+                "/liveness",
+                &q(None),
+                v.last_cycle + Duration::from_secs(17)
+            ),
+            Ok(false)
+        );
+    }
+}
