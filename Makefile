@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: integration test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, then the test-bed smoke test on a real single-node Kubernetes.
@@ -41,6 +41,10 @@ release:
 ## Prove the release binary needs no libc of its own: run it in a rootfs that has nothing else.
 static-check: release
 	@$(TIMED) "static binary in an empty rootfs" e2e/static-check.sh $(RELEASE_BIN)
+
+## Integration tier: agents as processes against a real kube-apiserver and PostgreSQL 15.
+integration:
+	@$(TIMED) "integration tests (agents, real apiserver, real PostgreSQL)" e2e/integration.sh
 
 smoke: release
 	@$(TIMED) "test-bed smoke test" e2e/smoke.sh

@@ -29,6 +29,7 @@ enum Command {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("PGWARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
@@ -41,6 +42,7 @@ fn init_logging() {
     } else {
         fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }

@@ -595,22 +595,33 @@ impl Agent {
         self.set_primary(Some(Instant::now()));
         self.pg.start(&self.settings(None), false).await?;
         self.following = Some(None);
-        let mut sql = format!(
-            "ALTER ROLE postgres PASSWORD {};\nCREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {};\n",
-            scram_literal(&self.superuser_password),
-            ident(&self.args.replication_user),
-            scram_literal(&self.replication_password),
-        );
+        let mut statements = vec![
+            format!(
+                "ALTER ROLE postgres PASSWORD {}",
+                scram_literal(&self.superuser_password)
+            ),
+            format!(
+                "CREATE ROLE {} WITH REPLICATION LOGIN PASSWORD {}",
+                ident(&self.args.replication_user),
+                scram_literal(&self.replication_password)
+            ),
+        ];
         if let Some(app) = &self.app_password {
-            sql.push_str(&format!(
-                "CREATE ROLE {} WITH LOGIN PASSWORD {};\nCREATE DATABASE {} OWNER {};\n",
+            statements.push(format!(
+                "CREATE ROLE {} WITH LOGIN PASSWORD {}",
                 ident(&self.args.app_user),
-                scram_literal(app),
+                scram_literal(app)
+            ));
+            // CREATE DATABASE cannot run inside the implicit transaction of a multi-statement batch.
+            statements.push(format!(
+                "CREATE DATABASE {} OWNER {}",
                 ident(&self.args.app_database),
-                ident(&self.args.app_user),
+                ident(&self.args.app_user)
             ));
         }
-        self.pg.execute_batch(&sql).await?;
+        for sql in &statements {
+            self.pg.execute_batch(sql).await?;
+        }
         let DataDir::Initialized { sysid, .. } = self.pg.data_state().await? else {
             return Err(ActError::Pg(PgError::Program {
                 program: "initdb".into(),

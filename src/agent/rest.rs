@@ -285,15 +285,21 @@ pub fn health_ok(
     q: &HealthQuery,
     now: Instant,
 ) -> Result<bool, String> {
+    // Bad parameters are the caller's error, whatever this member's role.
+    let max_lag = match &q.lag {
+        Some(lag) => Some(parse_lag(lag).ok_or_else(|| {
+            format!("invalid lag value {lag:?}: use bytes, or a number with kB, MB or GB")
+        })?),
+        None => None,
+    };
     let replica_ok = |view: &RestView| -> Result<bool, String> {
         if !view.is_running_replica() || view.tags.noloadbalance {
             return Ok(false);
         }
-        if let Some(lag) = &q.lag {
-            let max = parse_lag(lag).ok_or_else(|| format!("invalid lag value {lag:?}"))?;
-            if view.lag().is_some_and(|l| l > max) {
-                return Ok(false);
-            }
+        if let Some(max) = max_lag
+            && view.lag().is_some_and(|l| l > max)
+        {
+            return Ok(false);
         }
         if let Some(rs) = &q.replication_state
             && (rs != "streaming" || !view.streaming)
@@ -340,14 +346,9 @@ pub fn health_ok(
             view.is_primary()
                 || (view.is_running_replica()
                     && view.streaming
-                    && view.lag().is_none_or(|l| {
-                        let max = q
-                            .lag
-                            .as_deref()
-                            .and_then(parse_lag)
-                            .unwrap_or(view.maximum_lag_on_failover);
-                        l <= max
-                    }))
+                    && view
+                        .lag()
+                        .is_none_or(|l| l <= max_lag.unwrap_or(view.maximum_lag_on_failover)))
         }
         _ => false,
     })
@@ -597,9 +598,11 @@ async fn manual_failover(
             "Switchover target and source are the same",
         );
     }
-    let (members, holder, loop_wait) = {
-        let v = ctx.view.read().await;
-        (v.members.clone(), v.lease_holder.clone(), v.loop_wait)
+    // Validate against the DCS as it is now, not the last cycle's snapshot.
+    let loop_wait = ctx.view.read().await.loop_wait;
+    let (members, holder) = match ctx.dcs.lock().await.read().await {
+        Ok(snap) => (snap.members.clone(), snap.holder().map(str::to_string)),
+        Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the DCS cannot be read"),
     };
     if let Some(l) = &leader
         && holder.as_deref() != Some(l.as_str())
@@ -798,5 +801,18 @@ mod tests {
             ),
             Ok(false)
         );
+    }
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn health_query_parses_lag_and_tags() {
+        let uri: axum::http::Uri = "/replica?lag=lots&tag_zone=a".parse().unwrap();
+        let Query(q) = Query::<HealthQuery>::try_from_uri(&uri).unwrap();
+        assert_eq!(q.lag.as_deref(), Some("lots"));
+        assert_eq!(q.rest.get("tag_zone").map(String::as_str), Some("a"));
     }
 }

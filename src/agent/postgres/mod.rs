@@ -27,9 +27,19 @@ pub enum PgError {
         source: std::io::Error,
     },
     #[error("query failed: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    Query(String),
     #[error("postgres did not {0} in time")]
     Timeout(&'static str),
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // The server's own message says what went wrong; "db error" alone does not.
+        PgError::Query(match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.code().code(), db.message()),
+            None => e.to_string(),
+        })
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PgError + '_ {

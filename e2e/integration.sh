@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The integration tier: `e2e/cluster up --control-plane`, then the agents' scenarios in tests/ha.rs
+# (three agents as processes on 127.0.0.1-3, real PostgreSQL 15), then `down`.
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+CLUSTER=$E2E_DIR/cluster
+trap '"$CLUSTER" down' EXIT
+"$CLUSTER" up --control-plane
+eval "$("$CLUSTER" env)"
+phase "integration: cargo test --test ha -- --ignored"
+cd "$REPO_DIR"
+# One scenario at a time: they share the loopback addresses and ports.
+cargo test --locked --test ha -- --ignored --test-threads=1 ${IT_FILTER:-}
+phase_end

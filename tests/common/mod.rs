@@ -1,0 +1,492 @@
+//! Integration harness: a real kube-apiserver (`e2e/cluster up --control-plane`, KUBECONFIG set),
+//! real PostgreSQL 15 from Debian, and agents as plain processes running as the `postgres` user,
+//! each on its own loopback address 127.0.0.N (5432 and 8008). Each cluster lives in a fresh
+//! namespace with the agents' real RBAC and a service-account token, and is torn down on drop.
+//! Faults are real signals to real processes.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{Api, Client};
+use serde_json::Value;
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const SUPERUSER_PASSWORD: &str = "it-superuser-secret";
+pub const TOKEN: &str = "it-api-token";
+
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (eval \"$(e2e/cluster env)\")");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chown_postgres(path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+pub struct Member {
+    pub name: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    pub extra: Vec<String>,
+}
+
+impl Member {
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+    pub fn postmaster_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+        alive(pid).then_some(pid)
+    }
+    pub fn agent_pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+}
+
+pub struct Cluster {
+    pub ns: String,
+    pub name: String,
+    pub dir: PathBuf,
+    pub members: Vec<Member>,
+    pub client: Client,
+    pub ttl: u64,
+    kubeconfig: PathBuf,
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Cluster {
+    /// A namespace with RBAC, a token kubeconfig, one bare Pod per member, and secret files.
+    pub async fn new(tag: &str, n: usize) -> Self {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let ns = format!("it-{tag}-{id}");
+        let name = "pg".to_string();
+        let dir = PathBuf::from(format!("/tmp/pgwarden-it/{ns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        kubectl(&["create", "namespace", &ns], None);
+        // The agent's Role, as the operator will create it: its cluster's Lease, ConfigMap, pods.
+        let rbac = format!(
+            r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {name}-agent, namespace: {ns}}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {name}-agent, namespace: {ns}}}
+rules:
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [get, list, watch, create, update, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, update, patch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, patch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}-agent, namespace: {ns}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}-agent}}
+subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
+"#
+        );
+        kubectl(&["apply", "-f", "-"], Some(&rbac));
+        let token = kubectl(
+            &[
+                "-n",
+                &ns,
+                "create",
+                "token",
+                &format!("{name}-agent"),
+                "--duration",
+                "24h",
+            ],
+            None,
+        );
+        let server = kubectl(
+            &[
+                "config",
+                "view",
+                "--minify",
+                "-o",
+                "jsonpath={.clusters[0].cluster.server}",
+            ],
+            None,
+        );
+        let ca = kubectl(
+            &[
+                "config",
+                "view",
+                "--minify",
+                "--raw",
+                "-o",
+                "jsonpath={.clusters[0].cluster.certificate-authority}",
+            ],
+            None,
+        );
+        let ca_copy = dir.join("ca.crt");
+        std::fs::copy(ca.trim(), &ca_copy).unwrap();
+        let kubeconfig = dir.join("agent.kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: {server}, certificate-authority: {}}}\nusers:\n- name: u\n  user: {{token: {}}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u, namespace: {ns}}}\ncurrent-context: c\n",
+                ca_copy.display(),
+                token.trim()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("superuser"), SUPERUSER_PASSWORD).unwrap();
+        std::fs::write(dir.join("replication"), "it-replication-secret").unwrap();
+        std::fs::write(dir.join("app"), "it-app-secret").unwrap();
+        std::fs::write(dir.join("token"), TOKEN).unwrap();
+        let mut members = Vec::new();
+        for i in 0..n {
+            let member = format!("{name}-{i}");
+            let pod = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {member}\n  namespace: {ns}\n  labels: {{pgwarden.io/cluster: {name}, app.kubernetes.io/name: pgwarden}}\nspec:\n  containers: [{{name: postgres, image: pgwarden.local/none:0}}]\n"
+            );
+            kubectl(&["apply", "-f", "-"], Some(&pod));
+            let mdir = dir.join(&member);
+            std::fs::create_dir_all(mdir.join("data")).unwrap();
+            members.push(Member {
+                name: member,
+                ip: format!("127.0.0.{}", i + 1),
+                dir: mdir,
+                child: None,
+                extra: vec![],
+            });
+        }
+        chown_postgres(&dir);
+        let config = kube::Config::infer().await.expect("KUBECONFIG");
+        let client = Client::try_from(config).unwrap();
+        Self {
+            ns,
+            name,
+            dir,
+            members,
+            client,
+            ttl: 8,
+            kubeconfig,
+        }
+    }
+
+    /// Start member `i`'s agent as the postgres user.
+    pub fn start(&mut self, i: usize) {
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{}.log", m.name)))
+            .unwrap();
+        let exe = env!("CARGO_BIN_EXE_pgwarden");
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=postgres",
+            "--regid=postgres",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(exe)
+        .arg("agent")
+        .args([
+            "--namespace",
+            &self.ns,
+            "--name",
+            &m.name,
+            "--cluster",
+            &self.name,
+            "--address",
+            &m.ip,
+        ])
+        .arg("--data-dir")
+        .arg(m.data_dir())
+        .arg("--run-dir")
+        .arg(m.dir.join("run"))
+        .args(["--bin-dir", PG_BIN])
+        .arg("--kubeconfig")
+        .arg(&self.kubeconfig)
+        .arg("--superuser-password-file")
+        .arg(self.dir.join("superuser"))
+        .arg("--replication-password-file")
+        .arg(self.dir.join("replication"))
+        .arg("--app-password-file")
+        .arg(self.dir.join("app"))
+        .arg("--api-token-file")
+        .arg(self.dir.join("token"))
+        .args(["--ttl", &self.ttl.to_string()])
+        .args(&m.extra)
+        .env_remove("KUBECONFIG")
+        .env("PGWARDEN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        let child = cmd.spawn().expect("start agent");
+        self.members[i].child = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.start(i);
+        }
+    }
+
+    pub fn signal_agent(&self, i: usize, sig: i32) {
+        if let Some(pid) = self.members[i].agent_pid() {
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// kill -9 the agent and its postmaster (and the backends, its process group).
+    pub fn kill9(&mut self, i: usize) {
+        let pm = self.members[i].postmaster_pid();
+        self.signal_agent(i, libc::SIGKILL);
+        if let Some(pid) = pm {
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for the agent process to exit by itself.
+    pub fn wait_exit(&mut self, i: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(c) = self.members[i].child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                self.members[i].child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub async fn lease(&self) -> Option<Lease> {
+        Api::<Lease>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(&format!("{}-leader", self.name))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn holder(&self) -> Option<String> {
+        self.lease()
+            .await
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+    }
+
+    pub async fn state(&self) -> ConfigMap {
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .get(&format!("{}-state", self.name))
+            .await
+            .expect("state ConfigMap")
+    }
+
+    pub fn index_of(&self, name: &str) -> usize {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .expect("member")
+    }
+
+    /// `(status, json)` of `method path` on member `i`'s REST API.
+    pub fn http(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> (u16, String) {
+        http(&self.members[i].ip, 8008, method, path, headers, body)
+    }
+
+    pub fn get_json(&self, i: usize, path: &str) -> (u16, Value) {
+        let (code, body) = self.http(i, "GET", path, &[], None);
+        (code, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    /// Members answering 200 on `path`.
+    pub fn answering(&self, path: &str) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|&i| self.http(i, "GET", path, &[], None).0 == 200)
+            .collect()
+    }
+
+    /// Wait until exactly one member answers `/primary` and it holds the Lease.
+    pub async fn wait_primary(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let p = self.answering("/primary");
+            if p.len() == 1
+                && self.holder().await.as_deref() == Some(self.members[p[0]].name.as_str())
+            {
+                return p[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single primary within {limit:?} (answering: {p:?}); logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn wait_until<F: Fn(&Cluster) -> bool>(&self, limit: Duration, what: &str, f: F) {
+        let deadline = Instant::now() + limit;
+        while !f(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub async fn connect(&self, i: usize) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        connect(&self.members[i].ip).await
+    }
+}
+
+/// A process that exists and is not a zombie (a killed postmaster whose frozen parent has not
+/// reaped it yet is dead for every purpose here).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => false,
+    }
+}
+
+pub async fn connect(ip: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(ip)
+        .port(5432)
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// A minimal HTTP/1.1 client: enough to probe the REST API like HAProxy or curl would.
+pub fn http(
+    ip: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    ) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    let body = body.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    if s.write_all(req.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.signal_agent(i, libc::SIGCONT);
+            self.kill9(i);
+        }
+        // Softdogs exit by themselves once their agent is gone; postmasters are killed above.
+        let _ = Command::new("kubectl")
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .output();
+        if std::env::var("PGWARDEN_IT_KEEP").is_err() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

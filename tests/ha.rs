@@ -1,0 +1,457 @@
+//! Integration tier: three agents against a real kube-apiserver and real PostgreSQL 15.
+//! Needs `e2e/cluster up --control-plane`, root, and KUBECONFIG; `make integration` provides all
+//! three and runs these with `--ignored`. In the plain unit run they are listed as ignored.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Cluster, TOKEN};
+
+const SLOW: Duration = Duration::from_secs(90);
+
+fn rows_on(v: &[tokio_postgres::Row]) -> Vec<i32> {
+    v.iter().map(|r| r.get(0)).collect()
+}
+
+/// Bootstrap three members and return the primary's index.
+async fn three(tag: &str) -> (Cluster, usize) {
+    let mut c = Cluster::new(tag, 3).await;
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    (c, p)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn bootstrap_one_initdb_two_streaming_replicas() {
+    let (c, p) = three("boot").await;
+    // Exactly one initdb: one system identifier, recorded under `initialize`, on every member.
+    let state = c.state().await;
+    let sysid = state
+        .data
+        .as_ref()
+        .and_then(|d| d.get("initialize"))
+        .cloned()
+        .expect("initialize key");
+    for i in 0..3 {
+        let (code, v) = c.get_json(i, "/patroni");
+        assert_eq!(code, 200);
+        assert_eq!(
+            v["database_system_identifier"],
+            sysid.as_str(),
+            "member {i}"
+        );
+    }
+    // /primary on one member and /replica on the others.
+    assert_eq!(c.answering("/primary"), vec![p]);
+    let replicas = c.answering("/replica");
+    assert_eq!(replicas.len(), 2);
+    assert!(!replicas.contains(&p));
+    for r in &replicas {
+        assert_eq!(c.http(*r, "GET", "/primary", &[], None).0, 503);
+    }
+    // Each replica streams through its own slot.
+    let primary = c.connect(p).await.unwrap();
+    let slots = primary
+        .query(
+            "SELECT slot_name FROM pg_replication_slots WHERE active ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut want: Vec<String> = replicas
+        .iter()
+        .map(|r| c.members[*r].name.replace('-', "_"))
+        .collect();
+    want.sort();
+    let got: Vec<String> = slots.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, want);
+    // Rows written on the primary reach both replicas.
+    primary
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .unwrap();
+    for r in replicas {
+        let client = c.connect(r).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(rows) = client.query("SELECT v FROM t ORDER BY v", &[]).await
+                && rows_on(&rows) == vec![1, 2, 3]
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rows did not reach replica {r}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// Watch the Lease from the test: the instant (test clock) of the last renew seen before `since`,
+/// and the instant a new holder appeared.
+async fn watch_takeover(c: &Cluster, old: &str, limit: Duration) -> (Instant, Instant, String) {
+    let deadline = Instant::now() + limit;
+    let mut last_rv = None;
+    let mut last_change = Instant::now();
+    loop {
+        let lease = c.lease().await.expect("lease");
+        let rv = lease.metadata.resource_version.clone();
+        let holder = lease
+            .spec
+            .and_then(|s| s.holder_identity)
+            .unwrap_or_default();
+        if !holder.is_empty() && holder != old {
+            return (last_change, Instant::now(), holder);
+        }
+        if rv != last_rv {
+            last_rv = rv;
+            last_change = Instant::now();
+        }
+        assert!(Instant::now() < deadline, "no takeover within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn hard_failover_after_kill_9() {
+    let (mut c, p) = three("hard").await;
+    let old = c.members[p].name.clone();
+    let primary = c.connect(p).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.kill9(p);
+    let (last_renew, taken, new) = watch_takeover(&c, &old, SLOW).await;
+    // Nobody took the lease before ttl had passed since the last renew anyone could have seen.
+    let waited = taken.duration_since(last_renew);
+    assert!(
+        waited >= Duration::from_secs(c.ttl) - Duration::from_millis(100),
+        "lease taken {waited:?} after the last renew; ttl is {}s",
+        c.ttl
+    );
+    let n = c.index_of(&new);
+    assert_eq!(c.wait_primary(SLOW).await, n);
+    // The history records the new timeline, and writes succeed on the new primary.
+    let history = c
+        .state()
+        .await
+        .data
+        .unwrap_or_default()
+        .get("history")
+        .cloned()
+        .unwrap_or_default();
+    let history: serde_json::Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(history[0][0], 1, "history: {history}");
+    assert_eq!(history[0][4], new.as_str());
+    let (_, v) = c.get_json(n, "/patroni");
+    assert_eq!(v["timeline"], 2);
+    let client = c.connect(n).await.unwrap();
+    client
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    let rows = client
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows_on(&rows), vec![1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn graceful_shutdown_releases_the_lease() {
+    let (mut c, p) = three("graceful").await;
+    let old = c.members[p].name.clone();
+    let stopped = Instant::now();
+    c.signal_agent(p, libc::SIGTERM);
+    assert!(
+        c.wait_exit(p, Duration::from_secs(60)),
+        "agent did not exit after SIGTERM"
+    );
+    // Released, not left to expire: a replica takes over well before ttl.
+    let (_, taken, new) = watch_takeover(&c, &old, SLOW).await;
+    assert!(
+        taken.duration_since(stopped) < Duration::from_secs(c.ttl),
+        "takeover took {:?}, not faster than ttl",
+        taken.duration_since(stopped)
+    );
+    let n = c.index_of(&new);
+    assert_eq!(c.wait_primary(SLOW).await, n);
+    assert!(
+        c.members[p].postmaster_pid().is_none(),
+        "old postmaster still running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn switchover_through_the_rest_api() {
+    let (c, p) = three("switch").await;
+    let old = c.members[p].name.clone();
+    let auth = format!("Bearer {TOKEN}");
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let replica = (0..3).find(|i| *i != p).unwrap();
+    let cand = c.members[replica].name.clone();
+
+    // Without the token: 401, nothing happens.
+    let body = format!(r#"{{"leader": "{old}", "candidate": "{cand}"}}"#);
+    assert_eq!(c.http(p, "POST", "/switchover", &[], Some(&body)).0, 401);
+    assert_eq!(
+        c.http(
+            p,
+            "POST",
+            "/switchover",
+            &[("Authorization", "Bearer wrong")],
+            Some(&body)
+        )
+        .0,
+        401
+    );
+    // Patroni's 400s and 412s.
+    let (code, msg) = c.http(p, "POST", "/switchover", &h, Some("{not json"));
+    assert_eq!(code, 400, "{msg}");
+    let (code, msg) = c.http(p, "POST", "/switchover", &h, Some(r#"{"leader": 5}"#));
+    assert_eq!(code, 400, "{msg}");
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(r#"{{"candidate": "{cand}"}}"#)),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            400,
+            "Switchover could be performed only from a specific leader"
+        )
+    );
+    let (code, msg) = c.http(p, "POST", "/failover", &h, Some("{}"));
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            400,
+            "Failover could be performed only to a specific candidate"
+        )
+    );
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(r#"{{"leader": "{old}", "candidate": "{old}"}}"#)),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (400, "Switchover target and source are the same")
+    );
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(r#"{{"leader": "{cand}"}}"#)),
+    );
+    assert_eq!((code, msg.as_str()), (412, "leader name does not match"));
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(r#"{{"leader": "{old}", "candidate": "nobody"}}"#)),
+    );
+    assert_eq!((code, msg.as_str()), (412, "candidate does not exists"));
+
+    // To a named candidate.
+    let (code, msg) = c.http(p, "POST", "/switchover", &h, Some(&body));
+    assert_eq!(code, 200, "{msg}");
+    assert_eq!(msg, format!("Successfully switched over to \"{cand}\""));
+    assert_eq!(c.wait_primary(SLOW).await, replica);
+    // The old primary comes back as a replica of the new one.
+    c.wait_until(SLOW, "old primary streaming as a replica", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+
+    // Without a candidate: the healthiest other member takes over.
+    let body = format!(r#"{{"leader": "{cand}"}}"#);
+    let (code, msg) = c.http(replica, "POST", "/switchover", &h, Some(&body));
+    assert_eq!(code, 200, "{msg}");
+    let n = c.wait_primary(SLOW).await;
+    assert_ne!(n, replica);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn frozen_primary_is_fenced_by_the_softdog_before_promotion() {
+    let (c, p) = three("freeze").await;
+    let old = c.members[p].name.clone();
+    let ip = c.members[p].ip.clone();
+    let primary = c.connect(p).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE w (at timestamptz)")
+        .await
+        .unwrap();
+    // A writer on the old primary records when its last write was acknowledged.
+    let writer = tokio::spawn(async move {
+        let mut last_ok: Option<jiff::Timestamp> = None;
+        let deadline = Instant::now() + Duration::from_secs(40);
+        let mut client = common::connect(&ip).await.ok();
+        while Instant::now() < deadline {
+            if let Some(cl) = &client {
+                match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    cl.batch_execute("INSERT INTO w VALUES (now())"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => last_ok = Some(jiff::Timestamp::now()),
+                    _ => client = common::connect(&ip).await.ok(),
+                }
+            } else {
+                client = common::connect(&ip).await.ok();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last_ok
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.signal_agent(p, libc::SIGSTOP);
+    let (_, _, new) = watch_takeover(&c, &old, SLOW).await;
+    let acquired = c
+        .lease()
+        .await
+        .and_then(|l| l.spec)
+        .and_then(|s| s.acquire_time)
+        .map(|t| t.0)
+        .expect("acquireTime");
+    let last_write = writer
+        .await
+        .unwrap()
+        .expect("the writer wrote before the freeze");
+    // The old primary stopped accepting writes strictly before anyone took the lease.
+    assert!(
+        last_write < acquired,
+        "old primary acknowledged a write at {last_write}, after {new} acquired the lease at {acquired}"
+    );
+    assert!(
+        c.members[p].postmaster_pid().is_none(),
+        "the softdog did not kill the frozen primary's postgres"
+    );
+    // After SIGCONT the old agent sees it lost the lease and rejoins as a replica.
+    c.signal_agent(p, libc::SIGCONT);
+    c.wait_until(SLOW, "the frozen member to rejoin as a replica", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+    assert_eq!(c.answering("/primary"), vec![c.index_of(&new)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn nofailover_member_is_never_promoted() {
+    let mut c = Cluster::new("nofail", 2).await;
+    c.members[1].extra = vec!["--nofailover".into()];
+    c.start(0);
+    assert_eq!(c.wait_primary(SLOW).await, 0);
+    c.start(1);
+    c.wait_until(SLOW, "the nofailover replica streaming", |c| {
+        c.answering("/replica") == vec![1]
+    })
+    .await;
+    c.kill9(0);
+    // Well past ttl: still no primary, and the lease stays with the dead member.
+    tokio::time::sleep(Duration::from_secs(c.ttl * 2 + 4)).await;
+    assert!(c.answering("/primary").is_empty());
+    assert_eq!(c.holder().await.as_deref(), Some("pg-0"));
+    let (_, v) = c.get_json(1, "/patroni");
+    assert_eq!(v["role"], "replica");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn bad_input_gets_4xx_and_corrupt_annotations_are_survived() {
+    let (c, p) = three("badinput").await;
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("Authorization", auth.as_str())];
+    for body in [
+        "",
+        "[",
+        r#"{"leader": ["x"]}"#,
+        r#"{"unknown_field": 1}"#,
+        "\u{0}",
+    ] {
+        let (code, msg) = c.http(p, "POST", "/switchover", &h, Some(body));
+        assert_eq!(code, 400, "body {body:?}: {msg}");
+        assert!(!msg.is_empty());
+    }
+    let (code, _) = c.http(p, "GET", "/replica?lag=lots", &[], None);
+    assert_eq!(code, 400);
+    assert_eq!(c.http(p, "GET", "/no-such-endpoint", &[], None).0, 404);
+    // Corrupt a replica's status annotation: the others log it, skip it, and carry on.
+    let r = (0..3).find(|i| *i != p).unwrap();
+    common::kubectl(
+        &[
+            "-n",
+            &c.ns,
+            "annotate",
+            "--overwrite",
+            "pod",
+            &c.members[r].name,
+            "pgwarden.io/status={not json",
+        ],
+        None,
+    );
+    // The owner notices and writes its own status again; meanwhile nobody fell over.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(c.client.clone(), &c.ns);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = pods.get(&c.members[r].name).await.unwrap();
+        let raw = pod
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get("pgwarden.io/status")
+            .cloned()
+            .unwrap_or_default();
+        if pgwarden::api::member::MemberStatus::parse(&raw).is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "corrupt annotation was never repaired: {raw}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(c.answering("/primary"), vec![p]);
+    assert_eq!(c.answering("/replica").len(), 2);
+    c.wait_until(
+        Duration::from_secs(10),
+        "/cluster to list all three members again",
+        |c| {
+            let (code, v) = c.get_json(p, "/cluster");
+            code == 200 && v["members"].as_array().map(Vec::len) == Some(3)
+        },
+    )
+    .await;
+    // Someone logged and skipped the corrupt annotation rather than failing.
+    let logs: String = (0..3)
+        .filter(|i| *i != r)
+        .map(|i| {
+            std::fs::read_to_string(c.dir.join(format!("{}.log", c.members[i].name)))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(logs.contains("ignoring member with a corrupt status annotation"));
+}
