@@ -11,8 +11,9 @@ TIMED := e2e/timed
 .PHONY: integration test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
-## binary check, then the test-bed smoke test on a real single-node Kubernetes.
-test: lint unit static-check smoke
+## binary check, the integration tier (agents against a real apiserver and PostgreSQL), then
+## the test-bed smoke test on a real single-node Kubernetes.
+test: lint unit static-check integration smoke
 
 lint: fmt-check clippy
 

@@ -455,3 +455,318 @@ async fn bad_input_gets_4xx_and_corrupt_annotations_are_survived() {
         .collect();
     assert!(logs.contains("ignoring member with a corrupt status annotation"));
 }
+
+/// Freeze the primary's WAL senders so the next commits stay on it alone, then kill it: the
+/// replicas never see those commits, and the old primary's WAL diverges from the new timeline.
+async fn diverge_and_kill(c: &mut Cluster, p: usize) {
+    let primary = c.connect(p).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    // Both replicas have row 1 before the senders stop.
+    for r in (0..3).filter(|i| *i != p) {
+        let client = c.connect(r).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client
+            .query("SELECT 1 FROM t WHERE v = 1", &[])
+            .await
+            .map(|r| r.len())
+            .unwrap_or(0)
+            != 1
+        {
+            assert!(Instant::now() < deadline, "row 1 never reached replica {r}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let senders = primary
+        .query("SELECT pid FROM pg_stat_replication", &[])
+        .await
+        .unwrap();
+    assert_eq!(senders.len(), 2);
+    for s in &senders {
+        let pid: i32 = s.get(0);
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+    }
+    primary
+        .batch_execute("INSERT INTO t VALUES (99)")
+        .await
+        .unwrap();
+    c.kill9(p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn former_primary_with_diverged_wal_rejoins_through_pg_rewind() {
+    let (mut c, p) = three("rewind").await;
+    diverge_and_kill(&mut c, p).await;
+    let n = c.wait_primary(SLOW).await;
+    assert_ne!(n, p);
+    let new_primary = c.connect(n).await.unwrap();
+    new_primary
+        .batch_execute("INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    c.start(p);
+    c.wait_until(SLOW, "the former primary streaming from the new one", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+    let old = c.connect(p).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = old.query("SELECT v FROM t ORDER BY v", &[]).await.unwrap();
+        // Row 99 existed only on the old timeline: rewind removed it; row 2 came from the new one.
+        if rows_on(&rows) == vec![1, 2] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old primary has {:?}",
+            rows_on(&rows)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = std::fs::read_to_string(c.dir.join(format!("{}.log", c.members[p].name))).unwrap();
+    assert!(
+        log.contains("pg_rewind finished"),
+        "no pg_rewind in the log"
+    );
+    assert!(
+        !log.contains("created replica with pg_basebackup\n")
+            || log.matches("pg_basebackup").count() <= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn former_primary_is_reinitialised_when_rewind_is_impossible() {
+    let (mut c, p) = three("reinit").await;
+    diverge_and_kill(&mut c, p).await;
+    let n = c.wait_primary(SLOW).await;
+    assert_ne!(n, p);
+    // Its WAL is gone (as when segments were recycled): pg_rewind cannot find the divergence.
+    let wal = c.members[p].data_dir().join("pg_wal");
+    for entry in std::fs::read_dir(&wal).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    c.start(p);
+    c.wait_until(SLOW, "the former primary back as a replica", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+    let log = std::fs::read_to_string(c.dir.join(format!("{}.log", c.members[p].name))).unwrap();
+    assert!(
+        log.contains("pg_rewind failed; reinitialising from the leader"),
+        "rewind did not fail as planned"
+    );
+    assert!(
+        log.contains("created replica with pg_basebackup"),
+        "no fresh basebackup"
+    );
+    let rows = c
+        .connect(p)
+        .await
+        .unwrap()
+        .query("SELECT v FROM t ORDER BY v", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows_on(&rows), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn partitioned_primary_demotes_before_anyone_takes_over_and_rejoins() {
+    let mut c = Cluster::new("partition", 3).await;
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        proxies.push(c.proxy_apiserver(i).await);
+    }
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    let old = c.members[p].name.clone();
+    let ip = c.members[p].ip.clone();
+    c.connect(p)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE w (at timestamptz)")
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let mut last_ok: Option<jiff::Timestamp> = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut client = common::connect(&ip).await.ok();
+        while Instant::now() < deadline {
+            match &client {
+                Some(cl) => match tokio::time::timeout(
+                    Duration::from_secs(1),
+                    cl.batch_execute("INSERT INTO w VALUES (now())"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => last_ok = Some(jiff::Timestamp::now()),
+                    _ => client = common::connect(&ip).await.ok(),
+                },
+                None => client = common::connect(&ip).await.ok(),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last_ok
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxies[p].cut();
+    let (_, _, new) = watch_takeover(&c, &old, SLOW).await;
+    let acquired = c
+        .lease()
+        .await
+        .and_then(|l| l.spec)
+        .and_then(|s| s.acquire_time)
+        .map(|t| t.0)
+        .unwrap();
+    let last_write = writer.await.unwrap().expect("writes before the partition");
+    assert!(
+        last_write < acquired,
+        "the partitioned primary acknowledged a write at {last_write}, after {new} took the lease at {acquired}"
+    );
+    let n = c.index_of(&new);
+    assert_eq!(c.wait_primary(SLOW).await, n);
+    // Heal: the old primary sees it lost the lease and comes back as a replica.
+    proxies[p].heal();
+    c.wait_until(SLOW, "the partitioned member to rejoin as a replica", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+    assert_eq!(c.answering("/primary"), vec![n]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn replica_lagging_beyond_maximum_lag_is_never_promoted() {
+    let mut c = Cluster::new("lag", 2).await;
+    c.start(0);
+    assert_eq!(c.wait_primary(SLOW).await, 0);
+    c.start(1);
+    c.wait_until(SLOW, "the replica streaming", |c| {
+        c.answering("/replica") == vec![1]
+    })
+    .await;
+    // Stop the replica's WAL receiver, then write 8 MB it will never receive.
+    let replica = c.connect(1).await.unwrap();
+    let pid: i32 = replica
+        .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
+        .await
+        .unwrap()
+        .get(0);
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let primary = c.connect(0).await.unwrap();
+    primary
+        .batch_execute("CREATE TABLE big AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 8000) g")
+        .await
+        .unwrap();
+    // Let a renew publish the primary's position, then kill it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.kill9(0);
+    tokio::time::sleep(Duration::from_secs(c.ttl * 2 + 4)).await;
+    assert!(
+        c.answering("/primary").is_empty(),
+        "the lagging replica was promoted"
+    );
+    assert_eq!(c.holder().await.as_deref(), Some("pg-0"));
+    let log = std::fs::read_to_string(c.dir.join("pg-1.log")).unwrap();
+    assert!(
+        log.contains("exceeds maximumLagOnFailover"),
+        "no lag reason in the replica's log"
+    );
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn seed_haproxy_routes_writes_to_the_primary_and_reads_to_replicas() {
+    let (mut c, p) = three("haproxy").await;
+    // The seed article's listeners, unchanged but for the addresses and the stats/log lines.
+    let servers: String = c
+        .members
+        .iter()
+        .map(|m| format!("    server {} {}:5432 check port 8008\n", m.name, m.ip))
+        .collect();
+    let cfg = format!(
+        "global\n    maxconn 100\n\ndefaults\n    mode tcp\n    retries 2\n    timeout client 30m\n    timeout connect 4s\n    timeout server 30m\n    timeout check 5s\n\n\
+listen pg_primary\n    bind 127.0.0.10:5000\n    option httpchk GET /master\n    http-check expect status 200\n    default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions\n{servers}\n\
+listen pg_replicas\n    bind 127.0.0.10:5001\n    balance roundrobin\n    option httpchk GET /replica\n    http-check expect status 200\n    default-server inter 3s fall 3 rise 2 on-marked-down shutdown-sessions\n{servers}"
+    );
+    let cfg_path = c.dir.join("haproxy.cfg");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut haproxy = std::process::Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&cfg_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("haproxy (Debian package)");
+    let server_ip = |port: u16| async move {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host("127.0.0.10")
+            .port(port)
+            .user("postgres")
+            .password(common::SUPERUSER_PASSWORD)
+            .dbname("postgres");
+        cfg.connect_timeout(Duration::from_secs(2));
+        let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.ok()?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one("SELECT host(inet_server_addr()), pg_is_in_recovery()", &[])
+            .await
+            .ok()?;
+        Some((row.get::<_, String>(0), row.get::<_, bool>(1)))
+    };
+    let primary_ip = c.members[p].ip.clone();
+    let deadline = Instant::now() + SLOW;
+    loop {
+        if server_ip(5000).await == Some((primary_ip.clone(), false)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port 5000 never reached the primary"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // HAProxy starts with every server up; with the seed's `inter 3s fall 3` it takes up to
+    // 9 s of failed checks to take the primary out of pg_replicas.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Reads go to the replicas, round robin: both are reached, the primary never.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        if let Some((ip, in_recovery)) = server_ip(5001).await {
+            assert!(in_recovery, "port 5001 reached a primary");
+            seen.insert(ip);
+        }
+    }
+    assert_eq!(seen.len(), 2, "reads reached {seen:?}");
+    assert!(!seen.contains(&primary_ip));
+    // After a failover HAProxy reroutes writes to the new primary.
+    c.kill9(p);
+    let n = c.wait_primary(SLOW).await;
+    let new_ip = c.members[n].ip.clone();
+    let deadline = Instant::now() + SLOW;
+    loop {
+        if server_ip(5000).await == Some((new_ip.clone(), false)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "port 5000 never rerouted to {new_ip}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+}

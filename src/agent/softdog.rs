@@ -72,27 +72,64 @@ pub enum SoftdogError {
     },
 }
 
-/// Kill the postmaster named in `pidfile` and its process group (all backends).
-pub fn fire(pidfile: &Path) {
-    let pid = std::fs::read_to_string(pidfile)
+/// Processes whose parent is `pid`, from /proc.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the command name: state, ppid, ...
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// SIGKILL the postmaster and every backend it forked. Backends call setsid(), so they are not
+/// in the postmaster's process group, and an orphaned backend can still commit for a client it
+/// already serves: each one is killed by pid. The postmaster is stopped first so it forks no
+/// new backend while they are collected.
+pub fn kill_postmaster(pid: i32) -> usize {
+    let pm = Pid::from_raw(pid);
+    let _ = kill(pm, Signal::SIGSTOP);
+    let mut killed = 0;
+    for _ in 0..2 {
+        for child in children_of(pid) {
+            if kill(Pid::from_raw(child), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+    }
+    let _ = kill(pm, Signal::SIGKILL);
+    killed
+}
+
+/// The postmaster named in `pidfile` (first line), if it names a plausible pid.
+pub fn postmaster_from_pidfile(pidfile: &Path) -> Option<i32> {
+    std::fs::read_to_string(pidfile)
         .ok()
         .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
-        .filter(|p| *p > 1);
-    match pid {
+        .filter(|p| *p > 1)
+}
+
+/// Fence: kill the postmaster named in `pidfile` and all its backends.
+pub fn fire(pidfile: &Path) {
+    match postmaster_from_pidfile(pidfile) {
         Some(pid) => {
-            // The agent starts the postmaster as a process-group leader.
-            let group = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-            let single = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let backends = kill_postmaster(pid);
             error!(
                 pid,
-                ?group,
-                ?single,
-                "softdog expired: killed the postmaster and its backends"
+                backends, "fenced: killed the postmaster and its backends"
             );
         }
-        None => {
-            warn!(pidfile = %pidfile.display(), "softdog expired, but no postmaster is running")
-        }
+        None => warn!(pidfile = %pidfile.display(), "fence fired, but no postmaster is running"),
     }
 }
 
@@ -182,22 +219,41 @@ mod tests {
     }
 
     #[test]
-    fn expiry_kills_the_postmasters_process_group() {
-        use std::os::unix::process::CommandExt;
+    fn expiry_kills_the_postmaster_and_backends_outside_its_group() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
         let dir = std::env::temp_dir().join(format!("pgwarden-sd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        // A stand-in postmaster: a process-group leader with a child, like postgres and a backend.
+        // A stand-in postmaster whose "backend" left its process group with setsid, as
+        // PostgreSQL's backends do.
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 300 & wait"])
+            .args(["-c", "setsid sleep 300 & wait"])
             .process_group(0)
             .spawn()
             .unwrap();
+        let pm = child.id() as i32;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let backend = loop {
+            if let Some(b) = children_of(pm).first() {
+                break *b;
+            }
+            assert!(std::time::Instant::now() < deadline, "no backend appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        };
         let pidfile = dir.join("postmaster.pid");
-        std::fs::write(&pidfile, format!("{}\n/data\n", child.id())).unwrap();
+        std::fs::write(&pidfile, format!("{pm}\n/data\n")).unwrap();
         fire(&pidfile);
-        let status = child.wait().unwrap();
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{backend}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, r)| r.trim_start().starts_with('Z'))
+                        .unwrap_or(true)
+                })
+                .unwrap_or(true)
+        });
+        assert!(gone, "the backend outside the process group survived");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

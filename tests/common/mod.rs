@@ -60,6 +60,8 @@ fn chown_postgres(path: &Path) {
 }
 
 pub struct Member {
+    /// A kubeconfig of its own (e.g. through a proxy the test can cut).
+    pub kubeconfig: Option<PathBuf>,
     pub name: String,
     pub ip: String,
     pub dir: PathBuf,
@@ -197,6 +199,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
             let mdir = dir.join(&member);
             std::fs::create_dir_all(mdir.join("data")).unwrap();
             members.push(Member {
+                kubeconfig: None,
                 name: member,
                 ip: format!("127.0.0.{}", i + 1),
                 dir: mdir,
@@ -252,7 +255,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
         .arg(m.dir.join("run"))
         .args(["--bin-dir", PG_BIN])
         .arg("--kubeconfig")
-        .arg(&self.kubeconfig)
+        .arg(m.kubeconfig.as_ref().unwrap_or(&self.kubeconfig))
         .arg("--superuser-password-file")
         .arg(self.dir.join("superuser"))
         .arg("--replication-password-file")
@@ -284,15 +287,12 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
         }
     }
 
-    /// kill -9 the agent and its postmaster (and the backends, its process group).
+    /// kill -9 the agent, its postmaster and every backend.
     pub fn kill9(&mut self, i: usize) {
         let pm = self.members[i].postmaster_pid();
         self.signal_agent(i, libc::SIGKILL);
         if let Some(pid) = pm {
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-                libc::kill(pid, libc::SIGKILL);
-            }
+            pgwarden::agent::softdog::kill_postmaster(pid);
         }
         if let Some(mut c) = self.members[i].child.take() {
             let _ = c.wait();
@@ -399,6 +399,29 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
         }
     }
 
+    /// Route member `i`'s apiserver traffic through a proxy the test can cut.
+    pub async fn proxy_apiserver(&mut self, i: usize) -> Proxy {
+        let text = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        let server = text
+            .lines()
+            .find_map(|l| l.split("server: ").nth(1))
+            .map(|s| s.split(',').next().unwrap().trim().to_string())
+            .unwrap();
+        let target = server.trim_start_matches("https://").to_string();
+        let proxy = Proxy::start(&target).await;
+        let path = self
+            .dir
+            .join(format!("{}.kubeconfig", self.members[i].name));
+        std::fs::write(
+            &path,
+            text.replace(&server, &format!("https://127.0.0.1:{}", proxy.port)),
+        )
+        .unwrap();
+        chown_postgres(&path);
+        self.members[i].kubeconfig = Some(path);
+        proxy
+    }
+
     pub async fn connect(&self, i: usize) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         connect(&self.members[i].ip).await
     }
@@ -488,5 +511,76 @@ impl Drop for Cluster {
         if std::env::var("PGWARDEN_IT_KEEP").is_err() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A TCP proxy in front of the apiserver. `cut()` turns it into a black hole: bytes in either
+/// direction are swallowed and new connections are held without an upstream, as a partition
+/// would; `heal()` lets new connections through again.
+pub struct Proxy {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        let target = target.to_string();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    if flag.load(Ordering::SeqCst) {
+                        // Held open, never answered.
+                        let _keep = client;
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let f1 = flag.clone();
+                    let up = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16384];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                            if !f1.load(Ordering::SeqCst) && uw.write_all(&buf[..n]).await.is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    let mut buf = vec![0u8; 16384];
+                    while let Ok(n) = ur.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        if !flag.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        Proxy { port, cut }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -125,7 +125,12 @@ impl Postgres {
                 ),
             });
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        // Most PostgreSQL tools report progress on stderr; keep both.
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 
     /// The postmaster's pid from `postmaster.pid`, if that process still exists.
@@ -260,9 +265,9 @@ impl Postgres {
                 StopMode::Immediate => Duration::from_secs(10),
             };
             if tokio::time::timeout(limit, child.wait()).await.is_err() {
-                warn!("postgres did not stop in time; killing its process group");
+                warn!("postgres did not stop in time; killing it and its backends");
                 if let Some(pid) = child.id() {
-                    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+                    crate::agent::softdog::kill_postmaster(pid as i32);
                 }
                 let _ = child.wait().await;
             }
@@ -380,6 +385,10 @@ impl Postgres {
         if !done {
             return Err(PgError::Timeout("promote"));
         }
+        // Until a checkpoint records the new timeline in the control file, pg_rewind against
+        // this server sees the old timeline and wrongly finds nothing to rewind (Patroni's
+        // checkpoint_after_promote).
+        client.batch_execute("CHECKPOINT").await?;
         Ok(())
     }
 
