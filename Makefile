@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: integration test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: bench integration test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), then
@@ -62,3 +62,8 @@ image: release
 ## Bring up the local Kubernetes (unless KUBECONFIG names a cluster) and show it.
 demo:
 	@e2e/demo.sh
+
+## Benchmarks: pgwarden beside real Patroni (PyPI, in a venv under the cache) on one apiserver;
+## writes BENCHMARKS.md.
+bench:
+	@$(TIMED) "benchmarks" e2e/bench.sh

@@ -770,3 +770,165 @@ listen pg_replicas\n    bind 127.0.0.10:5001\n    balance roundrobin\n    option
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn synchronous_mode_loses_no_acknowledged_commit_on_failover() {
+    let mut c = Cluster::new("sync", 3).await;
+    for m in &mut c.members {
+        m.extra = vec!["--synchronous-mode".into(), "on".into()];
+    }
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    // A synchronous standby is published, and /sync answers on exactly that member.
+    c.wait_until(SLOW, "a published synchronous standby", |c| {
+        c.answering("/sync").len() == 1
+    })
+    .await;
+    let sync_member = c.answering("/sync")[0];
+    let ip = c.members[p].ip.clone();
+    c.connect(p)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE acked (id int primary key)")
+        .await
+        .unwrap();
+    let writer = tokio::spawn(async move {
+        let client = common::connect(&ip).await.unwrap();
+        let mut acked = Vec::new();
+        for id in 0.. {
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                client.execute("INSERT INTO acked VALUES ($1)", &[&id]),
+            )
+            .await
+            {
+                Ok(Ok(_)) => acked.push(id),
+                _ => break,
+            }
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.kill9(p);
+    let acked = writer.await.unwrap();
+    assert!(
+        acked.len() > 10,
+        "the writer barely wrote ({} rows)",
+        acked.len()
+    );
+    let n = c.wait_primary(SLOW).await;
+    assert_eq!(
+        n, sync_member,
+        "a member outside the synchronous set was promoted"
+    );
+    let rows = c
+        .connect(n)
+        .await
+        .unwrap()
+        .query("SELECT id FROM acked", &[])
+        .await
+        .unwrap();
+    let have: std::collections::BTreeSet<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<&i32> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged commits lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn rest_write_endpoints_restart_reload_reinitialize() {
+    let (c, p) = three("rest").await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("Authorization", auth.as_str())];
+    // Every write endpoint wants the token.
+    for (method, path) in [
+        ("POST", "/restart"),
+        ("DELETE", "/restart"),
+        ("POST", "/reload"),
+        ("POST", "/reinitialize"),
+    ] {
+        assert_eq!(
+            c.http(p, method, path, &[], Some("{}")).0,
+            401,
+            "{method} {path}"
+        );
+    }
+    // Basic auth with the token as password works too, for Patroni tooling.
+    use base64::Engine;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("patroni:{TOKEN}"))
+    );
+    assert_eq!(
+        c.http(
+            p,
+            "POST",
+            "/reload",
+            &[("Authorization", basic.as_str())],
+            None
+        )
+        .0,
+        202
+    );
+
+    let (code, v) = c.get_json(p, "/config");
+    assert_eq!(code, 200);
+    assert_eq!(v["ttl"], c.ttl);
+    assert_eq!(c.http(p, "DELETE", "/restart", &h, None).0, 404);
+    assert_eq!(
+        c.http(p, "POST", "/restart", &h, Some(r#"{"role": "replica"}"#))
+            .0,
+        503
+    );
+    assert_eq!(
+        c.http(p, "POST", "/restart", &h, Some(r#"{"role": "king"}"#))
+            .0,
+        400
+    );
+    assert_eq!(
+        c.http(p, "POST", "/restart", &h, Some(r#"{"bogus": 1}"#)).0,
+        400
+    );
+    assert_eq!(c.http(p, "POST", "/restart", &h, Some("[1]")).0, 400);
+
+    // A restart of the primary keeps it primary (it holds the lease throughout).
+    let before = c.members[p].postmaster_pid().unwrap();
+    let (code, msg) = c.http(p, "POST", "/restart", &h, Some(r#"{"role": "primary"}"#));
+    assert_eq!((code, msg.as_str()), (200, "restarted successfully"));
+    assert_ne!(
+        c.members[p].postmaster_pid(),
+        Some(before),
+        "postgres was not restarted"
+    );
+    assert_eq!(c.wait_primary(SLOW).await, p);
+
+    // Reinitialize: refused on the leader, done on a replica, which streams again.
+    let (code, msg) = c.http(p, "POST", "/reinitialize", &h, None);
+    assert_eq!(
+        (code, msg.as_str()),
+        (503, "I am the leader, can not reinitialize")
+    );
+    let (code, msg) = c.http(r, "POST", "/reinitialize", &h, Some(r#"{"force": true}"#));
+    assert_eq!((code, msg.as_str()), (200, "reinitialize started"));
+    c.wait_until(SLOW, "the reinitialised replica streaming", |c| {
+        c.http(r, "GET", "/replica?replication_state=streaming", &[], None)
+            .0
+            == 200
+    })
+    .await;
+    let log = std::fs::read_to_string(c.dir.join(format!("{}.log", c.members[r].name))).unwrap();
+    assert!(
+        log.matches("created replica with pg_basebackup").count() >= 2,
+        "no fresh basebackup"
+    );
+}

@@ -553,6 +553,24 @@ impl Dcs {
             .map(|_| ())
     }
 
+    /// Publish the synchronous set (`sync` key) with ourselves as its leader.
+    pub async fn publish_sync(&self, standbys: &[String]) -> Result<(), DcsError> {
+        let value = serde_json::to_string(&SyncState {
+            leader: Some(self.me.clone()),
+            sync_standby: standbys.to_vec(),
+        })
+        .map_err(|e| DcsError::Invalid(e.to_string()))?;
+        self.update_state(|data| {
+            if data.get(keys::SYNC) == Some(&value) {
+                return false;
+            }
+            data.insert(keys::SYNC.into(), value.clone());
+            true
+        })
+        .await
+        .map(|_| ())
+    }
+
     pub async fn request_switchover(&self, request: &SwitchoverKey) -> Result<(), DcsError> {
         let value = serde_json::to_string(request).map_err(|e| DcsError::Invalid(e.to_string()))?;
         self.update_state(|data| {

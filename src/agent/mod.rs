@@ -23,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, RwLock};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use crate::api::cluster::WatchdogMode;
+use crate::api::cluster::{SynchronousMode, WatchdogMode};
 use crate::api::member::{
     MemberRole, MemberState, MemberStatus, MemberTags, api_url, conn_url, url_host_port,
 };
@@ -101,6 +101,9 @@ struct Agent {
     /// When this primary last renewed the lease; the fencing task reads it.
     last_renew: Arc<StdMutex<Option<Instant>>>,
     following: Option<Option<String>>,
+    commands: tokio::sync::mpsc::Receiver<rest::Command>,
+    /// What this primary last wrote into synchronous_standby_names.
+    synchronous_standby_names: Option<String>,
     softdog: Option<tokio::process::Child>,
 }
 
@@ -183,10 +186,21 @@ impl Agent {
             args.maximum_lag_on_failover,
         );
         view.tags.nofailover = args.nofailover;
+        let (commands, command_rx) = tokio::sync::mpsc::channel(4);
         let rest = Arc::new(RestContext {
             view: RwLock::new(view),
             dcs: Mutex::new(rest_dcs),
             token,
+            commands,
+            config: serde_json::json!({
+                "ttl": args.ttl,
+                "loop_wait": args.loop_wait,
+                "retry_timeout": args.retry_timeout,
+                "maximum_lag_on_failover": args.maximum_lag_on_failover,
+                "synchronous_mode": format!("{:?}", args.synchronous_mode).to_lowercase(),
+                "watchdog": {"mode": format!("{:?}", args.watchdog_mode).to_lowercase(), "safety_margin": args.watchdog_safety_margin},
+                "postgresql": {"parameters": parameters.clone()},
+            }),
         });
         let listener =
             tokio::net::TcpListener::bind((args.address.as_str(), args.api_port)).await?;
@@ -218,6 +232,8 @@ impl Agent {
             parameters,
             last_renew: Arc::new(StdMutex::new(None)),
             following: None,
+            commands: command_rx,
+            synchronous_standby_names: None,
             softdog,
             args,
         })
@@ -247,10 +263,67 @@ impl Agent {
             let sleep = next.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = term.recv() => { info!("SIGTERM: shutting down"); self.shutdown(true).await; return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); self.shutdown(true).await; return Ok(()); }
             }
         }
+    }
+
+    /// A write request from the REST API.
+    async fn command(&mut self, cmd: rest::Command) {
+        match cmd {
+            rest::Command::Reload { reply } => {
+                let r = self.reload().await;
+                let _ = reply.send(match r {
+                    Ok(()) => (202, "Reload scheduled".into()),
+                    Err(e) => (503, format!("reload failed: {e}")),
+                });
+            }
+            rest::Command::Restart { reply } => {
+                // Stop cleanly; the next cycle starts postgres again in the role the lease says.
+                let primary = self.last_renew.lock().map(|g| g.is_some()).unwrap_or(false);
+                self.set_primary(None);
+                let stopped = self.pg.stop(StopMode::Fast).await;
+                self.following = None;
+                let started = match stopped {
+                    Ok(()) => self.cycle().await.map(|_| ()),
+                    Err(e) => Err(e.into()),
+                };
+                let running = self.pg.running();
+                let _ = reply.send(match (started, running) {
+                    (Ok(()), true) => (200, "restarted successfully".into()),
+                    (Err(e), _) => (503, format!("restart failed: {e}")),
+                    (Ok(()), false) => (503, "restart failed".into()),
+                });
+                if primary {
+                    info!("restarted the primary");
+                }
+            }
+            rest::Command::Reinitialize { reply } => {
+                let _ = self.pg.stop(StopMode::Immediate).await;
+                self.following = None;
+                let r = self.pg.wipe().await;
+                let _ = reply.send(match r {
+                    Ok(()) => (200, "reinitialize started".into()),
+                    Err(e) => (503, format!("reinitialize failed: {e}")),
+                });
+            }
+        }
+    }
+
+    async fn reload(&mut self) -> Result<(), AgentError> {
+        let upstream = match &self.following {
+            Some(Some(leader)) => {
+                let snap = self.dcs.read().await.ok();
+                self.upstream_for(snap.as_ref(), leader)
+            }
+            _ => None,
+        };
+        let conf = postgres::conf::render_pgwarden_conf(&self.settings(upstream));
+        std::fs::write(self.args.data_dir.join("pgwarden.conf"), conf)?;
+        self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+        Ok(())
     }
 
     /// One observe → decide → act → publish cycle; returns how long until the next one.
@@ -345,7 +418,7 @@ impl Agent {
             passfile: self.passfile.to_string_lossy().into_owned(),
             replication_user: self.args.replication_user.clone(),
             upstream,
-            synchronous_standby_names: None,
+            synchronous_standby_names: self.synchronous_standby_names.clone(),
             parameters: self.parameters.clone(),
         }
     }
@@ -405,10 +478,15 @@ impl Agent {
                             .collect()
                     })
                     .unwrap_or_default();
-                if live.is_some_and(|l| !l.in_recovery)
-                    && let Err(e) = self.pg.ensure_slots(&slots).await
-                {
-                    warn!(error = %e, "cannot create replication slots");
+                if live.is_some_and(|l| !l.in_recovery) {
+                    if let Err(e) = self.pg.ensure_slots(&slots).await {
+                        warn!(error = %e, "cannot create replication slots");
+                    }
+                    if let Some(s) = snap
+                        && let Err(e) = self.synchronous_step(s).await
+                    {
+                        warn!(error = %e, "cannot maintain the synchronous standby");
+                    }
                 }
             }
             Action::AcquireLease => {
@@ -436,6 +514,7 @@ impl Agent {
                 self.pg.stop(*mode).await?;
                 self.watchdog.disable();
                 self.following = None;
+                self.synchronous_standby_names = None;
                 if *release {
                     let optime = self.checkpoint_lsn().await;
                     self.dcs.release(optime).await.map_err(ActError::Dcs)?;
@@ -466,6 +545,7 @@ impl Agent {
                 }
                 self.watchdog.disable();
                 self.set_primary(None);
+                self.synchronous_standby_names = None;
                 self.pg.start(&self.settings(upstream), true).await?;
                 self.following = Some(leader.clone());
             }
@@ -553,6 +633,10 @@ impl Agent {
         if let Err(e) = self.dcs.publish_role(None).await {
             warn!(error = %e, "cannot update the role label");
         }
+        if self.ha.synchronous_mode == SynchronousMode::Strict {
+            // Strict: not one commit may be acknowledged asynchronously, even right after promotion.
+            self.set_synchronous_standby_names(Some("*".into())).await?;
+        }
         self.pg.promote().await?;
         self.following = Some(None);
         info!(timeline = old_tl + 1, "promoted");
@@ -571,6 +655,10 @@ impl Agent {
             .record_promotion(entry)
             .await
             .map_err(ActError::Dcs)?;
+        if self.ha.synchronous_mode != SynchronousMode::Off {
+            // A new leader starts with an empty synchronous set and grows it as standbys confirm.
+            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+        }
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
         }
@@ -636,6 +724,93 @@ impl Agent {
             warn!(error = %e, "cannot set the primary role label");
         }
         info!(sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    /// Patroni's synchronous replication order: a standby goes into synchronous_standby_names
+    /// first and into the published `sync` key only once PostgreSQL reports it synchronous; it
+    /// leaves the key first and the setting after. So every member in the key has every
+    /// acknowledged commit, and only members in the key may be promoted.
+    async fn synchronous_step(&mut self, snap: &Snapshot) -> Result<(), ActError> {
+        let mode = self.ha.synchronous_mode;
+        let published: Vec<String> = match &snap.sync.leader {
+            Some(l) if *l == self.args.name => snap.sync.sync_standby.clone(),
+            _ => vec![],
+        };
+        if mode == SynchronousMode::Off {
+            if !published.is_empty() {
+                self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+            }
+            return self.set_synchronous_standby_names(None).await;
+        }
+        let nosync: Vec<&str> = snap
+            .members
+            .iter()
+            .filter(|(_, s)| s.tags.nosync)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let rows = self.pg.replication().await?;
+        let streaming: Vec<&postgres::ReplicationRow> = rows
+            .iter()
+            .filter(|r| r.state == "streaming" && !nosync.contains(&r.application_name.as_str()))
+            .collect();
+        let still_streaming = |name: &str| streaming.iter().any(|r| r.application_name == name);
+        // Keep the current synchronous standby while it streams; otherwise the best candidate.
+        let desired = published
+            .first()
+            .filter(|p| still_streaming(p))
+            .cloned()
+            .or_else(|| {
+                let mut c: Vec<&&postgres::ReplicationRow> = streaming.iter().collect();
+                c.sort_by_key(|r| (r.sync_state != "sync", r.application_name.clone()));
+                c.first().map(|r| r.application_name.clone())
+            });
+        if published.first() != desired.as_ref() && !published.is_empty() {
+            // Out of the key first: from now on it may not be promoted.
+            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+        }
+        match &desired {
+            Some(name) => {
+                self.set_synchronous_standby_names(Some(postgres::conf::quote_identifier(name)))
+                    .await?;
+                let confirmed = rows
+                    .iter()
+                    .any(|r| r.application_name == *name && r.sync_state == "sync");
+                if confirmed && published.first() != Some(name) {
+                    self.dcs
+                        .publish_sync(std::slice::from_ref(name))
+                        .await
+                        .map_err(ActError::Dcs)?;
+                    info!(standby = %name, "synchronous standby published");
+                }
+            }
+            None if mode == SynchronousMode::Strict => {
+                // Never fall back to asynchronous commits: block them until a standby returns.
+                self.set_synchronous_standby_names(Some("*".into())).await?;
+            }
+            None => self.set_synchronous_standby_names(None).await?,
+        }
+        Ok(())
+    }
+
+    async fn set_synchronous_standby_names(
+        &mut self,
+        value: Option<String>,
+    ) -> Result<(), ActError> {
+        if self.synchronous_standby_names == value {
+            return Ok(());
+        }
+        self.synchronous_standby_names = value.clone();
+        let conf = postgres::conf::render_pgwarden_conf(&self.settings(None));
+        let path = self.args.data_dir.join("pgwarden.conf");
+        tokio::fs::write(&path, conf).await.map_err(|e| {
+            ActError::Pg(PgError::Io {
+                path: path.display().to_string(),
+                source: e,
+            })
+        })?;
+        self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+        info!(synchronous_standby_names = ?value, "synchronous_standby_names changed");
         Ok(())
     }
 

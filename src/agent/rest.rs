@@ -211,35 +211,73 @@ pub struct RestContext {
     /// A DCS handle of the API's own (the HA loop keeps its own), for the switchover key.
     pub dcs: Mutex<Dcs>,
     pub token: Option<String>,
+    /// Requests the HA loop carries out (it owns PostgreSQL).
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+    /// The effective dynamic configuration, for `GET /config`.
+    pub config: Value,
 }
 
+/// A write request for the HA loop; it answers `(status, message)` on `reply`.
+#[derive(Debug)]
+pub enum Command {
+    Restart {
+        reply: tokio::sync::oneshot::Sender<(u16, String)>,
+    },
+    Reload {
+        reply: tokio::sync::oneshot::Sender<(u16, String)>,
+    },
+    Reinitialize {
+        reply: tokio::sync::oneshot::Sender<(u16, String)>,
+    },
+}
+
+/// Health endpoints: GET, HEAD and OPTIONS, 200 or 503.
+pub const HEALTH_PATHS: &[&str] = &[
+    "/",
+    "/primary",
+    "/master",
+    "/leader",
+    "/read-write",
+    "/replica",
+    "/read-only",
+    "/health",
+    "/liveness",
+    "/readiness",
+    "/sync",
+    "/synchronous",
+    "/async",
+    "/asynchronous",
+];
+
+/// Every other route and its methods; `openapi/agent.yaml` must describe exactly these.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/patroni", &["get"]),
+    ("/cluster", &["get"]),
+    ("/history", &["get"]),
+    ("/metrics", &["get"]),
+    ("/config", &["get"]),
+    ("/switchover", &["post", "delete"]),
+    ("/failover", &["post"]),
+    ("/restart", &["post", "delete"]),
+    ("/reload", &["post"]),
+    ("/reinitialize", &["post"]),
+];
+
 pub fn router(ctx: Arc<RestContext>) -> Router {
-    let health = [
-        "/",
-        "/primary",
-        "/master",
-        "/leader",
-        "/read-write",
-        "/replica",
-        "/read-only",
-        "/health",
-        "/liveness",
-        "/readiness",
-        "/sync",
-        "/synchronous",
-        "/async",
-        "/asynchronous",
-    ];
     let mut r = Router::new();
-    for path in health {
+    for path in HEALTH_PATHS {
         r = r.route(path, any(health_check));
     }
     r.route("/patroni", get(patroni))
         .route("/cluster", get(cluster))
         .route("/history", get(history))
         .route("/metrics", get(metrics))
+        .route("/config", get(config))
         .route("/switchover", post(switchover).delete(delete_switchover))
         .route("/failover", post(failover))
+        .route("/restart", post(restart).delete(delete_restart))
+        .route("/reload", post(reload))
+        .route("/reinitialize", post(reinitialize))
         .fallback(not_found)
         .with_state(ctx)
 }
@@ -690,6 +728,148 @@ fn capitalize(s: &str) -> String {
         .unwrap_or_default()
 }
 
+async fn config(State(ctx): State<Arc<RestContext>>) -> Response {
+    Json(ctx.config.clone()).into_response()
+}
+
+/// An optional JSON object body: empty is `{}`; anything else must parse.
+fn object_body(body: &Bytes) -> Result<serde_json::Map<String, Value>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(format!("invalid JSON body: {e}")),
+    }
+}
+
+async fn send(
+    ctx: &RestContext,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<(u16, String)>) -> Command,
+) -> Response {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if ctx.commands.send(make(tx)).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
+        );
+    }
+    match tokio::time::timeout(Duration::from_secs(120), rx).await {
+        Ok(Ok((code, msg))) => text(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            msg,
+        ),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no answer from the agent in time",
+        ),
+    }
+}
+
+/// `POST /restart`: `role` and `restart_pending` are conditions, as in Patroni; scheduling is
+/// not supported yet and says so.
+async fn restart(State(ctx): State<Arc<RestContext>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    let b = match object_body(&body) {
+        Ok(b) => b,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    for key in b.keys() {
+        if ![
+            "schedule",
+            "role",
+            "postgres_version",
+            "timeout",
+            "restart_pending",
+        ]
+        .contains(&key.as_str())
+        {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("unknown filter for the restart: {key}"),
+            );
+        }
+    }
+    if b.get("schedule").is_some_and(|v| !v.is_null()) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "scheduled restarts are not supported yet",
+        );
+    }
+    {
+        let v = ctx.view.read().await;
+        let role_ok = match b.get("role").and_then(Value::as_str) {
+            None => true,
+            Some("primary" | "master" | "leader") => v.role == MemberRole::Primary,
+            Some("replica") => v.role == MemberRole::Replica,
+            Some(other) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("PostgreSQL role should be either primary or replica, not {other}"),
+                );
+            }
+        };
+        let pending_ok = !b
+            .get("restart_pending")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+            || v.pending_restart;
+        if !role_ok || !pending_ok {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "restart conditions are not satisfied",
+            );
+        }
+    }
+    send(&ctx, |reply| Command::Restart { reply }).await
+}
+
+async fn delete_restart(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    text(StatusCode::NOT_FOUND, "no restarts are scheduled")
+}
+
+async fn reload(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    send(&ctx, |reply| Command::Reload { reply }).await
+}
+
+async fn reinitialize(
+    State(ctx): State<Arc<RestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    if let Err(msg) = object_body(&body) {
+        return text(StatusCode::BAD_REQUEST, msg);
+    }
+    {
+        let v = ctx.view.read().await;
+        if v.lease_holder.is_none() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Cluster has no leader, can not reinitialize",
+            );
+        }
+        if v.holds_lease {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "I am the leader, can not reinitialize",
+            );
+        }
+    }
+    send(&ctx, |reply| Command::Reinitialize { reply }).await
+}
+
 async fn delete_switchover(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
     if !authorized(&ctx, &headers) {
         return unauthorized();
@@ -814,5 +994,103 @@ mod query_tests {
         let Query(q) = Query::<HealthQuery>::try_from_uri(&uri).unwrap();
         assert_eq!(q.lag.as_deref(), Some("lots"));
         assert_eq!(q.rest.get("tag_zone").map(String::as_str), Some("a"));
+    }
+}
+
+#[cfg(test)]
+mod openapi_tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn documented() -> BTreeSet<(String, String)> {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/agent.yaml"))
+                .unwrap();
+        let doc: Value = serde_saphyr::from_str(&text).expect("openapi/agent.yaml parses");
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                out.insert((path.clone(), method.clone()));
+            }
+        }
+        out
+    }
+
+    fn served() -> BTreeSet<(String, String)> {
+        let mut out = BTreeSet::new();
+        for p in HEALTH_PATHS {
+            for m in ["get", "head", "options"] {
+                out.insert((p.to_string(), m.to_string()));
+            }
+        }
+        for (p, methods) in ROUTES {
+            for m in *methods {
+                out.insert((p.to_string(), m.to_string()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_served_routes() {
+        assert_eq!(documented(), served());
+    }
+
+    /// Every documented route is really routed: no 404 or 405 from the server itself. Write
+    /// routes are asked without a token, so they answer 401 before touching anything.
+    #[tokio::test]
+    async fn every_documented_route_is_served() {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let (commands, _rx) = tokio::sync::mpsc::channel(1);
+        let ctx = Arc::new(RestContext {
+            view: RwLock::new(RestView::new(
+                "c",
+                "c-0",
+                Duration::from_secs(8),
+                Duration::from_secs(2),
+                1 << 20,
+            )),
+            dcs: Mutex::new(Dcs::new(
+                client,
+                "ns",
+                "c",
+                "c-0",
+                Duration::from_secs(8),
+                Duration::from_secs(1),
+            )),
+            token: Some("t".into()),
+            commands,
+            config: json!({}),
+        });
+        for (path, method) in documented() {
+            let req = Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&path)
+                .body(Body::empty())
+                .unwrap();
+            let code = router(ctx.clone()).oneshot(req).await.unwrap().status();
+            assert!(
+                code != StatusCode::NOT_FOUND && code != StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path} answered {code}"
+            );
+            let documented_codes: Vec<u16> = match method.as_str() {
+                "get" | "head" | "options" if HEALTH_PATHS.contains(&path.as_str()) => {
+                    vec![200, 503]
+                }
+                "get" => vec![200],
+                _ => vec![401],
+            };
+            assert!(
+                documented_codes.contains(&code.as_u16()),
+                "{method} {path} answered {code}"
+            );
+        }
     }
 }
