@@ -76,6 +76,10 @@ pub struct AgentArgs {
     pub watchdog_device: Option<PathBuf>,
     #[arg(long, env = "PGWARDEN_WATCHDOG_SAFETY_MARGIN", default_value_t = 2)]
     pub watchdog_safety_margin: u64,
+    /// Keep a primary running while the apiserver is unreachable, if every member confirms it
+    /// over REST (Patroni's failsafe_mode).
+    #[arg(long, env = "PGWARDEN_FAILSAFE_MODE")]
+    pub failsafe_mode: bool,
     /// Never promote this member (Patroni's `nofailover` tag).
     #[arg(long, env = "PGWARDEN_NOFAILOVER")]
     pub nofailover: bool,

@@ -18,6 +18,8 @@ pub struct HaConfig {
     pub synchronous_mode: SynchronousMode,
     /// This member must never be promoted.
     pub nofailover: bool,
+    /// Keep a primary running without the apiserver while every member confirms it.
+    pub failsafe_mode: bool,
     /// Watchdog mode `required` and no working watchdog: never become primary.
     pub watchdog_blocks_promotion: bool,
 }
@@ -126,6 +128,12 @@ pub struct Observation {
     pub peers: Vec<PeerAnswer>,
     /// The renew this cycle failed (conflict, lost holder, or timeout).
     pub renew_failed: bool,
+    /// Failsafe: with the apiserver unreachable, did every known member confirm this primary
+    /// over REST this cycle? `None` when not asked.
+    pub failsafe_confirmed: Option<bool>,
+    /// Failsafe: the leader that pinged this member's `POST /failsafe` within ttl; its lease is
+    /// treated as valid even if this member saw no renewal (the apiserver was away).
+    pub failsafe_leader: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +191,9 @@ pub enum Action {
     },
     /// Our data belongs to another cluster: stop and refuse to run.
     Halt,
+    /// Failsafe: the apiserver is away but every member confirmed us; stay primary and feed the
+    /// watchdog.
+    KeepPrimary,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +219,14 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
 
     let Some(dcs) = &obs.dcs else {
         // Without the apiserver we cannot know whether someone else holds the lease: a primary
-        // must stop accepting writes before anyone could have taken over.
+        // must stop accepting writes before anyone could have taken over, unless (failsafe)
+        // every member it knows has just confirmed over REST that none of them will.
+        if is_primary && cfg.failsafe_mode && obs.failsafe_confirmed == Some(true) {
+            return d(
+                Action::KeepPrimary,
+                "failsafe: the apiserver cannot be reached, every member confirmed this primary; staying primary",
+            );
+        }
         if is_primary {
             return d(
                 Action::Demote {
@@ -226,6 +244,10 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
             holder,
             expired: false,
         } => Some(holder.as_str()),
+        LeaseView::Held {
+            holder,
+            expired: true,
+        } if obs.failsafe_leader.as_deref() == Some(holder.as_str()) => Some(holder.as_str()),
         _ => None,
     };
     let i_hold_lease = matches!(&dcs.lease, LeaseView::Held { holder, .. } if *holder == obs.me);
@@ -522,6 +544,7 @@ mod tests {
             maximum_lag_on_failover: 1_048_576,
             synchronous_mode: SynchronousMode::Off,
             nofailover: false,
+            failsafe_mode: false,
             watchdog_blocks_promotion: false,
         }
     }
@@ -593,6 +616,8 @@ mod tests {
             local,
             peers: vec![],
             renew_failed: false,
+            failsafe_confirmed: None,
+            failsafe_leader: None,
         }
     }
 
@@ -914,6 +939,39 @@ mod tests {
         assert_eq!(
             r.reason,
             "not racing for the lease: this member is the one being switched away from"
+        );
+    }
+
+    #[test]
+    fn failsafe_keeps_a_confirmed_primary_without_the_apiserver() {
+        let mut c = cfg();
+        c.failsafe_mode = true;
+        let mut o = obs("a", primary(), None);
+        o.failsafe_confirmed = Some(true);
+        assert_eq!(decide(&o, &c).action, Action::KeepPrimary);
+        // One member did not confirm: demote.
+        o.failsafe_confirmed = Some(false);
+        assert!(matches!(
+            decide(&o, &c).action,
+            Action::Demote {
+                mode: StopMode::Immediate,
+                ..
+            }
+        ));
+        // Failsafe off: confirmations do not matter.
+        o.failsafe_confirmed = Some(true);
+        assert!(matches!(decide(&o, &cfg()).action, Action::Demote { .. }));
+    }
+
+    #[test]
+    fn a_leader_that_pinged_failsafe_keeps_its_expired_lease() {
+        let mut o = obs("b", replica(100), Some(dcs(expired("a"))));
+        o.failsafe_leader = Some("a".into());
+        assert_eq!(
+            decide(&o, &cfg()).action,
+            Action::Follow {
+                leader: Some("a".into())
+            }
         );
     }
 

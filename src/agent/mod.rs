@@ -101,6 +101,9 @@ struct Agent {
     /// When this primary last renewed the lease; the fencing task reads it.
     last_renew: Arc<StdMutex<Option<Instant>>>,
     following: Option<Option<String>>,
+    /// Members as last read from the DCS: the failsafe topology.
+    known_members: Vec<(String, MemberStatus)>,
+    client: Client,
     commands: tokio::sync::mpsc::Receiver<rest::Command>,
     /// What this primary last wrote into synchronous_standby_names.
     synchronous_standby_names: Option<String>,
@@ -160,8 +163,10 @@ impl Agent {
             maximum_lag_on_failover: args.maximum_lag_on_failover,
             synchronous_mode: args.synchronous_mode.into(),
             nofailover: args.nofailover,
+            failsafe_mode: args.failsafe_mode,
             watchdog_blocks_promotion: false,
         };
+        let client_for_watch = client.clone();
         let dcs = Dcs::new(
             client.clone(),
             &args.namespace,
@@ -186,6 +191,7 @@ impl Agent {
             args.maximum_lag_on_failover,
         );
         view.tags.nofailover = args.nofailover;
+        view.failsafe_mode = args.failsafe_mode;
         let (commands, command_rx) = tokio::sync::mpsc::channel(4);
         let rest = Arc::new(RestContext {
             view: RwLock::new(view),
@@ -232,6 +238,8 @@ impl Agent {
             parameters,
             last_renew: Arc::new(StdMutex::new(None)),
             following: None,
+            known_members: vec![],
+            client: client_for_watch,
             commands: command_rx,
             synchronous_standby_names: None,
             softdog,
@@ -240,9 +248,22 @@ impl Agent {
     }
 
     async fn run(mut self) -> Result<(), AgentError> {
+        let lease_changed = dcs::watch_lease_holder(
+            self.client.clone(),
+            &self.args.namespace,
+            &self.args.cluster,
+        );
+                // Failsafe mode needs time to notice the apiserver is gone (a read times out after
+        // retryTimeout) and to ask every member; its fence is the watchdog's deadline instead,
+        // still short of ttl, and members that confirmed it do not race for ttl after.
+        let fence_after = if self.ha.failsafe_mode {
+            self.args.watchdog_timeout()
+        } else {
+            self.ha.retry_timeout
+        };
         spawn_fencing_task(
             self.last_renew.clone(),
-            self.ha.retry_timeout,
+            fence_after,
             self.args.data_dir.join("postmaster.pid"),
         );
         let mut term = signal(SignalKind::terminate())?;
@@ -263,7 +284,8 @@ impl Agent {
             let sleep = next.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                                Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                _ = lease_changed.notified() => {}
                 _ = term.recv() => { info!("SIGTERM: shutting down"); self.shutdown(true).await; return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); self.shutdown(true).await; return Ok(()); }
             }
@@ -365,6 +387,28 @@ impl Agent {
             (Some(s), true) => self.peers.ask_all(&s.members, &self.args.name).await,
             _ => vec![],
         };
+        let is_primary = live.as_ref().is_some_and(|l| !l.in_recovery);
+        let failsafe_confirmed = match (&snap, self.ha.failsafe_mode && is_primary) {
+            (None, true) => {
+                let token = self.rest.token.clone();
+                Some(
+                    self.peers
+                        .confirm_failsafe(&self.known_members, &self.args.name, token.as_deref())
+                        .await,
+                )
+            }
+            _ => None,
+        };
+        if let Some(s) = &snap {
+            self.known_members = s.members.clone();
+        }
+        let failsafe_leader = {
+            let v = self.rest.view.read().await;
+            v.failsafe_ping
+                .as_ref()
+                .filter(|(_, at)| at.elapsed() < self.ha.ttl)
+                .map(|(n, _)| n.clone())
+        };
         self.ha.watchdog_blocks_promotion =
             self.watchdog.mode() == WatchdogMode::Required && !self.watchdog.is_available();
         let mut obs = Observation {
@@ -374,6 +418,8 @@ impl Agent {
             local,
             peers,
             renew_failed: false,
+            failsafe_confirmed,
+            failsafe_leader,
         };
         let decision = ha::decide(&obs, &self.ha);
         let decision = match self.act(&decision, snap.as_ref(), live.as_ref()).await {
@@ -601,6 +647,13 @@ impl Agent {
                     .record_initialize(sysid)
                     .await
                     .map_err(ActError::Dcs)?;
+            }
+            Action::KeepPrimary => {
+                // Confirmed by every member this cycle: as good as a renew for the fences.
+                if let Err(e) = self.watchdog.keepalive() {
+                    warn!(error = %e, "watchdog keepalive failed");
+                }
+                self.set_primary(Some(Instant::now()));
             }
             Action::Halt => {
                 let _ = self.pg.stop(StopMode::Immediate).await;

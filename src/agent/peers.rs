@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -14,7 +14,7 @@ use crate::agent::ha::PeerAnswer;
 use crate::api::member::MemberStatus;
 
 pub struct PeerClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -37,6 +37,47 @@ impl PeerClient {
             serde_json::from_slice(&body).ok()
         };
         tokio::time::timeout(self.timeout, fut).await.ok().flatten()
+    }
+
+    /// `POST url` with a JSON body and a bearer token → the status code, or `None`.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        token: Option<&str>,
+    ) -> Option<u16> {
+        let mut req = hyper::Request::post(url).header("Content-Type", "application/json");
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
+        let fut = async {
+            self.client
+                .request(req)
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        };
+        tokio::time::timeout(self.timeout, fut).await.ok().flatten()
+    }
+
+    /// Failsafe: do all `members` accept this primary? Each `POST /failsafe` must answer 200.
+    pub async fn confirm_failsafe(
+        &self,
+        members: &[(String, MemberStatus)],
+        me: &str,
+        token: Option<&str>,
+    ) -> bool {
+        let body = serde_json::json!({ "name": me });
+        let asks = members.iter().filter(|(n, _)| n != me).map(|(_, s)| {
+            let url = s.api_url.replace("/patroni", "/failsafe");
+            let body = body.clone();
+            async move { self.post(&url, &body, token).await == Some(200) }
+        });
+        futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .all(|ok| ok)
     }
 
     /// Ask every other member in parallel.

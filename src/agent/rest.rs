@@ -50,6 +50,9 @@ pub struct RestView {
     pub last_cycle: Instant,
     pub dcs_last_seen: i64,
     pub server_version: Option<i64>,
+    pub failsafe_mode: bool,
+    /// The leader that last pinged `POST /failsafe`, and when.
+    pub failsafe_ping: Option<(String, Instant)>,
 }
 
 impl RestView {
@@ -87,6 +90,8 @@ impl RestView {
             last_cycle: Instant::now(),
             dcs_last_seen: 0,
             server_version: None,
+            failsafe_mode: false,
+            failsafe_ping: None,
         }
     }
 
@@ -261,6 +266,7 @@ pub const ROUTES: &[(&str, &[&str])] = &[
     ("/restart", &["post", "delete"]),
     ("/reload", &["post"]),
     ("/reinitialize", &["post"]),
+    ("/failsafe", &["post"]),
 ];
 
 pub fn router(ctx: Arc<RestContext>) -> Router {
@@ -278,6 +284,7 @@ pub fn router(ctx: Arc<RestContext>) -> Router {
         .route("/restart", post(restart).delete(delete_restart))
         .route("/reload", post(reload))
         .route("/reinitialize", post(reinitialize))
+        .route("/failsafe", post(failsafe))
         .fallback(not_found)
         .with_state(ctx)
 }
@@ -868,6 +875,40 @@ async fn reinitialize(
         }
     }
     send(&ctx, |reply| Command::Reinitialize { reply }).await
+}
+
+/// `POST /failsafe`: the primary, cut off from the apiserver, asks whether it may stay primary.
+async fn failsafe(
+    State(ctx): State<Arc<RestContext>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return unauthorized();
+    }
+    let b = match object_body(&body) {
+        Ok(b) => b,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let Some(name) = b
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the body must name the leader: {\"name\": ...}",
+        );
+    };
+    let mut v = ctx.view.write().await;
+    if !v.failsafe_mode {
+        return text(StatusCode::BAD_GATEWAY, "failsafe mode is not enabled");
+    }
+    if v.role == MemberRole::Primary {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "Running as a leader");
+    }
+    v.failsafe_ping = Some((name.to_string(), Instant::now()));
+    text(StatusCode::OK, "Accepted")
 }
 
 async fn delete_switchover(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
