@@ -944,11 +944,16 @@ async fn failsafe_keeps_the_primary_while_every_member_confirms_it() {
     }
     c.start_all();
     let p = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "two streaming replicas", |c| c.answering("/replica").len() == 2)
-        .await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
     let old = c.members[p].name.clone();
     let client = c.connect(p).await.unwrap();
-    client.batch_execute("CREATE TABLE f (v int)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE f (v int)")
+        .await
+        .unwrap();
     // The whole apiserver goes away for every member: the primary keeps serving writes, well
     // past ttl, because both replicas confirm it over REST.
     for px in &proxies {
@@ -956,23 +961,40 @@ async fn failsafe_keeps_the_primary_while_every_member_confirms_it() {
     }
     let until = Instant::now() + Duration::from_secs(c.ttl * 2 + 4);
     while Instant::now() < until {
-        client.batch_execute("INSERT INTO f VALUES (1)").await.expect("the confirmed primary refused a write");
+        client
+            .batch_execute("INSERT INTO f VALUES (1)")
+            .await
+            .expect("the confirmed primary refused a write");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(c.answering("/primary"), vec![p]);
     // A replica disappears: the primary can no longer be confirmed by everyone and demotes.
     let r = (0..3).find(|i| *i != p).unwrap();
     c.kill9(r);
-    c.wait_until(SLOW, "the unconfirmed primary to stop serving", |c| c.answering("/primary").is_empty())
-        .await;
-    assert!(c.connect(p).await.is_err() || client.batch_execute("INSERT INTO f VALUES (2)").await.is_err());
+    c.wait_until(SLOW, "the unconfirmed primary to stop serving", |c| {
+        c.answering("/primary").is_empty()
+    })
+    .await;
+    assert!(
+        c.connect(p).await.is_err()
+            || client
+                .batch_execute("INSERT INTO f VALUES (2)")
+                .await
+                .is_err()
+    );
     // The apiserver comes back: the cluster elects a primary again and the member returns.
     for px in &proxies {
         px.heal();
     }
     c.start(r);
     let n = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "all members back", |c| c.answering("/replica").len() == 2).await;
-    assert_eq!(c.holder().await.as_deref(), Some(c.members[n].name.as_str()));
+    c.wait_until(SLOW, "all members back", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    assert_eq!(
+        c.holder().await.as_deref(),
+        Some(c.members[n].name.as_str())
+    );
     let _ = old;
 }

@@ -253,7 +253,7 @@ impl Agent {
             &self.args.namespace,
             &self.args.cluster,
         );
-                // Failsafe mode needs time to notice the apiserver is gone (a read times out after
+        // Failsafe mode needs time to notice the apiserver is gone (a read times out after
         // retryTimeout) and to ask every member; its fence is the watchdog's deadline instead,
         // still short of ttl, and members that confirmed it do not race for ttl after.
         let fence_after = if self.ha.failsafe_mode {
