@@ -920,6 +920,15 @@ async fn rest_write_endpoints_restart_reload_reinitialize() {
     );
     let (code, msg) = c.http(r, "POST", "/reinitialize", &h, Some(r#"{"force": true}"#));
     assert_eq!((code, msg.as_str()), (200, "reinitialize started"));
+    let log_path = c.dir.join(format!("{}.log", c.members[r].name));
+    c.wait_until(SLOW, "a fresh basebackup", |_| {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("created replica with pg_basebackup")
+            .count()
+            >= 2
+    })
+    .await;
     c.wait_until(SLOW, "the reinitialised replica streaming", |c| {
         c.http(r, "GET", "/replica?replication_state=streaming", &[], None)
             .0

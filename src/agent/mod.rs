@@ -326,6 +326,12 @@ impl Agent {
                 let _ = self.pg.stop(StopMode::Immediate).await;
                 self.following = None;
                 let r = self.pg.wipe().await;
+                {
+                    let mut v = self.rest.view.write().await;
+                    v.state = MemberState::Stopped;
+                    v.role = MemberRole::Uninitialized;
+                    v.streaming = false;
+                }
                 let _ = reply.send(match r {
                     Ok(()) => (200, "reinitialize started".into()),
                     Err(e) => (503, format!("reinitialize failed: {e}")),
@@ -907,7 +913,11 @@ impl Agent {
                 (None, false) => MemberState::Stopped,
             }
         };
-        let holds = snap.is_some_and(|s| s.holder() == Some(self.args.name.as_str()));
+        // Without the apiserver only a failsafe-confirmed primary still counts as the leader.
+        let holds = match snap {
+            Some(s) => s.holder() == Some(self.args.name.as_str()),
+            None => decision.action == Action::KeepPrimary,
+        };
         let status = MemberStatus {
             conn_url: conn_url(&self.args.address, self.args.pg_port),
             api_url: api_url(&self.args.address, self.args.api_port),
