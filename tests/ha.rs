@@ -93,27 +93,51 @@ async fn bootstrap_one_initdb_two_streaming_replicas() {
 
 /// Watch the Lease from the test: the instant (test clock) of the last renew seen before `since`,
 /// and the instant a new holder appeared.
-async fn watch_takeover(c: &Cluster, old: &str, limit: Duration) -> (Instant, Instant, String) {
-    let deadline = Instant::now() + limit;
-    let mut last_rv = None;
-    let mut last_change = Instant::now();
-    loop {
-        let lease = c.lease().await.expect("lease");
-        let rv = lease.metadata.resource_version.clone();
-        let holder = lease
-            .spec
-            .and_then(|s| s.holder_identity)
-            .unwrap_or_default();
-        if !holder.is_empty() && holder != old {
-            return (last_change, Instant::now(), holder);
+/// Start watching the Lease from the test, before the fault. Returns once the watcher has seen
+/// a renew happen (so its clock of the last renew is a real renew, not its own first look); the
+/// handle yields the instant (test clock) of the last renew seen, the instant a new holder
+/// appeared, and that holder.
+async fn start_watch(
+    c: &Cluster,
+    old: &str,
+) -> tokio::task::JoinHandle<(Instant, Instant, String)> {
+    let api: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(c.client.clone(), &c.ns);
+    let name = format!("{}-leader", c.name);
+    let old = old.to_string();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(async move {
+        let deadline = Instant::now() + SLOW;
+        let mut last_rv = None;
+        let mut last_change = Instant::now();
+        let mut ready = Some(ready_tx);
+        loop {
+            let lease = api.get(&name).await.expect("lease");
+            let rv = lease.metadata.resource_version.clone();
+            let holder = lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .unwrap_or_default();
+            if !holder.is_empty() && holder != old {
+                return (last_change, Instant::now(), holder);
+            }
+            if rv != last_rv {
+                if last_rv.is_some()
+                    && let Some(tx) = ready.take()
+                {
+                    let _ = tx.send(());
+                }
+                last_rv = rv;
+                last_change = Instant::now();
+            }
+            assert!(Instant::now() < deadline, "no takeover within {SLOW:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if rv != last_rv {
-            last_rv = rv;
-            last_change = Instant::now();
-        }
-        assert!(Instant::now() < deadline, "no takeover within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    });
+    ready_rx
+        .await
+        .expect("the lease was never renewed while watched");
+    handle
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -127,8 +151,9 @@ async fn hard_failover_after_kill_9() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let watch = start_watch(&c, &old).await;
     c.kill9(p);
-    let (last_renew, taken, new) = watch_takeover(&c, &old, SLOW).await;
+    let (last_renew, taken, new) = watch.await.unwrap();
     // Nobody took the lease before ttl had passed since the last renew anyone could have seen.
     let waited = taken.duration_since(last_renew);
     assert!(
@@ -169,6 +194,7 @@ async fn hard_failover_after_kill_9() {
 async fn graceful_shutdown_releases_the_lease() {
     let (mut c, p) = three("graceful").await;
     let old = c.members[p].name.clone();
+    let watch = start_watch(&c, &old).await;
     let stopped = Instant::now();
     c.signal_agent(p, libc::SIGTERM);
     assert!(
@@ -176,7 +202,7 @@ async fn graceful_shutdown_releases_the_lease() {
         "agent did not exit after SIGTERM"
     );
     // Released, not left to expire: a replica takes over well before ttl.
-    let (_, taken, new) = watch_takeover(&c, &old, SLOW).await;
+    let (_, taken, new) = watch.await.unwrap();
     assert!(
         taken.duration_since(stopped) < Duration::from_secs(c.ttl),
         "takeover took {:?}, not faster than ttl",
@@ -326,8 +352,9 @@ async fn frozen_primary_is_fenced_by_the_softdog_before_promotion() {
         last_ok
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let watch = start_watch(&c, &old).await;
     c.signal_agent(p, libc::SIGSTOP);
-    let (_, _, new) = watch_takeover(&c, &old, SLOW).await;
+    let (_, _, new) = watch.await.unwrap();
     let acquired = c
         .lease()
         .await
@@ -620,8 +647,9 @@ async fn partitioned_primary_demotes_before_anyone_takes_over_and_rejoins() {
         last_ok
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
+    let watch = start_watch(&c, &old).await;
     proxies[p].cut();
-    let (_, _, new) = watch_takeover(&c, &old, SLOW).await;
+    let (_, _, new) = watch.await.unwrap();
     let acquired = c
         .lease()
         .await
