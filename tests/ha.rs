@@ -755,18 +755,16 @@ listen pg_replicas\n    bind 127.0.0.10:5001\n    balance roundrobin\n    option
             .ok()?;
         Some((row.get::<_, String>(0), row.get::<_, bool>(1)))
     };
-    let primary_ip = c.members[p].ip.clone();
-    let deadline = Instant::now() + SLOW;
-    loop {
-        if server_ip(5000).await == Some((primary_ip.clone(), false)) {
-            break;
+    // Wait until HAProxy's write port lands on `ip`, a server out of recovery.
+    let writes_reach = |ip: String| async move {
+        let deadline = Instant::now() + SLOW;
+        while server_ip(5000).await != Some((ip.clone(), false)) {
+            assert!(Instant::now() < deadline, "port 5000 never reached {ip}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "port 5000 never reached the primary"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
+    let primary_ip = c.members[p].ip.clone();
+    writes_reach(primary_ip.clone()).await;
     // HAProxy starts with every server up; with the seed's `inter 3s fall 3` it takes up to
     // 9 s of failed checks to take the primary out of pg_replicas.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -783,18 +781,7 @@ listen pg_replicas\n    bind 127.0.0.10:5001\n    balance roundrobin\n    option
     // After a failover HAProxy reroutes writes to the new primary.
     c.kill9(p);
     let n = c.wait_primary(SLOW).await;
-    let new_ip = c.members[n].ip.clone();
-    let deadline = Instant::now() + SLOW;
-    loop {
-        if server_ip(5000).await == Some((new_ip.clone(), false)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "port 5000 never rerouted to {new_ip}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    writes_reach(c.members[n].ip.clone()).await;
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }

@@ -348,9 +348,8 @@ impl Agent {
             }
             _ => None,
         };
-        let conf = postgres::conf::render_pgwarden_conf(&self.settings(upstream));
-        std::fs::write(self.args.data_dir.join("pgwarden.conf"), conf)?;
-        self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+        let settings = self.settings(upstream);
+        self.pg.reconfigure(&settings).await?;
         Ok(())
     }
 
@@ -608,16 +607,8 @@ impl Agent {
                     if leader.is_some() && upstream.is_none() {
                         return Ok(());
                     }
-                    // primary_conninfo and primary_slot_name reload without a restart (PG 13+).
-                    let conf = postgres::conf::render_pgwarden_conf(&self.settings(upstream));
-                    let path = self.args.data_dir.join("pgwarden.conf");
-                    tokio::fs::write(&path, conf).await.map_err(|e| {
-                        ActError::Pg(PgError::Io {
-                            path: path.display().to_string(),
-                            source: e,
-                        })
-                    })?;
-                    self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+                    let settings = self.settings(upstream);
+                    self.pg.reconfigure(&settings).await?;
                     info!(leader = ?leader, "now following");
                     self.following = Some(leader.clone());
                 }
@@ -860,15 +851,8 @@ impl Agent {
             return Ok(());
         }
         self.synchronous_standby_names = value.clone();
-        let conf = postgres::conf::render_pgwarden_conf(&self.settings(None));
-        let path = self.args.data_dir.join("pgwarden.conf");
-        tokio::fs::write(&path, conf).await.map_err(|e| {
-            ActError::Pg(PgError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })
-        })?;
-        self.pg.execute_batch("SELECT pg_reload_conf()").await?;
+        let settings = self.settings(None);
+        self.pg.reconfigure(&settings).await?;
         info!(synchronous_standby_names = ?value, "synchronous_standby_names changed");
         Ok(())
     }

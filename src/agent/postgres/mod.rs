@@ -190,9 +190,7 @@ impl Postgres {
 
     /// Write our configuration files and start the postmaster; wait until it accepts connections.
     pub async fn start(&mut self, settings: &ServerSettings, standby: bool) -> Result<(), PgError> {
-        let conf = conf::render_pgwarden_conf(settings);
-        let path = self.data_dir.join("pgwarden.conf");
-        tokio::fs::write(&path, conf).await.map_err(io_err(&path))?;
+        self.write_conf(settings).await?;
         let signal = self.data_dir.join("standby.signal");
         if standby {
             tokio::fs::write(&signal, b"")
@@ -440,13 +438,32 @@ impl Postgres {
         Ok(())
     }
 
-    /// initdb with data checksums; our configuration is included from postgresql.conf.
-    pub async fn initdb(&mut self) -> Result<(), PgError> {
+    /// An empty data directory with the mode PostgreSQL insists on.
+    async fn fresh_data_dir(&mut self) -> Result<(), PgError> {
         self.wipe().await?;
         tokio::fs::create_dir_all(&self.data_dir)
             .await
             .map_err(io_err(&self.data_dir))?;
-        set_mode(&self.data_dir, 0o700)?;
+        set_mode(&self.data_dir, 0o700)
+    }
+
+    /// Rewrite pgwarden.conf and reload: for the parameters that change without a restart
+    /// (primary_conninfo, primary_slot_name, synchronous_standby_names on PostgreSQL 13+).
+    pub async fn reconfigure(&mut self, settings: &ServerSettings) -> Result<(), PgError> {
+        self.write_conf(settings).await?;
+        self.execute_batch("SELECT pg_reload_conf()").await
+    }
+
+    async fn write_conf(&self, settings: &ServerSettings) -> Result<(), PgError> {
+        let path = self.data_dir.join("pgwarden.conf");
+        tokio::fs::write(&path, conf::render_pgwarden_conf(settings))
+            .await
+            .map_err(io_err(&path))
+    }
+
+    /// initdb with data checksums; our configuration is included from postgresql.conf.
+    pub async fn initdb(&mut self) -> Result<(), PgError> {
+        self.fresh_data_dir().await?;
         let data = self.data_dir.to_string_lossy().into_owned();
         self.run(
             "initdb",
@@ -488,11 +505,7 @@ impl Postgres {
         user: &str,
         passfile: &Path,
     ) -> Result<(), PgError> {
-        self.wipe().await?;
-        tokio::fs::create_dir_all(&self.data_dir)
-            .await
-            .map_err(io_err(&self.data_dir))?;
-        set_mode(&self.data_dir, 0o700)?;
+        self.fresh_data_dir().await?;
         let data = self.data_dir.to_string_lossy().into_owned();
         let port = port.to_string();
         let result = self
