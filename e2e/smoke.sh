@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Test-bed smoke test: bring the node up, run PostgreSQL from the local image in a pod with a TCP
 # readiness probe, put a ClusterIP Service in front of it, query it with psql from the host through
-# the Service IP (kube-proxy's iptables rules), delete it, bring the node down.
+# the Service IP (kube-proxy's iptables rules); initialise PostgreSQL as uid 999 on a PVC of the
+# default StorageClass and check the volume goes away with its claim; delete, bring the node down.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 CLUSTER=$E2E_DIR/cluster
@@ -16,6 +17,9 @@ cleanup() {
         done
         kubectl get pods -A -o wide >&2 2>/dev/null || true
         kubectl -n $NS describe pod pg >&2 2>/dev/null | tail -n 30 || true
+        kubectl -n $NS describe pod pg-volume >&2 2>/dev/null | tail -n 30 || true
+        kubectl get pv >&2 2>/dev/null || true
+        kubectl -n $NS get pvc >&2 2>/dev/null || true
     fi
     "$CLUSTER" down
     exit $rc
@@ -35,6 +39,51 @@ kubectl get nodes -o wide
 
 phase "smoke: postgres pod behind a Service"
 kubectl create namespace $NS
+# PostgreSQL on a PVC of the default StorageClass, run as the operator's StatefulSet will run it:
+# uid 999, fsGroup 999, restricted security context, the volume at /var/lib/postgresql/data and
+# PGDATA a subdirectory the non-root process creates itself. Started here so that it runs while
+# the first pod starts; checked below.
+kubectl -n $NS apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pg-volume}
+spec:
+  restartPolicy: Never
+  dnsPolicy: Default
+  automountServiceAccountToken: false
+  securityContext:
+    runAsUser: 999
+    runAsGroup: 999
+    fsGroup: 999
+    runAsNonRoot: true
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+  - name: postgres
+    image: pgwarden.local/postgres:$PG_MAJOR
+    imagePullPolicy: Never
+    command: ["sh", "-ec"]
+    args:
+    - |
+      D=/var/lib/postgresql/data/pgdata
+      mkdir \$D
+      chmod 700 \$D
+      initdb -D \$D -U postgres --auth=trust >/dev/null
+      pg_ctl -D \$D -l /tmp/pg.log -o "-c listen_addresses='' -c unix_socket_directories=/tmp" -w start >/dev/null
+      psql -h /tmp -U postgres -qAtc "create table t (x int); insert into t values (42); select 'volume-ok', x, current_user from t"
+      pg_ctl -D \$D -m fast -w stop >/dev/null
+    volumeMounts: [{name: data, mountPath: /var/lib/postgresql/data}]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+YAML
 PASSWORD=smoke-$RANDOM$RANDOM
 kubectl -n $NS apply -f - <<YAML
 apiVersion: v1
@@ -84,6 +133,30 @@ echo "    psql answered: $OUT"
 if PGPASSWORD=wrong psql "host=$SVC_IP port=5432 user=postgres dbname=postgres" -c 'select 1' 2>/dev/null; then
     die "a wrong password was accepted"
 fi
+
+phase "smoke: PostgreSQL as uid 999 on a PVC of the default StorageClass"
+volume_pod_phase() { kubectl -n $NS get pod pg-volume -o jsonpath='{.status.phase}'; }
+volume_pod_done() { case $(volume_pod_phase) in Succeeded | Failed) true ;; *) false ;; esac }
+wait_for 120 "pod pg-volume to finish" volume_pod_done
+[ "$(volume_pod_phase)" = Succeeded ] ||
+    die "pod pg-volume failed: $(kubectl -n $NS logs pg-volume 2>&1 | tail -n 10)"
+[ "$(kubectl -n $NS logs pg-volume)" = "volume-ok|42|postgres" ] ||
+    die "pod pg-volume printed '$(kubectl -n $NS logs pg-volume)' (wanted volume-ok|42|postgres)"
+PV=$(kubectl -n $NS get pvc data -o jsonpath='{.spec.volumeName}')
+[ "$PV" = "pvc-$(kubectl -n $NS get pvc data -o jsonpath='{.metadata.uid}')" ] || die "PVC data is bound to '$PV'"
+PV_DIR=$(kubectl get pv "$PV" -o jsonpath='{.spec.hostPath.path}')
+[ "$PV_DIR" = "$PGWARDEN_STATE/volumes/$PV" ] || die "PV $PV is at '$PV_DIR'"
+[ "$(kubectl get pv "$PV" -o jsonpath='{.spec.storageClassName} {.spec.persistentVolumeReclaimPolicy}')" = "standard Delete" ] ||
+    die "PV $PV is not of class standard with reclaim policy Delete"
+[ "$(stat -c '%a %u' "$PV_DIR")" = "777 0" ] || die "$PV_DIR: $(stat -c '%a %u' "$PV_DIR") (wanted 777 0)"
+[ "$(stat -c '%a %u %g' "$PV_DIR/pgdata")" = "700 999 999" ] || die "$PV_DIR/pgdata: $(stat -c '%a %u %g' "$PV_DIR/pgdata")"
+[ "$(cat "$PV_DIR/pgdata/PG_VERSION")" = "$PG_MAJOR" ] || die "no PostgreSQL $PG_MAJOR data directory in $PV_DIR/pgdata"
+log "initdb, a write and a clean stop as uid 999 on $PV ($PV_DIR)"
+kubectl -n $NS delete pod pg-volume --wait=true --timeout=60s >/dev/null
+kubectl -n $NS delete pvc data --wait=true --timeout=60s >/dev/null
+volume_gone() { ! kubectl get pv "$PV" >/dev/null 2>&1 && [ ! -e "$PV_DIR" ]; }
+wait_for 60 "PV $PV and $PV_DIR to be deleted" volume_gone
+log "claim deleted: PV $PV and its directory are gone"
 
 phase "smoke: the pgwarden image runs (no libc in it)"
 kubectl -n $NS apply -f - <<YAML

@@ -7,8 +7,11 @@ PIDS=$PGWARDEN_STATE/pids
 LOGS=$PGWARDEN_STATE/logs
 CNI_CONF_DIR=$PGWARDEN_STATE/cni/net.d
 CNI_NETWORK=pgwarden
-# The in-tree hostpath provisioner (single node only) always provisions under /tmp/hostpath_pv.
-HOSTPATH_PV_DIR=/tmp/hostpath_pv
+# Dynamic volumes (e2e/lib/provisioner.py, like kind's local-path-provisioner): one directory per
+# claim, mode 0777, under the state directory so that `down` removes them.
+VOLUMES_DIR=$PGWARDEN_STATE/volumes
+PROVISIONER_NAME=pgwarden.local/local-path
+STORAGE_CLASS=standard
 
 kubectl_admin() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
@@ -95,18 +98,27 @@ start() {
     log "$name started (pid $!, log $LOGS/$name.log)"
 }
 
-running() { [ -f "$PIDS/$1.pid" ] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null; }
+# alive PID: the process exists and is not a zombie. Our daemons' parent is PID 1, which on this
+# machine reaps orphans only every second or two; `kill -0` alone would wait for that.
+alive() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
+running() { [ -f "$PIDS/$1.pid" ] && alive "$(cat "$PIDS/$1.pid")"; }
 
 # stop NAME: SIGTERM, then SIGKILL after 10 s; the whole session (process group) goes.
 stop() {
     local name=$1 pid
     [ -f "$PIDS/$name.pid" ] || return 0
     pid=$(cat "$PIDS/$name.pid")
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
         local i
         for i in $(seq 1 40); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.25
         done
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
@@ -171,7 +183,7 @@ start_controller_manager() {
         --use-service-account-credentials=true \
         --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
         --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
-        --enable-hostpath-provisioner=true --profiling=false --v=1
+        --profiling=false --v=1
 }
 
 start_scheduler() {
@@ -180,6 +192,16 @@ start_scheduler() {
         --authentication-kubeconfig "$PGWARDEN_STATE/scheduler.kubeconfig" \
         --authorization-kubeconfig "$PGWARDEN_STATE/scheduler.kubeconfig" \
         --bind-address 127.0.0.1 --leader-elect=false --profiling=false --v=1
+}
+
+# The volume provisioner: Python 3 standard library, the admin client certificate, polls every 1 s.
+start_provisioner() {
+    mkdir -p "$VOLUMES_DIR"
+    start local-path-provisioner python3 -u "$E2E_DIR/lib/provisioner.py" \
+        --server "https://127.0.0.1:$APISERVER_PORT" --ca "$PKI/ca.crt" \
+        --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+        --volumes-dir "$VOLUMES_DIR" --provisioner "$PROVISIONER_NAME" \
+        --storage-class "$STORAGE_CLASS" --interval 1
 }
 
 start_containerd() {
@@ -297,16 +319,17 @@ node_ready() {
     [ "$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
+# Like kind's: the default class, provisioned on the node the first consumer is scheduled to.
 default_storage_class() {
     kubectl_admin apply -f - >/dev/null <<EOF
 apiVersion: storage.k8s.io/v1
 kind: StorageClass
 metadata:
-  name: standard
+  name: $STORAGE_CLASS
   annotations: {storageclass.kubernetes.io/is-default-class: "true"}
-provisioner: kubernetes.io/host-path
+provisioner: $PROVISIONER_NAME
 reclaimPolicy: Delete
-volumeBindingMode: Immediate
+volumeBindingMode: WaitForFirstConsumer
 EOF
 }
 
@@ -357,6 +380,7 @@ cluster_up() {
         return 0
     fi
     start_scheduler
+    start_provisioner
     phase "containerd and images"
     start_containerd
     for n in pause postgres pgwarden; do
@@ -386,7 +410,7 @@ cluster_env() {
 
 cluster_status() {
     local any=false
-    for n in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy; do
+    for n in etcd kube-apiserver kube-controller-manager kube-scheduler local-path-provisioner containerd kubelet kube-proxy; do
         if running "$n"; then
             echo "$n: running (pid $(cat "$PIDS/$n.pid"))"
             any=true
@@ -420,16 +444,17 @@ cluster_down_quiet() {
         done
     fi
     # 2. Daemons, in reverse start order.
-    for n in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+    for n in kube-proxy kubelet local-path-provisioner kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
         stop "$n"
     done
-    # 3. Anything of ours still running (lost PID files): our binaries, and the shims of our
-    #    containerd, which name its socket on their command line.
+    # 3. Anything of ours still running (lost PID files): our binaries, the shims of our
+    #    containerd, which name its socket on their command line, and our volume provisioner.
     local dir
     for dir in "$K8S_BIN" "$ETCD_BIN"; do
         pkill -KILL -f "^$dir/" 2>/dev/null || true
     done
     pkill -KILL -f "containerd --config $PGWARDEN_STATE/containerd.toml" 2>/dev/null || true
+    pkill -KILL -f "lib/provisioner.py .*--volumes-dir $VOLUMES_DIR " 2>/dev/null || true
     pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
     sleep 0.5
     # 4. Mounts under our directories (overlay rootfs, volumes, shm, netns), deepest first.
@@ -452,7 +477,7 @@ cluster_down_quiet() {
         [ -d "$c/kubepods" ] && find "$c/kubepods" -depth -type d -exec rmdir {} \; 2>/dev/null
     done
     # 7. Files.
-    rm -rf "$PGWARDEN_STATE" "$RUN_DIR" "$HOSTPATH_PV_DIR"
+    rm -rf "$PGWARDEN_STATE" "$RUN_DIR"
     rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
 }
 
