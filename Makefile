@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: bench integration test lint fmt-check clippy unit crds release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: bench integration test lint fmt-check clippy unit crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), then
@@ -29,9 +29,18 @@ clippy:
 unit:
 	@$(TIMED) "unit tests" cargo test --all-targets --locked
 
-## Regenerate crds/ (and the chart's copy, once the chart exists) from the Rust types.
+## Regenerate crds/ from the Rust types, and the chart's copy (charts/pgwarden/crds/) from it.
+## Through a temporary file, so a failed build leaves both files as they were.
 crds:
-	cargo run --quiet --locked --bin pgwarden -- crd > crds/pgwarden.io_postgresclusters.yaml
+	cargo run --quiet --locked --bin pgwarden -- crd > crds/.pgwarden.io_postgresclusters.yaml.tmp \
+		|| { rm -f crds/.pgwarden.io_postgresclusters.yaml.tmp; exit 1; }
+	mv crds/.pgwarden.io_postgresclusters.yaml.tmp crds/pgwarden.io_postgresclusters.yaml
+	cp crds/pgwarden.io_postgresclusters.yaml charts/pgwarden/crds/pgwarden.io_postgresclusters.yaml
+
+## Static checks of the Helm chart: lint --strict, both RBAC shapes render, the schema refuses bad
+## values, chart version = crate version, the chart's CRD = crds/ (needs the test bed's helm).
+chart-check:
+	@$(TIMED) "helm chart checks" e2e/chart-check.sh
 
 ## The release binary, statically linked so it runs in images it was not built for. The explicit
 ## --target keeps build scripts and proc macros dynamic.

@@ -16,7 +16,7 @@ kubectl get nodes -o wide
 # then the demo stops at a working Kubernetes.
 if [ -d "$REPO_DIR/charts/pgwarden" ]; then
     helm upgrade --install pgwarden "$REPO_DIR/charts/pgwarden" --namespace pgwarden-system --create-namespace --wait
-    kubectl apply -f "$REPO_DIR/examples/cluster.yaml"
+    kubectl apply -f "$REPO_DIR/examples/demo.yaml"
     kubectl get postgresclusters
 else
     echo "demo: the pgwarden chart is not in this checkout yet; the local Kubernetes is up."
