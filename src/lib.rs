@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod api;
 pub mod crd;
+pub mod operator;

@@ -21,11 +21,15 @@ enum Command {
     /// Print the PostgresCluster CustomResourceDefinition (YAML).
     Crd,
     /// Run the operator (reconciles PostgresCluster objects).
-    Operator,
+    Operator(pgwarden::operator::OperatorArgs),
     /// Run the agent that supervises PostgreSQL in one pod.
     Agent(Box<AgentArgs>),
     /// Run the in-pod userspace watchdog.
     Softdog(SoftdogArgs),
+    /// Copy this binary to DEST (the init container that puts the agent into any PostgreSQL
+    /// image).
+    #[command(hide = true)]
+    Install { dest: std::path::PathBuf },
 }
 
 fn init_logging() {
@@ -46,6 +50,19 @@ fn init_logging() {
             .with_writer(std::io::stderr)
             .init();
     }
+}
+
+/// Copy the running binary to `dest`, executable, through a temporary name so a half-written
+/// file is never run.
+fn install(dest: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let me = std::env::current_exe()?;
+    let tmp = dest.with_extension("tmp");
+    std::fs::copy(&me, &tmp)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, dest)?;
+    println!("installed {} to {}", me.display(), dest.display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -92,9 +109,33 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Operator => {
-            eprintln!("error: the operator is not built yet (see the open issues)");
-            ExitCode::from(2)
+        Command::Operator(args) => {
+            init_logging();
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(pgwarden::operator::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
+        Command::Install { dest } => match install(&dest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: cannot install pgwarden to {}: {e}", dest.display());
+                ExitCode::FAILURE
+            }
+        },
     }
 }

@@ -83,6 +83,31 @@ pub struct AgentArgs {
     /// Never promote this member (Patroni's `nofailover` tag).
     #[arg(long, env = "PGWARDEN_NOFAILOVER")]
     pub nofailover: bool,
+    /// Keep this member out of the replica load balancer (Patroni's `noloadbalance` tag).
+    #[arg(long, env = "PGWARDEN_NOLOADBALANCE")]
+    pub noloadbalance: bool,
+    /// Never make this member a synchronous standby (Patroni's `nosync` tag).
+    #[arg(long, env = "PGWARDEN_NOSYNC")]
+    pub nosync: bool,
+    /// Tags by member name as JSON (`{"main-2": {"nofailover": true}}`), so one pod template
+    /// can tag single members; an entry for this member adds to the flags above.
+    #[arg(long, env = "PGWARDEN_INSTANCE_TAGS", default_value = "{}")]
+    pub instance_tags: String,
+    /// initdb `--encoding` for a new cluster.
+    #[arg(long, env = "PGWARDEN_INITDB_ENCODING", default_value = "UTF8")]
+    pub initdb_encoding: String,
+    /// initdb `--locale` for a new cluster.
+    #[arg(long, env = "PGWARDEN_INITDB_LOCALE", default_value = "C")]
+    pub initdb_locale: String,
+    /// initdb `--data-checksums` for a new cluster.
+    #[arg(long, env = "PGWARDEN_INITDB_DATA_CHECKSUMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub initdb_data_checksums: bool,
+    /// More roles to create at bootstrap, JSON: `[{"name": "reporting", "login": true}]`.
+    #[arg(long, env = "PGWARDEN_BOOTSTRAP_ROLES", default_value = "[]")]
+    pub bootstrap_roles: String,
+    /// More databases to create at bootstrap, JSON: `[{"name": "db", "owner": "app"}]`.
+    #[arg(long, env = "PGWARDEN_BOOTSTRAP_DATABASES", default_value = "[]")]
+    pub bootstrap_databases: String,
     #[arg(long, env = "PGWARDEN_SUPERUSER_PASSWORD_FILE")]
     pub superuser_password_file: PathBuf,
     #[arg(long, env = "PGWARDEN_REPLICATION_USER", default_value = "replicator")]
@@ -162,6 +187,11 @@ pub enum ConfigError {
     },
     #[error("--parameters is not a JSON object of strings: {0}")]
     Parameters(serde_json::Error),
+    #[error("--{flag} is not valid JSON of the documented shape: {source}")]
+    Json {
+        flag: &'static str,
+        source: serde_json::Error,
+    },
 }
 
 impl AgentArgs {
@@ -187,6 +217,46 @@ impl AgentArgs {
             });
         }
         Ok(())
+    }
+
+    /// This member's tags: the flags, plus its entry in `--instance-tags`.
+    pub fn tags(&self) -> Result<crate::api::member::MemberTags, ConfigError> {
+        let by_member: std::collections::BTreeMap<String, crate::api::cluster::InstanceTags> =
+            serde_json::from_str(&self.instance_tags).map_err(|source| ConfigError::Json {
+                flag: "instance-tags",
+                source,
+            })?;
+        let mine = by_member.get(&self.name).cloned().unwrap_or_default();
+        Ok(crate::api::member::MemberTags {
+            nofailover: self.nofailover || mine.nofailover,
+            noloadbalance: self.noloadbalance || mine.noloadbalance,
+            nosync: self.nosync || mine.nosync,
+            other: Default::default(),
+        })
+    }
+
+    /// Roles and databases to create at bootstrap.
+    pub fn bootstrap_objects(
+        &self,
+    ) -> Result<
+        (
+            Vec<crate::api::cluster::RoleSpec>,
+            Vec<crate::api::cluster::DatabaseSpec>,
+        ),
+        ConfigError,
+    > {
+        let roles =
+            serde_json::from_str(&self.bootstrap_roles).map_err(|source| ConfigError::Json {
+                flag: "bootstrap-roles",
+                source,
+            })?;
+        let databases = serde_json::from_str(&self.bootstrap_databases).map_err(|source| {
+            ConfigError::Json {
+                flag: "bootstrap-databases",
+                source,
+            }
+        })?;
+        Ok((roles, databases))
     }
 
     pub fn ttl(&self) -> Duration {

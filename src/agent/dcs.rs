@@ -22,15 +22,8 @@ use crate::api::names::{self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, Obje
 /// Lease annotation with the primary's last WAL position (Patroni's `optime`).
 pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
 
-/// Keys of the `<c>-state` ConfigMap.
-pub mod keys {
-    pub const INITIALIZE: &str = "initialize";
-    pub const BOOTSTRAPPING: &str = "bootstrapping";
-    pub const HISTORY: &str = "history";
-    pub const SYNC: &str = "sync";
-    pub const SWITCHOVER: &str = "switchover";
-    pub const PAUSE: &str = "pause";
-}
+use crate::api::state::DynamicConfig;
+pub use crate::api::state::keys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
@@ -52,9 +45,7 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// One row of the timeline history: `[timeline, switch LSN, reason, timestamp, new leader]`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct HistoryEntry(pub u32, pub u64, pub String, pub String, pub String);
+pub use crate::api::state::HistoryEntry;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 pub struct SyncState {
@@ -82,6 +73,8 @@ pub struct Snapshot {
     pub sync: SyncState,
     pub switchover: Option<SwitchoverRequest>,
     pub paused: bool,
+    /// The operator's dynamic configuration; `None` when absent or corrupt.
+    pub config: Option<DynamicConfig>,
     pub leader_optime: Option<u64>,
     pub members: Vec<(String, MemberStatus)>,
 }
@@ -213,6 +206,15 @@ impl Dcs {
                 candidate: s.candidate,
             });
         let paused = data.get(keys::PAUSE).is_some_and(|v| v == "true");
+        let config = data
+            .get(keys::CONFIG)
+            .and_then(|raw| match DynamicConfig::parse(raw) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(cluster = %self.names.cluster(), error = %e, "ignoring a corrupt config key in the state ConfigMap");
+                    None
+                }
+            });
 
         let mut members = Vec::new();
         for pod in pods.items {
@@ -244,6 +246,7 @@ impl Dcs {
             sync,
             switchover,
             paused,
+            config,
             leader_optime,
             members,
         })

@@ -34,7 +34,9 @@ use ha::{
     Action, DataDir, DcsView, Decision, HaConfig, LeaseView, LocalPostgres, Observation, StartAs,
     StopMode,
 };
-use postgres::conf::{ServerSettings, Upstream, render_passfile, render_pg_hba, slot_name};
+use postgres::conf::{ServerSettings, Upstream, render_passfile, slot_name};
+
+use crate::api::state::DynamicConfig;
 use postgres::{LiveState, PgError, Postgres};
 use rest::{RestContext, RestView};
 use watchdog::{Device, Watchdog};
@@ -97,7 +99,15 @@ struct Agent {
     superuser_password: String,
     replication_password: String,
     app_password: Option<String>,
+    /// Parameters from the flags; the operator's dynamic `config` key overrides them.
+    base_parameters: BTreeMap<String, String>,
+    /// What postgres runs with now: the flags' parameters overlaid with the dynamic config.
     parameters: BTreeMap<String, String>,
+    /// Extra pg_hba.conf lines from the dynamic config.
+    hba_extra: Vec<String>,
+    tags: MemberTags,
+    bootstrap_roles: Vec<crate::api::cluster::RoleSpec>,
+    bootstrap_databases: Vec<crate::api::cluster::DatabaseSpec>,
     /// When this primary last renewed the lease; the fencing task reads it.
     last_renew: Arc<StdMutex<Option<Instant>>>,
     following: Option<Option<String>>,
@@ -127,6 +137,8 @@ impl Agent {
             .transpose()?;
         let parameters: BTreeMap<String, String> =
             serde_json::from_str(&args.parameters).map_err(ConfigError::Parameters)?;
+        let tags = args.tags()?;
+        let (bootstrap_roles, bootstrap_databases) = args.bootstrap_objects()?;
 
         std::fs::create_dir_all(&args.run_dir)?;
         postgres::set_mode(&args.run_dir, 0o700)?;
@@ -162,7 +174,7 @@ impl Agent {
             retry_timeout: args.retry_timeout(),
             maximum_lag_on_failover: args.maximum_lag_on_failover,
             synchronous_mode: args.synchronous_mode.into(),
-            nofailover: args.nofailover,
+            nofailover: tags.nofailover,
             failsafe_mode: args.failsafe_mode,
             watchdog_blocks_promotion: false,
         };
@@ -190,7 +202,7 @@ impl Agent {
             args.loop_wait(),
             args.maximum_lag_on_failover,
         );
-        view.tags.nofailover = args.nofailover;
+        view.tags = tags.clone();
         view.failsafe_mode = args.failsafe_mode;
         let (commands, command_rx) = tokio::sync::mpsc::channel(4);
         let rest = Arc::new(RestContext {
@@ -235,7 +247,12 @@ impl Agent {
             superuser_password,
             replication_password,
             app_password,
+            base_parameters: parameters.clone(),
             parameters,
+            hba_extra: vec![],
+            tags,
+            bootstrap_roles,
+            bootstrap_databases,
             last_renew: Arc::new(StdMutex::new(None)),
             following: None,
             known_members: vec![],
@@ -407,6 +424,9 @@ impl Agent {
         if let Some(s) = &snap {
             self.known_members = s.members.clone();
         }
+        if let Some(config) = snap.as_ref().and_then(|s| s.config.clone()) {
+            self.apply_dynamic_config(&config).await;
+        }
         let failsafe_leader = {
             let v = self.rest.view.read().await;
             v.failsafe_ping
@@ -471,6 +491,30 @@ impl Agent {
             upstream,
             synchronous_standby_names: self.synchronous_standby_names.clone(),
             parameters: self.parameters.clone(),
+            pg_hba: self.hba_extra.clone(),
+            initdb: postgres::conf::InitdbOptions {
+                encoding: self.args.initdb_encoding.clone(),
+                locale: self.args.initdb_locale.clone(),
+                data_checksums: self.args.initdb_data_checksums,
+            },
+        }
+    }
+
+    /// Take up the operator's dynamic configuration: new parameters and pg_hba lines are written
+    /// and reloaded at once; restart-only parameters then show as `pending_restart`.
+    async fn apply_dynamic_config(&mut self, config: &DynamicConfig) {
+        let mut parameters = self.base_parameters.clone();
+        parameters.extend(config.parameters.clone());
+        if parameters == self.parameters && config.pg_hba == self.hba_extra {
+            return;
+        }
+        self.parameters = parameters;
+        self.hba_extra = config.pg_hba.clone();
+        info!(parameters = ?self.parameters, pg_hba = ?self.hba_extra, "dynamic configuration changed");
+        if self.pg.running()
+            && let Err(e) = self.reload().await
+        {
+            warn!(error = %e, "cannot apply the dynamic configuration");
         }
     }
 
@@ -719,15 +763,7 @@ impl Agent {
     async fn bootstrap(&mut self) -> Result<(), ActError> {
         self.rest.view.write().await.state = MemberState::Initializing;
         let _ = self.pg.stop(StopMode::Immediate).await;
-        self.pg.initdb().await?;
-        let hba = render_pg_hba(&[], &self.args.replication_user);
-        let hba_path = self.args.data_dir.join("pg_hba.conf");
-        tokio::fs::write(&hba_path, hba).await.map_err(|e| {
-            ActError::Pg(PgError::Io {
-                path: hba_path.display().to_string(),
-                source: e,
-            })
-        })?;
+        self.pg.initdb(&self.settings(None).initdb).await?;
         self.dcs.acquire(None).await.map_err(ActError::Dcs)?;
         self.arm_watchdog()?;
         self.set_primary(Some(Instant::now()));
@@ -755,6 +791,25 @@ impl Agent {
                 "CREATE DATABASE {} OWNER {}",
                 ident(&self.args.app_database),
                 ident(&self.args.app_user)
+            ));
+        }
+        for role in &self.bootstrap_roles {
+            statements.push(format!(
+                "CREATE ROLE {} WITH {} {}",
+                ident(&role.name),
+                if role.login { "LOGIN" } else { "NOLOGIN" },
+                if role.createdb {
+                    "CREATEDB"
+                } else {
+                    "NOCREATEDB"
+                },
+            ));
+        }
+        for db in &self.bootstrap_databases {
+            statements.push(format!(
+                "CREATE DATABASE {} OWNER {}",
+                ident(&db.name),
+                ident(&db.owner)
             ));
         }
         for sql in &statements {
@@ -913,10 +968,7 @@ impl Agent {
                 .filter(|l| l.in_recovery && l.streaming)
                 .map(|_| "streaming".to_string()),
             timeline: live.as_ref().and_then(|l| l.timeline),
-            tags: MemberTags {
-                nofailover: self.args.nofailover,
-                ..Default::default()
-            },
+            tags: self.tags.clone(),
             pending_restart: live.as_ref().is_some_and(|l| l.pending_restart),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };

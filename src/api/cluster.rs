@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.ha.synchronousMode == 'off' || self.ha.synchronousNodeCount < self.instances").message("spec.ha.synchronousNodeCount must be less than spec.instances"))]
 pub struct PostgresClusterSpec {
     /// Number of PostgreSQL instances (one primary, the rest replicas).
     #[serde(default = "default_instances")]
@@ -37,16 +40,29 @@ pub struct PostgresClusterSpec {
 
     /// Container image with the PostgreSQL server binaries (any image works: the agent binary is
     /// copied in by an init container).
-    #[x_kube(validation = Rule::new("self != ''").message("spec.image must not be empty"))]
+    #[schemars(length(min = 1, max = 512))]
     pub image: String,
 
     /// Image pull policy for `spec.image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
 
-    /// Directory holding `postgres`, `initdb`, `pg_ctl`, `pg_basebackup`, `pg_rewind` in the image.
+    /// Directory holding `postgres`, `initdb`, `pg_ctl`, `pg_basebackup`, `pg_rewind` in the image
+    /// (default: Debian's `/usr/lib/postgresql/15/bin`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_bin_dir: Option<String>,
+
+    /// User id PostgreSQL runs as in the image (Debian's and the official image's `postgres` is 999).
+    #[serde(default = "default_postgres_id", rename = "postgresUID")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.postgresUID is immutable"))]
+    pub postgres_uid: i64,
+
+    /// Group id of the PostgreSQL user; also the pods' fsGroup, so volumes are writable.
+    #[serde(default = "default_postgres_id", rename = "postgresGID")]
+    #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.postgresGID is immutable"))]
+    pub postgres_gid: i64,
 
     #[serde(default)]
     pub postgresql: PostgresqlSpec,
@@ -56,54 +72,234 @@ pub struct PostgresClusterSpec {
 
     pub storage: StorageSpec,
 
+    /// Resources of the PostgreSQL container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
     #[serde(default)]
     pub ha: HaSpec,
 
+    /// Tags of single instances, by pod name (`<cluster>-<ordinal>`): Patroni's `nofailover`,
+    /// `noloadbalance` and `nosync`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub instance_tags: BTreeMap<String, InstanceTags>,
+
+    /// The Services in front of the instances.
+    #[serde(default)]
+    pub services: ServicesSpec,
+
     /// Maintenance mode: the agents manage nothing and fence nothing (Patroni's pause).
     #[serde(default)]
-    pub paused: bool,
+    pub pause: bool,
 }
 
 fn default_instances() -> i32 {
     3
 }
 
+fn default_postgres_id() -> i64 {
+    999
+}
+
+/// Parameters pgwarden sets itself: a user value would break replication, failover or the pod's
+/// wiring, so admission refuses them.
+pub const RESERVED_PARAMETERS: &[&str] = &[
+    "archive_cleanup_command",
+    "config_file",
+    "data_directory",
+    "hba_file",
+    "hot_standby",
+    "ident_file",
+    "listen_addresses",
+    "port",
+    "primary_conninfo",
+    "primary_slot_name",
+    "promote_trigger_file",
+    "recovery_target_timeline",
+    "restore_command",
+    "synchronous_standby_names",
+    "unix_socket_directories",
+    "unix_socket_group",
+    "unix_socket_permissions",
+    "wal_level",
+    "wal_log_hints",
+];
+
+/// Patroni's member tags for one instance.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTags {
+    /// Never promote this instance.
+    #[serde(default)]
+    pub nofailover: bool,
+    /// Keep this instance out of the `-ro` Service (and `/replica` answers 503).
+    #[serde(default)]
+    pub noloadbalance: bool,
+    /// Never make this instance a synchronous standby.
+    #[serde(default)]
+    pub nosync: bool,
+}
+
+/// The `-rw`, `-ro` and `-r` Services.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicesSpec {
+    /// `<cluster>-rw`: the primary.
+    #[serde(default)]
+    pub rw: ServiceTemplate,
+    /// `<cluster>-ro`: the replicas.
+    #[serde(default)]
+    pub ro: ServiceTemplate,
+    /// `<cluster>-r`: any ready instance.
+    #[serde(default)]
+    pub r: ServiceTemplate,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceTemplate {
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Annotations for the Service (load-balancer settings, for example).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
 /// PostgreSQL configuration.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresqlSpec {
-    /// postgresql.conf parameters; reloadable ones apply without a restart.
+    /// postgresql.conf parameters; reloadable ones apply without a restart, the others roll
+    /// through the instances (replicas first, then a switchover, then the old primary).
     #[serde(default)]
+    // One map lookup per reserved name: constant CEL cost, whatever the user sends.
+    #[x_kube(validation = Rule::new("!('archive_cleanup_command' in self) && !('config_file' in self) && !('data_directory' in self) && !('hba_file' in self) && !('hot_standby' in self) && !('ident_file' in self) && !('listen_addresses' in self) && !('port' in self) && !('primary_conninfo' in self) && !('primary_slot_name' in self) && !('promote_trigger_file' in self) && !('recovery_target_timeline' in self) && !('restore_command' in self) && !('synchronous_standby_names' in self) && !('unix_socket_directories' in self) && !('unix_socket_group' in self) && !('unix_socket_permissions' in self) && !('wal_level' in self) && !('wal_log_hints' in self)").message("spec.postgresql.parameters: archive_cleanup_command, config_file, data_directory, hba_file, hot_standby, ident_file, listen_addresses, port, primary_conninfo, primary_slot_name, promote_trigger_file, recovery_target_timeline, restore_command, synchronous_standby_names, unix_socket_*, wal_level and wal_log_hints are managed by pgwarden"))]
     pub parameters: BTreeMap<String, String>,
     /// Extra pg_hba.conf lines, placed before pgwarden's own.
     #[serde(default)]
     pub pg_hba: Vec<String>,
 }
 
-/// What the member that wins the `initialize` key creates after initdb.
+/// What the member that wins the `initialize` key creates. Immutable: it happened once.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec.bootstrap is immutable: the cluster was bootstrapped with it"))]
 pub struct BootstrapSpec {
+    #[serde(default)]
+    pub initdb: InitdbSpec,
     /// Application database.
     #[serde(default = "default_app")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,62}$')").message("spec.bootstrap.database must be a lower-case PostgreSQL identifier"))]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
     pub database: String,
     /// Owner of the application database (credentials in Secret `<cluster>-app`).
     #[serde(default = "default_app")]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]{0,62}$')").message("spec.bootstrap.owner must be a lower-case PostgreSQL identifier"))]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
     pub owner: String,
+    /// More roles to create (without passwords; grant them to the app user or set one later).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub roles: Vec<RoleSpec>,
+    /// More databases to create.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub databases: Vec<DatabaseSpec>,
 }
 
 impl Default for BootstrapSpec {
     fn default() -> Self {
         Self {
+            initdb: InitdbSpec::default(),
             database: default_app(),
             owner: default_app(),
+            roles: vec![],
+            databases: vec![],
         }
     }
+}
+
+/// initdb options.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InitdbSpec {
+    #[serde(default = "default_encoding")]
+    #[schemars(length(min = 1, max = 64))]
+    pub encoding: String,
+    /// Locale of the new cluster (`C` needs nothing from the image; others must exist in it).
+    #[serde(default = "default_locale")]
+    #[schemars(length(min = 1, max = 64))]
+    pub locale: String,
+    #[serde(default = "default_true")]
+    pub data_checksums: bool,
+}
+
+impl Default for InitdbSpec {
+    fn default() -> Self {
+        Self {
+            encoding: default_encoding(),
+            locale: default_locale(),
+            data_checksums: true,
+        }
+    }
+}
+
+fn default_encoding() -> String {
+    "UTF8".into()
+}
+fn default_locale() -> String {
+    "C".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleSpec {
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub name: String,
+    #[serde(default)]
+    pub login: bool,
+    #[serde(default)]
+    pub createdb: bool,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub name: String,
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub owner: String,
 }
 
 fn default_app() -> String {
@@ -114,10 +310,17 @@ fn default_app() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each instance's `pgdata` volume, e.g. `1Gi`.
-    #[x_kube(validation = Rule::new("self.matches('^[0-9]+(\\\\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$')").message("spec.storage.size must be a quantity such as 1Gi"))]
+    /// Size of each instance's `pgdata` volume, e.g. `1Gi`. Immutable (volume claim templates are).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage.size is immutable"))]
+    #[schemars(
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$"),
+        length(max = 32)
+    )]
     pub size: String,
+    /// StorageClass of the volumes (default: the cluster's default class). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.storage.storageClassName is immutable"))]
+    #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
     /// Keep the volumes when the cluster is deleted.
     #[serde(default)]
@@ -128,6 +331,7 @@ pub struct StorageSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.loopWait + 2 * self.retryTimeout <= self.ttl").message("spec.ha: loopWait + 2*retryTimeout must not exceed ttl"))]
+#[x_kube(validation = Rule::new("self.ttl - self.watchdog.safetyMargin >= self.loopWait").message("spec.ha.watchdog.safetyMargin: ttl - safetyMargin must be at least loopWait"))]
 pub struct HaSpec {
     /// Seconds a leader lease is valid without renewal.
     #[serde(default = "default_ttl")]
@@ -147,6 +351,10 @@ pub struct HaSpec {
     pub maximum_lag_on_failover: i64,
     #[serde(default)]
     pub synchronous_mode: SynchronousMode,
+    /// How many synchronous standbys the primary waits for (synchronous mode on/strict).
+    #[serde(default = "default_synchronous_node_count")]
+    #[schemars(range(min = 1, max = 15))]
+    pub synchronous_node_count: i32,
     /// Keep a primary running while the apiserver is unreachable if every member confirms it.
     #[serde(default)]
     pub failsafe_mode: bool,
@@ -168,6 +376,9 @@ fn default_retry_timeout() -> i32 {
 fn default_maximum_lag_on_failover() -> i64 {
     1_048_576
 }
+fn default_synchronous_node_count() -> i32 {
+    1
+}
 
 impl Default for HaSpec {
     fn default() -> Self {
@@ -177,6 +388,7 @@ impl Default for HaSpec {
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_maximum_lag_on_failover(),
             synchronous_mode: SynchronousMode::default(),
+            synchronous_node_count: default_synchronous_node_count(),
             failsafe_mode: false,
             watchdog: WatchdogSpec::default(),
         }
@@ -202,6 +414,7 @@ pub struct WatchdogSpec {
     /// A host watchdog device (e.g. `/dev/watchdog`) to mount and drive instead of the in-pod
     /// softdog; its expiry reboots the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub device: Option<String>,
     /// The watchdog fires `ttl - safetyMargin` seconds after the last successful renew.
     #[serde(default = "default_safety_margin")]
@@ -253,8 +466,53 @@ pub struct PostgresClusterStatus {
     /// Label selector of the cluster's pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,
+    /// One entry per pod, as its agent reports it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances_status: Vec<InstanceStatus>,
+    /// The last unplanned change of primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<PrimaryChange>,
+    /// The last planned change of primary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switchover: Option<PrimaryChange>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// One instance as the operator saw it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub name: String,
+    /// `primary`, `replica`, or empty while neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Patroni's member state (`running`, `starting`, `creating replica`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// Bytes behind the primary (replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// Runs the StatefulSet's current revision.
+    #[serde(default)]
+    pub updated: bool,
+}
+
+/// A change of primary: who, when, onto which timeline.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    pub to: String,
+    pub timeline: i64,
+    pub time: Time,
 }
 
 #[cfg(test)]
@@ -281,7 +539,10 @@ mod tests {
         assert_eq!(c.spec.ha.synchronous_mode, SynchronousMode::Off);
         assert_eq!(c.spec.ha.watchdog.mode, WatchdogMode::Automatic);
         assert_eq!(c.spec.bootstrap.database, "app");
-        assert!(!c.spec.paused);
+        assert!(!c.spec.pause);
+        assert_eq!(c.spec.postgres_uid, 999);
+        assert!(c.spec.bootstrap.initdb.data_checksums);
+        assert_eq!(c.spec.ha.synchronous_node_count, 1);
     }
 
     #[test]

@@ -4,5 +4,6 @@
 pub mod cluster;
 pub mod member;
 pub mod names;
+pub mod state;
 
 pub use cluster::{PostgresCluster, PostgresClusterSpec, PostgresClusterStatus};

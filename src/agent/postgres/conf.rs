@@ -24,6 +24,27 @@ pub struct ServerSettings {
     pub upstream: Option<Upstream>,
     pub synchronous_standby_names: Option<String>,
     pub parameters: BTreeMap<String, String>,
+    /// Extra pg_hba.conf lines (the user's), before pgwarden's own.
+    pub pg_hba: Vec<String>,
+    pub initdb: InitdbOptions,
+}
+
+/// How a new cluster is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitdbOptions {
+    pub encoding: String,
+    pub locale: String,
+    pub data_checksums: bool,
+}
+
+impl Default for InitdbOptions {
+    fn default() -> Self {
+        Self {
+            encoding: "UTF8".into(),
+            locale: "C".into(),
+            data_checksums: true,
+        }
+    }
 }
 
 /// A postgresql.conf string literal.
@@ -167,6 +188,8 @@ mod tests {
             upstream: None,
             synchronous_standby_names: None,
             parameters: BTreeMap::new(),
+            pg_hba: vec![],
+            initdb: InitdbOptions::default(),
         }
     }
 

@@ -454,34 +454,42 @@ impl Postgres {
         self.execute_batch("SELECT pg_reload_conf()").await
     }
 
+    /// pgwarden.conf and pg_hba.conf, both ours: rewritten before every start and reload.
     async fn write_conf(&self, settings: &ServerSettings) -> Result<(), PgError> {
         let path = self.data_dir.join("pgwarden.conf");
         tokio::fs::write(&path, conf::render_pgwarden_conf(settings))
             .await
-            .map_err(io_err(&path))
+            .map_err(io_err(&path))?;
+        let hba = self.data_dir.join("pg_hba.conf");
+        tokio::fs::write(
+            &hba,
+            conf::render_pg_hba(&settings.pg_hba, &settings.replication_user),
+        )
+        .await
+        .map_err(io_err(&hba))
     }
 
-    /// initdb with data checksums; our configuration is included from postgresql.conf.
-    pub async fn initdb(&mut self) -> Result<(), PgError> {
+    /// initdb (data checksums unless turned off); our configuration is included from
+    /// postgresql.conf.
+    pub async fn initdb(&mut self, options: &conf::InitdbOptions) -> Result<(), PgError> {
         self.fresh_data_dir().await?;
         let data = self.data_dir.to_string_lossy().into_owned();
-        self.run(
-            "initdb",
-            &[
-                "-D",
-                &data,
-                "--data-checksums",
-                "-U",
-                "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ],
-            &[("LC_ALL", "C")],
-        )
-        .await?;
+        let locale = format!("--locale={}", options.locale);
+        let mut args = vec![
+            "-D",
+            &data,
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            &options.encoding,
+            &locale,
+        ];
+        if options.data_checksums {
+            args.push("--data-checksums");
+        }
+        self.run("initdb", &args, &[("LC_ALL", "C")]).await?;
         self.include_pgwarden_conf().await
     }
 

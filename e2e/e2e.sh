@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The end-to-end tier: the full single-node Kubernetes (e2e/cluster up) with the pgwarden image
+# imported, the chart installed with `helm install`, then the scenarios in tests/e2e.rs (real
+# pods, kube-proxy routing through the -rw/-ro Services), then `down`.
+#   E2E_FILTER=name   run only the scenarios whose name contains it
+#   PGWARDEN_E2E_KEEP=1   leave the test bed and the namespaces up for a look
+set -euo pipefail
+source "$(dirname "$0")/lib/common.sh"
+CLUSTER=$E2E_DIR/cluster
+
+cleanup() {
+    local rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "e2e: FAILED (rc=$rc); operator and pod logs follow" >&2
+        kubectl -n pgwarden-system logs deploy/pgwarden-operator --tail=80 >&2 2>/dev/null || true
+        kubectl get pods -A -o wide >&2 2>/dev/null || true
+        kubectl get pgc -A >&2 2>/dev/null || true
+    fi
+    if [ -z "${PGWARDEN_E2E_KEEP:-}" ]; then "$CLUSTER" down; fi
+    exit $rc
+}
+trap cleanup EXIT
+
+"$CLUSTER" image build pgwarden
+"$CLUSTER" up
+eval "$("$CLUSTER" env)"
+# A second tag of the PostgreSQL image, so an image change can roll (same bits, new reference).
+ctr -a "$CONTAINERD_SOCK" -n k8s.io images tag --force "pgwarden.local/postgres:$PG_MAJOR" \
+    "pgwarden.local/postgres:$PG_MAJOR-b" >/dev/null
+
+phase "e2e: helm install"
+helm install pgwarden "$REPO_DIR/charts/pgwarden" --namespace pgwarden-system --create-namespace \
+    --set image.pullPolicy=Never --wait --timeout 3m
+kubectl -n pgwarden-system get pods -o wide
+
+phase "e2e: cargo test --test e2e -- --ignored"
+cd "$REPO_DIR"
+# One scenario at a time: two cores, one node.
+cargo test --locked --test e2e -- --ignored --test-threads=1 ${E2E_FILTER:-}
+phase_end

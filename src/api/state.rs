@@ -1,0 +1,79 @@
+//! The `<cluster>-state` ConfigMap shared by the agents and the operator: its key names and the
+//! dynamic configuration the operator publishes there (Patroni's `/config` key). The agents
+//! write their keys with compare-and-swap and keep every key they do not know; the operator
+//! owns only `config` and `pause`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Keys of the `<c>-state` ConfigMap.
+pub mod keys {
+    /// System identifier of the bootstrapped cluster.
+    pub const INITIALIZE: &str = "initialize";
+    /// Member running initdb right now.
+    pub const BOOTSTRAPPING: &str = "bootstrapping";
+    /// Timeline history (JSON rows).
+    pub const HISTORY: &str = "history";
+    /// Synchronous standbys the primary waits for.
+    pub const SYNC: &str = "sync";
+    /// A pending switchover request.
+    pub const SWITCHOVER: &str = "switchover";
+    /// `"true"` while the cluster is in maintenance mode (owned by the operator when one runs).
+    pub const PAUSE: &str = "pause";
+    /// [`DynamicConfig`] as JSON (owned by the operator).
+    pub const CONFIG: &str = "config";
+}
+
+/// Settings every member applies while running, without a restart where PostgreSQL allows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DynamicConfig {
+    /// postgresql.conf parameters (reserved ones are ignored by the agent).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    /// Extra pg_hba.conf lines, before pgwarden's own.
+    #[serde(default)]
+    pub pg_hba: Vec<String>,
+}
+
+impl DynamicConfig {
+    /// Parse the `config` key; `None` for a corrupt value (callers log it and keep what they had).
+    pub fn parse(raw: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(raw)
+    }
+
+    pub fn to_json(&self) -> String {
+        // A struct of maps and strings always serialises.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// One row of the timeline history: `[timeline, switch LSN, reason, timestamp, new leader]`
+/// (Patroni's shape). The reason is `switchover` for a planned change.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HistoryEntry(pub u32, pub u64, pub String, pub String, pub String);
+
+impl HistoryEntry {
+    pub fn is_switchover(&self) -> bool {
+        self.2 == "switchover"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_tolerates_missing_fields() {
+        let c = DynamicConfig {
+            parameters: BTreeMap::from([("work_mem".into(), "8MB".into())]),
+            pg_hba: vec!["host all all 10.0.0.0/8 scram-sha-256".into()],
+        };
+        assert_eq!(DynamicConfig::parse(&c.to_json()).unwrap(), c);
+        assert_eq!(
+            DynamicConfig::parse("{}").unwrap(),
+            DynamicConfig::default()
+        );
+        assert!(DynamicConfig::parse("not json").is_err());
+    }
+}

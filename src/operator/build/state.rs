@@ -1,0 +1,64 @@
+//! The cluster's coordination objects, pre-created with the cluster's labels and owner reference
+//! so they go when it goes: the Lease `<c>-leader` (metadata only: its spec belongs to the
+//! agents) and the ConfigMap `<c>-state`, where the operator owns exactly the `config` and `pause`
+//! keys and the agents keep theirs.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::ConfigMap;
+
+use super::Ctx;
+use crate::api::state::{DynamicConfig, keys};
+
+pub fn lease(ctx: &Ctx) -> Lease {
+    Lease {
+        metadata: ctx.meta(ctx.names.lease()),
+        spec: None,
+    }
+}
+
+pub fn dynamic_config(ctx: &Ctx) -> DynamicConfig {
+    let pg = &ctx.cluster.spec.postgresql;
+    DynamicConfig {
+        parameters: pg.parameters.clone(),
+        pg_hba: pg.pg_hba.clone(),
+    }
+}
+
+pub fn state_config_map(ctx: &Ctx) -> ConfigMap {
+    ConfigMap {
+        metadata: ctx.meta(ctx.names.state_config_map()),
+        data: Some(BTreeMap::from([
+            (keys::CONFIG.to_string(), dynamic_config(ctx).to_json()),
+            (keys::PAUSE.to_string(), ctx.cluster.spec.pause.to_string()),
+        ])),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::build::fixtures::cluster;
+
+    #[test]
+    fn the_state_config_map_carries_only_the_operators_keys() {
+        let c = cluster(serde_json::json!({
+            "pause": true,
+            "postgresql": {"parameters": {"work_mem": "8MB"}, "pgHba": ["host all all 10.0.0.0/8 scram-sha-256"]}
+        }));
+        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
+        let cm = state_config_map(&ctx);
+        let data = cm.data.unwrap();
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["config", "pause"]);
+        assert_eq!(data["pause"], "true");
+        let config = DynamicConfig::parse(&data["config"]).unwrap();
+        assert_eq!(config.parameters["work_mem"], "8MB");
+        assert_eq!(config.pg_hba.len(), 1);
+        assert!(
+            lease(&ctx).spec.is_none(),
+            "the Lease spec belongs to the agents"
+        );
+    }
+}

@@ -1,0 +1,553 @@
+//! The pods: StatefulSet `<c>` (Parallel pod management, OnDelete updates so the operator picks
+//! the order, a `pgdata` claim per pod) and PodDisruptionBudget `<c>`. An init container copies
+//! the static `pgwarden` binary from the operator's image into an emptyDir, so any image with
+//! PostgreSQL server binaries can be `spec.image`; the agent is the container's entrypoint.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Ctx;
+use crate::api::cluster::{SynchronousMode, WatchdogMode};
+use crate::api::names::{POSTGRES_PORT, REST_PORT};
+
+/// Where things live inside the PostgreSQL container.
+pub mod paths {
+    pub const BIN_DIR: &str = "/pgwarden/bin";
+    pub const BINARY: &str = "/pgwarden/bin/pgwarden";
+    pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+    /// PGDATA is a subdirectory: volume roots may hold `lost+found` or be owned by root.
+    pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+    pub const RUN_DIR: &str = "/run/pgwarden";
+    pub const SECRETS: &str = "/etc/pgwarden/secrets";
+    pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+    /// Where the operator image keeps the binary the init container copies.
+    pub const IMAGE_BINARY: &str = "/usr/local/bin/pgwarden";
+}
+
+/// Name of the replication user (Secret `<c>-replication`).
+pub const REPLICATION_USER: &str = "replicator";
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: String) -> Volume {
+    Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            // Owner root, group fsGroup: readable by the postgres user, nobody else.
+            default_mode: Some(0o440),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn restricted(privileged_device: bool) -> SecurityContext {
+    if privileged_device {
+        // Opening a host watchdog device needs it in the container's device cgroup.
+        return SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        };
+    }
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        run_as_non_root: Some(true),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(REST_PORT.into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failures),
+        ..Default::default()
+    }
+}
+
+fn lower<T: std::fmt::Debug>(v: T) -> String {
+    format!("{v:?}").to_lowercase()
+}
+
+/// The agent's environment: identity from the downward API, everything else from the spec.
+fn agent_env(ctx: &Ctx) -> Vec<EnvVar> {
+    let spec = &ctx.cluster.spec;
+    let ha = &spec.ha;
+    let s = paths::SECRETS;
+    let mut env = vec![
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_IP", "status.podIP"),
+        env("PGWARDEN_CLUSTER", ctx.names.cluster()),
+        env("PGDATA", paths::PGDATA),
+        env(
+            "PGWARDEN_PG_BIN_DIR",
+            spec.postgres_bin_dir
+                .clone()
+                .unwrap_or_else(|| paths::DEFAULT_PG_BIN_DIR.into()),
+        ),
+        env("PGWARDEN_RUN_DIR", paths::RUN_DIR),
+        env(
+            "PGWARDEN_SUPERUSER_PASSWORD_FILE",
+            format!("{s}/superuser/password"),
+        ),
+        env("PGWARDEN_REPLICATION_USER", REPLICATION_USER),
+        env(
+            "PGWARDEN_REPLICATION_PASSWORD_FILE",
+            format!("{s}/replication/password"),
+        ),
+        env("PGWARDEN_APP_USER", spec.bootstrap.owner.clone()),
+        env("PGWARDEN_APP_DATABASE", spec.bootstrap.database.clone()),
+        env("PGWARDEN_APP_PASSWORD_FILE", format!("{s}/app/password")),
+        env("PGWARDEN_API_TOKEN_FILE", format!("{s}/api/token")),
+        env("PGWARDEN_TTL", ha.ttl.to_string()),
+        env("PGWARDEN_LOOP_WAIT", ha.loop_wait.to_string()),
+        env("PGWARDEN_RETRY_TIMEOUT", ha.retry_timeout.to_string()),
+        env(
+            "PGWARDEN_MAXIMUM_LAG_ON_FAILOVER",
+            ha.maximum_lag_on_failover.to_string(),
+        ),
+        env("PGWARDEN_SYNCHRONOUS_MODE", lower(ha.synchronous_mode)),
+        env("PGWARDEN_WATCHDOG_MODE", lower(ha.watchdog.mode)),
+        env(
+            "PGWARDEN_WATCHDOG_SAFETY_MARGIN",
+            ha.watchdog.safety_margin.to_string(),
+        ),
+        env(
+            "PGWARDEN_INITDB_ENCODING",
+            spec.bootstrap.initdb.encoding.clone(),
+        ),
+        env(
+            "PGWARDEN_INITDB_LOCALE",
+            spec.bootstrap.initdb.locale.clone(),
+        ),
+        env(
+            "PGWARDEN_INITDB_DATA_CHECKSUMS",
+            spec.bootstrap.initdb.data_checksums.to_string(),
+        ),
+    ];
+    if ha.failsafe_mode {
+        env.push(self::env("PGWARDEN_FAILSAFE_MODE", "true"));
+    }
+    if let Some(device) = &ha.watchdog.device {
+        env.push(self::env("PGWARDEN_WATCHDOG_DEVICE", device.clone()));
+    }
+    if !spec.instance_tags.is_empty() {
+        env.push(self::env(
+            "PGWARDEN_INSTANCE_TAGS",
+            serde_json::to_string(&spec.instance_tags).unwrap_or_else(|_| "{}".into()),
+        ));
+    }
+    if !spec.bootstrap.roles.is_empty() {
+        env.push(self::env(
+            "PGWARDEN_BOOTSTRAP_ROLES",
+            serde_json::to_string(&spec.bootstrap.roles).unwrap_or_else(|_| "[]".into()),
+        ));
+    }
+    if !spec.bootstrap.databases.is_empty() {
+        env.push(self::env(
+            "PGWARDEN_BOOTSTRAP_DATABASES",
+            serde_json::to_string(&spec.bootstrap.databases).unwrap_or_else(|_| "[]".into()),
+        ));
+    }
+    env
+}
+
+fn pod_spec(ctx: &Ctx) -> PodSpec {
+    let spec = &ctx.cluster.spec;
+    let n = &ctx.names;
+    let host_device = spec
+        .ha
+        .watchdog
+        .device
+        .clone()
+        .filter(|_| spec.ha.watchdog.mode != WatchdogMode::Off);
+    let mut volumes = vec![
+        Volume {
+            name: "pgwarden-bin".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        Volume {
+            name: "run".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        secret_volume("superuser", n.secret_superuser()),
+        secret_volume("replication", n.secret_replication()),
+        secret_volume("app", n.secret_app()),
+        secret_volume("api", n.secret_api()),
+    ];
+    let s = paths::SECRETS;
+    let mut mounts = vec![
+        mount("pgdata", paths::DATA_MOUNT, false),
+        mount("pgwarden-bin", paths::BIN_DIR, true),
+        mount("run", paths::RUN_DIR, false),
+        mount("superuser", &format!("{s}/superuser"), true),
+        mount("replication", &format!("{s}/replication"), true),
+        mount("app", &format!("{s}/app"), true),
+        mount("api", &format!("{s}/api"), true),
+    ];
+    if let Some(device) = &host_device {
+        volumes.push(Volume {
+            name: "watchdog".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: device.clone(),
+                type_: Some("CharDevice".into()),
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("watchdog", device, false));
+    }
+    let install = Container {
+        name: "install-pgwarden".into(),
+        image: Some(ctx.agent_image.clone()),
+        image_pull_policy: Some(ctx.agent_image_pull_policy.clone()),
+        command: Some(vec![
+            paths::IMAGE_BINARY.into(),
+            "install".into(),
+            paths::BINARY.into(),
+        ]),
+        volume_mounts: Some(vec![mount("pgwarden-bin", paths::BIN_DIR, false)]),
+        security_context: Some(restricted(false)),
+        ..Default::default()
+    };
+    let postgres = Container {
+        name: "postgres".into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        command: Some(vec![paths::BINARY.into(), "agent".into()]),
+        env: Some(agent_env(ctx)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("postgresql".into()),
+                container_port: POSTGRES_PORT.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("api".into()),
+                container_port: REST_PORT.into(),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            },
+        ]),
+        // Ready once it is the primary or a streaming replica within the lag limit; the startup
+        // probe waits for that too, so a long basebackup is not killed by the liveness probe.
+        readiness_probe: Some(http_probe("/readiness", 2, 2)),
+        liveness_probe: Some(http_probe("/liveness", 10, 3)),
+        startup_probe: Some(http_probe("/readiness", 5, 720)),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted(host_device.is_some())),
+        ..Default::default()
+    };
+    PodSpec {
+        service_account_name: Some(n.agent_rbac()),
+        automount_service_account_token: Some(true),
+        enable_service_links: Some(false),
+        // A clean stop checkpoints and hands the Lease over; give it the time.
+        termination_grace_period_seconds: Some(30),
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(spec.postgres_uid),
+            run_as_group: Some(spec.postgres_gid),
+            fs_group: Some(spec.postgres_gid),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        init_containers: Some(vec![install]),
+        containers: vec![postgres],
+        volumes: Some(volumes),
+        affinity: spec.affinity.clone(),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
+            .then(|| spec.topology_spread_constraints.clone()),
+        ..Default::default()
+    }
+}
+
+/// The StatefulSet with `replicas` pods (the caller decides: scaling down waits for a switchover
+/// when the primary would be removed).
+pub fn statefulset(ctx: &Ctx, replicas: i32) -> StatefulSet {
+    let spec = &ctx.cluster.spec;
+    let labels = ctx.labels();
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("pgdata".into()),
+            labels: Some(labels.clone()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata: ctx.meta(ctx.names.statefulset()),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(ctx.names.service_pods()),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..Default::default()
+            },
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".into()),
+                ..Default::default()
+            }),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(
+                        if spec.storage.retain_on_delete {
+                            "Retain"
+                        } else {
+                            "Delete"
+                        }
+                        .into(),
+                    ),
+                    // A removed replica's data is stale; a new one starts from a basebackup.
+                    when_scaled: Some("Delete".into()),
+                },
+            ),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(pod_spec(ctx)),
+            },
+            volume_claim_templates: Some(vec![claim]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// At most one instance down by voluntary disruption (drains); the operator's own rolling
+/// steps keep to the same rule.
+pub fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ctx.meta(ctx.names.pod_disruption_budget()),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(ctx.labels()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Whether synchronous mode asks for more standbys than can exist (a condition, not a crash).
+pub fn synchronous_unsatisfiable(ctx: &Ctx) -> bool {
+    let ha = &ctx.cluster.spec.ha;
+    ha.synchronous_mode != SynchronousMode::Off
+        && ha.synchronous_node_count >= ctx.cluster.spec.instances
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::build::fixtures::cluster;
+
+    fn env_of(sts: &StatefulSet) -> BTreeMap<String, String> {
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e.value.clone().map(|v| (e.name.clone(), v)))
+            .collect()
+    }
+
+    #[test]
+    fn the_statefulset_follows_the_design() {
+        let c = cluster(serde_json::json!({"instances": 3}));
+        let ctx = Ctx::new(&c, "pgwarden.local/pgwarden:dev", "IfNotPresent").unwrap();
+        let sts = statefulset(&ctx, 3);
+        let spec = sts.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
+        assert_eq!(
+            spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        assert_eq!(spec.service_name.as_deref(), Some("main-pods"));
+        let policy = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(policy.when_deleted.as_deref(), Some("Delete"));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("main-agent"));
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.image.as_deref(), Some("pgwarden.local/pgwarden:dev"));
+        let pg = &pod.containers[0];
+        assert_eq!(
+            pg.command.as_ref().unwrap(),
+            &["/pgwarden/bin/pgwarden", "agent"]
+        );
+        assert_eq!(
+            pg.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readiness")
+        );
+        assert_eq!(
+            pg.liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/liveness")
+        );
+        let sc = pg.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.privileged, None);
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_user, Some(999));
+        assert_eq!(psc.fs_group, Some(999));
+        let env = env_of(&sts);
+        assert_eq!(env["PGWARDEN_CLUSTER"], "main");
+        assert_eq!(env["PGDATA"], "/var/lib/postgresql/data/pgdata");
+        assert_eq!(env["PGWARDEN_TTL"], "8");
+        assert_eq!(env["PGWARDEN_SYNCHRONOUS_MODE"], "off");
+        assert_eq!(env["PGWARDEN_WATCHDOG_MODE"], "automatic");
+        assert!(!env.contains_key("PGWARDEN_WATCHDOG_DEVICE"));
+        assert!(
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|v| v.host_path.is_none()),
+            "no host path without a watchdog device"
+        );
+    }
+
+    #[test]
+    fn a_host_watchdog_device_is_mounted_and_driven() {
+        let c = cluster(serde_json::json!({
+            "ha": {"watchdog": {"mode": "required", "device": "/dev/watchdog"}},
+            "storage": {"size": "1Gi", "retainOnDelete": true},
+            "instanceTags": {"main-2": {"nofailover": true}}
+        }));
+        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
+        let sts = statefulset(&ctx, 3);
+        let env = env_of(&sts);
+        assert_eq!(env["PGWARDEN_WATCHDOG_DEVICE"], "/dev/watchdog");
+        assert_eq!(env["PGWARDEN_WATCHDOG_MODE"], "required");
+        assert_eq!(
+            env["PGWARDEN_INSTANCE_TAGS"],
+            r#"{"main-2":{"nofailover":true,"noloadbalance":false,"nosync":false}}"#
+        );
+        let spec = sts.spec.as_ref().unwrap();
+        let pod = spec.template.spec.as_ref().unwrap();
+        let dev = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "watchdog")
+            .unwrap();
+        assert_eq!(dev.host_path.as_ref().unwrap().path, "/dev/watchdog");
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .as_ref()
+                .unwrap()
+                .privileged,
+            Some(true)
+        );
+        assert_eq!(
+            spec.persistent_volume_claim_retention_policy
+                .as_ref()
+                .unwrap()
+                .when_deleted
+                .as_deref(),
+            Some("Retain")
+        );
+    }
+}

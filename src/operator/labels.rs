@@ -1,0 +1,216 @@
+//! The label updater: polls every pod's `/primary` and `/replica` and keeps `pgwarden.io/role`
+//! right, so the `-rw` and `-ro` Services route to the right pods (HAProxy's job in the seed).
+//! A pod is labelled primary only if it answers 200 on `/primary` AND holds the Lease; a pod
+//! that does not answer loses its label; an old primary label is removed before a new one is
+//! set. The agents label themselves on promotion and demotion by the same rule (fast path).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client};
+use tracing::{debug, info, warn};
+
+use super::agent_client::AgentClient;
+use super::metrics::Metrics;
+use crate::api::names::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+
+/// What one round of probing found for one pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub pod: String,
+    /// `Some(true)` 200, `Some(false)` another answer, `None` no answer.
+    pub primary: Option<bool>,
+    pub replica: Option<bool>,
+    /// The role label it has now.
+    pub current: Option<String>,
+}
+
+/// The label changes for one cluster, in the order to apply them: everything that takes a
+/// primary label away (or sets replica / none) first, the new primary last.
+pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'static str>)> {
+    let mut first = vec![];
+    let mut last = vec![];
+    for p in probes {
+        let want = if p.primary == Some(true) && holder == Some(p.pod.as_str()) {
+            Some(ROLE_PRIMARY)
+        } else if p.replica == Some(true) {
+            Some(ROLE_REPLICA)
+        } else {
+            None
+        };
+        if p.current.as_deref() == want {
+            continue;
+        }
+        if want == Some(ROLE_PRIMARY) {
+            last.push((p.pod.clone(), want));
+        } else {
+            first.push((p.pod.clone(), want));
+        }
+    }
+    first.extend(last);
+    first
+}
+
+fn pod_ip(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .pod_ip
+        .clone()
+        .filter(|ip| !ip.is_empty())
+}
+
+async fn probe(agents: &AgentClient, pod: &Pod) -> Probe {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let current = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ROLE))
+        .cloned();
+    let (primary, replica) = match pod_ip(pod) {
+        Some(ip) if pod.metadata.deletion_timestamp.is_none() => {
+            let (p, r) = tokio::join!(agents.probe(&ip, "/primary"), agents.probe(&ip, "/replica"));
+            (p.map(|c| c == 200), r.map(|c| c == 200))
+        }
+        _ => (None, None),
+    };
+    Probe {
+        pod: name,
+        primary,
+        replica,
+        current,
+    }
+}
+
+/// Probe and relabel every cluster's pods once.
+pub async fn round(
+    client: &Client,
+    pods: &Store<Pod>,
+    leases: &Store<Lease>,
+    agents: &AgentClient,
+    metrics: &Metrics,
+) {
+    // (namespace, cluster) → pods
+    let mut clusters: BTreeMap<(String, String), Vec<Arc<Pod>>> = BTreeMap::new();
+    for pod in pods.state() {
+        let (Some(ns), Some(cluster)) = (
+            pod.metadata.namespace.clone(),
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_CLUSTER))
+                .cloned(),
+        ) else {
+            continue;
+        };
+        clusters.entry((ns, cluster)).or_default().push(pod);
+    }
+    for ((ns, cluster), members) in clusters {
+        let lease_name = crate::api::names::ObjectNames::new(&cluster).lease();
+        let holder = leases
+            .state()
+            .into_iter()
+            .find(|l| {
+                l.metadata.namespace.as_deref() == Some(ns.as_str())
+                    && l.metadata.name.as_deref() == Some(lease_name.as_str())
+            })
+            .and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()))
+            .filter(|h| !h.is_empty());
+        let probes = join_all(members.iter().map(|p| probe(agents, p))).await;
+        for p in &probes {
+            metrics.label_probe(p.primary.is_some());
+        }
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        for (pod, role) in plan(&probes, holder.as_deref()) {
+            let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
+            match api
+                .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    info!(namespace = %ns, cluster = %cluster, member = %pod, role = ?role, "role label updated");
+                    metrics.label_change();
+                }
+                Err(e) => {
+                    // The old primary's label must be gone before a new one goes on: stop here.
+                    warn!(namespace = %ns, cluster = %cluster, member = %pod, error = %e, "cannot update the role label");
+                    break;
+                }
+            }
+        }
+        debug!(namespace = %ns, cluster = %cluster, holder = ?holder, "label round done");
+    }
+}
+
+/// Run rounds every `period` until the task is dropped.
+pub async fn run(
+    client: Client,
+    pods: Store<Pod>,
+    leases: Store<Lease>,
+    metrics: Arc<Metrics>,
+    period: Duration,
+) {
+    let agents = AgentClient::new(Duration::from_millis(800));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        round(&client, &pods, &leases, &agents, &metrics).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pod: &str, primary: Option<bool>, replica: Option<bool>, current: Option<&str>) -> Probe {
+        Probe {
+            pod: pod.into(),
+            primary,
+            replica,
+            current: current.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_old_primary_label_goes_before_the_new_one_comes() {
+        let probes = [
+            p("c-1", Some(true), Some(false), Some("replica")),
+            p("c-0", Some(false), Some(true), Some("primary")),
+        ];
+        let changes = plan(&probes, Some("c-1"));
+        assert_eq!(
+            changes,
+            [
+                ("c-0".to_string(), Some("replica")),
+                ("c-1".to_string(), Some("primary"))
+            ]
+        );
+    }
+
+    #[test]
+    fn primary_needs_both_the_answer_and_the_lease() {
+        let probes = [p("c-0", Some(true), Some(false), None)];
+        assert_eq!(plan(&probes, Some("c-1")), []);
+        assert_eq!(plan(&probes, None), []);
+        assert_eq!(
+            plan(&probes, Some("c-0")),
+            [("c-0".to_string(), Some("primary"))]
+        );
+    }
+
+    #[test]
+    fn a_pod_that_does_not_answer_loses_its_label() {
+        let probes = [
+            p("c-0", None, None, Some("primary")),
+            p("c-2", None, None, None),
+        ];
+        assert_eq!(plan(&probes, Some("c-0")), [("c-0".to_string(), None)]);
+    }
+}

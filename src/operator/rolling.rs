@@ -1,0 +1,260 @@
+//! Rolling changes and safe scaling, decided purely from the members' state: replicas first, one
+//! at a time, each back to Ready and streaming before the next; then a switchover to an
+//! up-to-date replica; the old primary last. Never more than one instance down, and the primary
+//! is never removed by a scale-down without a switchover first.
+
+use super::status::ordinal;
+
+/// One member as the rolling logic needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub ready: bool,
+    /// Reported by its agent as a replica that streams from the primary.
+    pub streaming: bool,
+    /// Runs the StatefulSet's current revision.
+    pub updated: bool,
+    pub pending_restart: bool,
+    /// Tagged `nofailover`: never a switchover target.
+    pub nofailover: bool,
+}
+
+/// The next thing to do; at most one per reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing to roll.
+    Idle,
+    /// Something is under way or not healthy; try again later.
+    Wait(String),
+    /// Recreate this pod from the current template.
+    DeletePod { pod: String, reason: String },
+    /// Restart PostgreSQL in place (its agent's `POST /restart`).
+    Restart { pod: String, reason: String },
+    /// Ask the primary's agent to hand over.
+    Switchover {
+        from: String,
+        to: String,
+        reason: String,
+    },
+}
+
+impl Step {
+    /// A sentence for status and Events while a change rolls.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            Step::Idle => None,
+            Step::Wait(r) => Some(r.clone()),
+            Step::DeletePod { pod, reason } => Some(format!("recreating {pod}: {reason}")),
+            Step::Restart { pod, reason } => Some(format!("restarting {pod}: {reason}")),
+            Step::Switchover { from, to, reason } => {
+                Some(format!("switching over from {from} to {to}: {reason}"))
+            }
+        }
+    }
+}
+
+/// The best switchover target: ready, streaming, eligible; up to date and without a pending
+/// restart when possible; the lowest ordinal among equals (stable, predictable).
+fn target<'a>(
+    members: &'a [Member],
+    primary: &str,
+    allowed: impl Fn(&Member) -> bool,
+) -> Option<&'a Member> {
+    members
+        .iter()
+        .filter(|m| m.name != primary && m.ready && m.streaming && !m.nofailover && allowed(m))
+        .min_by_key(|m| (!m.updated, m.pending_restart, ordinal(&m.name)))
+}
+
+/// The next rolling step for `members` (every pod of the cluster) with `primary` in charge.
+pub fn next_step(members: &[Member], primary: Option<&str>) -> Step {
+    let outdated = members.iter().any(|m| !m.updated);
+    let pending = members.iter().any(|m| m.pending_restart);
+    if !outdated && !pending {
+        return Step::Idle;
+    }
+    let Some(primary) = primary else {
+        return Step::Wait("waiting for a primary before rolling".into());
+    };
+    if let Some(m) = members
+        .iter()
+        .find(|m| !m.ready || (m.name != primary && !m.streaming))
+    {
+        return Step::Wait(format!("waiting for {} to be ready and streaming", m.name));
+    }
+    let mut replicas: Vec<&Member> = members.iter().filter(|m| m.name != primary).collect();
+    // Highest ordinal first, like a StatefulSet's own rolling update.
+    replicas.sort_by_key(|m| std::cmp::Reverse(ordinal(&m.name)));
+    if let Some(m) = replicas.iter().find(|m| !m.updated) {
+        return Step::DeletePod {
+            pod: m.name.clone(),
+            reason: "replica runs an old pod template".into(),
+        };
+    }
+    if let Some(m) = replicas.iter().find(|m| m.pending_restart) {
+        return Step::Restart {
+            pod: m.name.clone(),
+            reason: "replica has parameters pending a restart".into(),
+        };
+    }
+    let Some(me) = members.iter().find(|m| m.name == primary) else {
+        return Step::Wait(format!("primary {primary} has no pod"));
+    };
+    if !me.updated || me.pending_restart {
+        let why = if !me.updated {
+            "primary runs an old pod template"
+        } else {
+            "primary has parameters pending a restart"
+        };
+        if members.len() == 1 {
+            // No one to hand over to: the single instance goes down either way.
+            return if me.updated {
+                Step::Restart {
+                    pod: me.name.clone(),
+                    reason: why.into(),
+                }
+            } else {
+                Step::DeletePod {
+                    pod: me.name.clone(),
+                    reason: why.into(),
+                }
+            };
+        }
+        return match target(members, primary, |m| m.updated && !m.pending_restart) {
+            Some(t) => Step::Switchover {
+                from: primary.into(),
+                to: t.name.clone(),
+                reason: why.into(),
+            },
+            None => Step::Wait(format!(
+                "{why}; waiting for an up-to-date replica to take over"
+            )),
+        };
+    }
+    Step::Idle
+}
+
+/// How many pods the StatefulSet may have now: `instances`, unless that would remove the
+/// primary; then the current count stays and a switchover to a surviving replica comes first.
+pub fn replicas_and_step(
+    instances: i32,
+    current: i32,
+    members: &[Member],
+    primary: Option<&str>,
+) -> (i32, Option<Step>) {
+    let Some(primary) = primary else {
+        return (instances.max(current.min(instances)), None);
+    };
+    let p = ordinal(primary);
+    if (p as i64) < instances as i64 {
+        return (instances, None);
+    }
+    let keep = current.max(p as i32 + 1);
+    let step = match target(members, primary, |m| {
+        (ordinal(&m.name) as i64) < instances as i64
+    }) {
+        Some(t) => Step::Switchover {
+            from: primary.into(),
+            to: t.name.clone(),
+            reason: format!("scaling to {instances} instances removes the primary"),
+        },
+        None => Step::Wait(format!(
+            "scaling to {instances} would remove primary {primary}; waiting for a replica to take over"
+        )),
+    };
+    (keep, Some(step))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(name: &str) -> Member {
+        Member {
+            name: name.into(),
+            ready: true,
+            streaming: true,
+            updated: true,
+            pending_restart: false,
+            nofailover: false,
+        }
+    }
+
+    #[test]
+    fn nothing_to_do_when_everyone_is_current() {
+        assert_eq!(next_step(&[m("c-0"), m("c-1")], Some("c-0")), Step::Idle);
+    }
+
+    #[test]
+    fn replicas_roll_first_highest_ordinal_first() {
+        let mut ms = vec![m("c-0"), m("c-1"), m("c-2")];
+        for x in &mut ms {
+            x.updated = false;
+        }
+        assert_eq!(
+            next_step(&ms, Some("c-1")),
+            Step::DeletePod {
+                pod: "c-2".into(),
+                reason: "replica runs an old pod template".into()
+            }
+        );
+        ms[2].updated = true;
+        assert!(matches!(next_step(&ms, Some("c-1")), Step::DeletePod { pod, .. } if pod == "c-0"));
+    }
+
+    #[test]
+    fn one_down_at_a_time() {
+        let mut ms = vec![m("c-0"), m("c-1"), m("c-2")];
+        ms[1].updated = false;
+        ms[2].ready = false;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Wait(r) if r.contains("c-2")));
+        ms[2].ready = true;
+        ms[2].streaming = false;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Wait(_)));
+    }
+
+    #[test]
+    fn the_primary_goes_last_after_a_switchover_to_an_updated_replica() {
+        let mut ms = vec![m("c-0"), m("c-1"), m("c-2")];
+        ms[0].updated = false;
+        ms[2].nofailover = true;
+        assert_eq!(
+            next_step(&ms, Some("c-0")),
+            Step::Switchover {
+                from: "c-0".into(),
+                to: "c-1".into(),
+                reason: "primary runs an old pod template".into()
+            }
+        );
+        // After the switchover the old primary is an outdated replica: recreated next.
+        assert!(matches!(next_step(&ms, Some("c-1")), Step::DeletePod { pod, .. } if pod == "c-0"));
+    }
+
+    #[test]
+    fn pending_restarts_restart_replicas_then_switch_over() {
+        let mut ms = vec![m("c-0"), m("c-1")];
+        ms[0].pending_restart = true;
+        ms[1].pending_restart = true;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Restart { pod, .. } if pod == "c-1"));
+        ms[1].pending_restart = false;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Switchover { to, .. } if to == "c-1"));
+    }
+
+    #[test]
+    fn no_eligible_target_means_waiting_not_an_outage() {
+        let mut ms = vec![m("c-0"), m("c-1")];
+        ms[0].updated = false;
+        ms[1].nofailover = true;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Wait(_)));
+    }
+
+    #[test]
+    fn scaling_down_switches_over_before_removing_the_primary() {
+        let ms: Vec<Member> = (0..5).map(|i| m(&format!("c-{i}"))).collect();
+        let (n, step) = replicas_and_step(2, 5, &ms, Some("c-3"));
+        assert_eq!(n, 5);
+        assert!(matches!(step, Some(Step::Switchover { to, .. }) if to == "c-0"));
+        assert_eq!(replicas_and_step(2, 5, &ms, Some("c-1")), (2, None));
+        assert_eq!(replicas_and_step(5, 3, &ms, Some("c-0")), (5, None));
+    }
+}

@@ -1,0 +1,426 @@
+//! The cluster's status from what the operator observed (pods, their member annotations, the
+//! Lease holder, the timeline history): pure. Conditions keep their `lastTransitionTime` unless
+//! their status flips.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::PostgresCluster;
+use crate::api::cluster::{InstanceStatus, PostgresClusterStatus, PrimaryChange};
+use crate::api::member::{MemberRole, MemberStatus};
+use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER};
+use crate::api::state::HistoryEntry;
+
+/// Condition types.
+pub const READY: &str = "Ready";
+pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
+pub const SPEC_VALID: &str = "SpecValid";
+pub const PROGRESSING: &str = "Progressing";
+
+/// Everything the status is made from.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub pods: Vec<Pod>,
+    pub lease_holder: Option<String>,
+    pub history: Vec<HistoryEntry>,
+    pub update_revision: Option<String>,
+    /// `Err(message)` when the spec cannot be satisfied.
+    pub spec_problem: Option<String>,
+    /// What a rolling change is doing now, if one is under way.
+    pub rolling: Option<String>,
+}
+
+/// A pod's member status, if its annotation parses.
+pub fn member_status(pod: &Pod) -> Option<MemberStatus> {
+    let raw = pod.metadata.annotations.as_ref()?.get(ANNOTATION_STATUS)?;
+    MemberStatus::parse(raw).ok()
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether the pod runs the StatefulSet's newest template.
+pub fn pod_updated(pod: &Pod, update_revision: Option<&str>) -> bool {
+    let revision = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("controller-revision-hash"));
+    match (revision, update_revision) {
+        (Some(r), Some(u)) => r == u,
+        _ => true,
+    }
+}
+
+/// The primary: the Lease holder, if its pod exists and its agent reports itself primary.
+pub fn primary(observed: &Observed) -> Option<String> {
+    let holder = observed.lease_holder.as_deref()?;
+    observed
+        .pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(holder))
+        .and_then(member_status)
+        .filter(|s| s.role == MemberRole::Primary)
+        .map(|_| holder.to_string())
+}
+
+fn primary_change(history: &[HistoryEntry], switchover: bool) -> Option<PrimaryChange> {
+    let index = history
+        .iter()
+        .rposition(|h| h.is_switchover() == switchover)?;
+    let entry = &history[index];
+    let from = index
+        .checked_sub(1)
+        .map(|i| history[i].4.clone())
+        .filter(|s| !s.is_empty());
+    let time = entry.3.parse::<jiff::Timestamp>().ok()?;
+    Some(PrimaryChange {
+        from,
+        to: entry.4.clone(),
+        timeline: i64::from(entry.0) + 1,
+        time: Time(time),
+    })
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> (String, bool, String, String) {
+    (type_.into(), ok, reason.into(), message)
+}
+
+/// Merge new condition values into the old list: `lastTransitionTime` moves only on a flip.
+pub fn merge_conditions(
+    old: &[Condition],
+    new: Vec<(String, bool, String, String)>,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    new.into_iter()
+        .map(|(type_, ok, reason, message)| {
+            let status = if ok { "True" } else { "False" }.to_string();
+            let previous = old.iter().find(|c| c.type_ == type_);
+            let last_transition_time = match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => now.clone(),
+            };
+            Condition {
+                type_,
+                status,
+                reason,
+                message,
+                observed_generation: generation,
+                last_transition_time,
+            }
+        })
+        .collect()
+}
+
+pub fn compute(
+    cluster: &PostgresCluster,
+    observed: &Observed,
+    now: &Time,
+) -> PostgresClusterStatus {
+    let old = cluster.status.clone().unwrap_or_default();
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let primary = primary(observed);
+    let primary_lsn = primary
+        .as_deref()
+        .and_then(|p| {
+            observed
+                .pods
+                .iter()
+                .find(|x| x.metadata.name.as_deref() == Some(p))
+        })
+        .and_then(member_status)
+        .and_then(|s| s.xlog_location);
+    let mut instances: Vec<InstanceStatus> = observed
+        .pods
+        .iter()
+        .map(|pod| {
+            let status = member_status(pod);
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            let role = status.as_ref().and_then(|s| match s.role {
+                MemberRole::Primary if primary.as_deref() == Some(pod_name.as_str()) => {
+                    Some("primary".to_string())
+                }
+                MemberRole::Replica => Some("replica".to_string()),
+                _ => None,
+            });
+            let lag = match (
+                &role,
+                primary_lsn,
+                status.as_ref().and_then(|s| s.xlog_location),
+            ) {
+                (Some(r), Some(p), Some(mine)) if r == "replica" => {
+                    Some(p.saturating_sub(mine) as i64)
+                }
+                _ => None,
+            };
+            InstanceStatus {
+                name: pod_name,
+                role,
+                state: status
+                    .as_ref()
+                    .and_then(|s| serde_json::to_value(s.state).ok())
+                    .and_then(|v| v.as_str().map(str::to_string)),
+                timeline: status.as_ref().and_then(|s| s.timeline).map(i64::from),
+                lag_bytes: lag,
+                ready: pod_ready(pod),
+                pending_restart: status.as_ref().is_some_and(|s| s.pending_restart),
+                updated: pod_updated(pod, observed.update_revision.as_deref()),
+            }
+        })
+        .collect();
+    instances.sort_by(|a, b| ordinal(&a.name).cmp(&ordinal(&b.name)));
+    let ready = instances.iter().filter(|i| i.ready).count() as i32;
+    let desired = cluster.spec.instances;
+    let timeline = primary
+        .as_ref()
+        .and_then(|p| instances.iter().find(|i| &i.name == p))
+        .and_then(|i| i.timeline);
+
+    let phase = if observed.spec_problem.is_some() {
+        "Invalid"
+    } else if cluster.spec.pause {
+        "Paused"
+    } else if primary.is_none() {
+        if observed.history.is_empty() && instances.iter().all(|i| i.role.is_none()) {
+            "Creating"
+        } else {
+            "NoPrimary"
+        }
+    } else if observed.rolling.is_some() {
+        "Updating"
+    } else if ready == desired && instances.len() as i32 == desired {
+        "Healthy"
+    } else {
+        "Degraded"
+    };
+
+    let conditions = merge_conditions(
+        &old.conditions,
+        vec![
+            condition(
+                READY,
+                ready == desired && instances.len() as i32 == desired,
+                if ready == desired {
+                    "AllInstancesReady"
+                } else {
+                    "InstancesNotReady"
+                },
+                format!("{ready} of {desired} instances are ready"),
+            ),
+            condition(
+                PRIMARY_AVAILABLE,
+                primary.is_some(),
+                if primary.is_some() {
+                    "PrimaryRunning"
+                } else {
+                    "NoPrimary"
+                },
+                match &primary {
+                    Some(p) => format!("{p} holds the leader lease and runs as primary"),
+                    None => "no instance holds the leader lease and runs as primary".into(),
+                },
+            ),
+            condition(
+                SPEC_VALID,
+                observed.spec_problem.is_none(),
+                if observed.spec_problem.is_none() {
+                    "Valid"
+                } else {
+                    "Invalid"
+                },
+                observed
+                    .spec_problem
+                    .clone()
+                    .unwrap_or_else(|| "the spec can be satisfied".into()),
+            ),
+            condition(
+                PROGRESSING,
+                observed.rolling.is_some(),
+                if observed.rolling.is_some() {
+                    "RollingUpdate"
+                } else {
+                    "UpToDate"
+                },
+                observed
+                    .rolling
+                    .clone()
+                    .unwrap_or_else(|| "every instance runs the current spec".into()),
+            ),
+        ],
+        cluster.metadata.generation,
+        now,
+    );
+
+    PostgresClusterStatus {
+        observed_generation: cluster.metadata.generation,
+        instances: instances.len() as i32,
+        ready_instances: ready,
+        current_primary: primary,
+        timeline,
+        phase: Some(phase.into()),
+        selector: Some(format!("{LABEL_CLUSTER}={name}")),
+        instances_status: instances,
+        last_failover: primary_change(&observed.history, false).or(old.last_failover),
+        last_switchover: primary_change(&observed.history, true).or(old.last_switchover),
+        conditions,
+    }
+}
+
+/// The ordinal of a StatefulSet pod name (`main-2` → 2); unknown names sort last.
+pub fn ordinal(pod: &str) -> u32 {
+    pod.rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::build::fixtures::cluster;
+
+    pub(crate) fn pod(name: &str, role: &str, lsn: u64, ready: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"controller-revision-hash": "r1"}, "annotations": {
+                ANNOTATION_STATUS: serde_json::json!({
+                    "conn_url": "postgres://10.0.0.1:5432/postgres", "api_url": "http://10.0.0.1:8008/patroni",
+                    "state": "running", "role": role, "xlog_location": lsn, "timeline": 2, "version": "0.1.0"
+                }).to_string()
+            }},
+            "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Time {
+        Time("2026-11-26T03:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn a_healthy_cluster_reports_its_primary_lag_and_ready_count() {
+        let c = cluster(serde_json::json!({"instances": 3}));
+        let observed = Observed {
+            pods: vec![
+                pod("main-1", "replica", 900, true),
+                pod("main-0", "primary", 1000, true),
+                pod("main-2", "replica", 1000, true),
+            ],
+            lease_holder: Some("main-0".into()),
+            history: vec![HistoryEntry(
+                1,
+                100,
+                "no recovery target specified".into(),
+                "2026-11-26T02:00:00Z".into(),
+                "main-0".into(),
+            )],
+            update_revision: Some("r1".into()),
+            ..Default::default()
+        };
+        let s = compute(&c, &observed, &now());
+        assert_eq!(s.phase.as_deref(), Some("Healthy"));
+        assert_eq!(s.current_primary.as_deref(), Some("main-0"));
+        assert_eq!(s.ready_instances, 3);
+        assert_eq!(s.timeline, Some(2));
+        let names: Vec<_> = s.instances_status.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["main-0", "main-1", "main-2"]);
+        assert_eq!(s.instances_status[1].lag_bytes, Some(100));
+        assert_eq!(s.instances_status[1].role.as_deref(), Some("replica"));
+        assert!(s.instances_status.iter().all(|i| i.updated));
+        let f = s.last_failover.unwrap();
+        assert_eq!((f.to.as_str(), f.timeline), ("main-0", 2));
+        assert!(s.last_switchover.is_none());
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        );
+    }
+
+    #[test]
+    fn a_primary_pod_without_the_lease_is_not_the_primary() {
+        let c = cluster(serde_json::json!({"instances": 2}));
+        let observed = Observed {
+            pods: vec![
+                pod("main-0", "primary", 1000, true),
+                pod("main-1", "replica", 1000, true),
+            ],
+            lease_holder: Some("main-1".into()),
+            history: vec![HistoryEntry(
+                1,
+                1,
+                "x".into(),
+                "2026-11-26T02:00:00Z".into(),
+                "main-0".into(),
+            )],
+            ..Default::default()
+        };
+        let s = compute(&c, &observed, &now());
+        assert_eq!(s.current_primary, None);
+        assert_eq!(s.phase.as_deref(), Some("NoPrimary"));
+        assert_eq!(s.instances_status[0].role, None);
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_a_flip() {
+        let t0 = Time("2026-11-26T01:00:00Z".parse().unwrap());
+        let first = merge_conditions(
+            &[],
+            vec![condition(READY, true, "A", "m".into())],
+            Some(1),
+            &t0,
+        );
+        let same = merge_conditions(
+            &first,
+            vec![condition(READY, true, "B", "n".into())],
+            Some(2),
+            &now(),
+        );
+        assert_eq!(same[0].last_transition_time, t0);
+        assert_eq!(same[0].reason, "B");
+        let flipped = merge_conditions(
+            &same,
+            vec![condition(READY, false, "C", "o".into())],
+            Some(2),
+            &now(),
+        );
+        assert_eq!(flipped[0].last_transition_time, now());
+    }
+
+    #[test]
+    fn switchovers_and_failovers_are_told_apart() {
+        let h = vec![
+            HistoryEntry(
+                1,
+                1,
+                "no recovery target specified".into(),
+                "2026-11-26T01:00:00Z".into(),
+                "main-1".into(),
+            ),
+            HistoryEntry(
+                2,
+                2,
+                "switchover".into(),
+                "2026-11-26T02:00:00Z".into(),
+                "main-2".into(),
+            ),
+        ];
+        let s = primary_change(&h, true).unwrap();
+        assert_eq!(
+            (s.from.as_deref(), s.to.as_str(), s.timeline),
+            (Some("main-1"), "main-2", 3)
+        );
+        let f = primary_change(&h, false).unwrap();
+        assert_eq!((f.from, f.to.as_str()), (None, "main-1"));
+    }
+}

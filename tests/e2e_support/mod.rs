@@ -1,0 +1,327 @@
+//! End-to-end harness: a full single-node Kubernetes (`e2e/cluster up`), the chart installed
+//! with `helm install` (e2e/e2e.sh does both), and `PostgresCluster` objects applied with
+//! kubectl like a user would. Each test gets a fresh namespace, deleted when it ends (kept with
+//! `PGWARDEN_E2E_KEEP=1`). Faults are real: pod deletion, kill -9 and SIGSTOP of the pod's
+//! processes from the host (they are host processes, found by the pod identity in their
+//! environment).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use pgwarden::api::PostgresCluster;
+use serde_json::Value;
+
+pub const IMAGE: &str = "pgwarden.local/postgres:15";
+
+/// Run kubectl; `Ok(stdout)` on success, `Err(stderr)` otherwise.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl on PATH (eval \"$(e2e/cluster env)\")");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+pub fn log(msg: impl AsRef<str>) {
+    eprintln!("[{}] {}", jiff::Timestamp::now().strftime("%H:%M:%S%.3f"), msg.as_ref());
+}
+
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f().await {
+            log(format!("ok: {what} ({:.1}s)", start.elapsed().as_secs_f64()));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// One `PostgresCluster` in its own namespace.
+pub struct Pg {
+    pub client: Client,
+    pub ns: String,
+    pub name: String,
+    own_namespace: bool,
+}
+
+impl Pg {
+    /// Create namespace `ns` (unless it is `default`) and apply a cluster with `spec_yaml`
+    /// (indented two spaces, under `spec:`).
+    pub async fn create(ns: &str, name: &str, spec_yaml: &str) -> Pg {
+        let client = Client::try_default().await.expect("KUBECONFIG names the test bed");
+        let own_namespace = ns != "default";
+        if own_namespace {
+            let _ = kubectl(&["delete", "namespace", ns, "--wait=true", "--ignore-not-found"], None);
+            kubectl(&["create", "namespace", ns], None).expect("create namespace");
+        }
+        let pg = Pg { client, ns: ns.into(), name: name.into(), own_namespace };
+        pg.apply(spec_yaml).expect("the cluster is accepted");
+        pg
+    }
+
+    /// A handle on a cluster that exists (or will be applied by the caller) in `ns`.
+    pub async fn existing(ns: &str, name: &str) -> Pg {
+        let client = Client::try_default().await.expect("KUBECONFIG names the test bed");
+        Pg { client, ns: ns.into(), name: name.into(), own_namespace: false }
+    }
+
+    pub fn manifest(&self, spec_yaml: &str) -> String {
+        format!(
+            "apiVersion: pgwarden.io/v1alpha1\nkind: PostgresCluster\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n{}\n",
+            self.name, self.ns, spec_yaml
+        )
+    }
+
+    pub fn apply(&self, spec_yaml: &str) -> Result<String, String> {
+        kubectl(&["apply", "-f", "-"], Some(&self.manifest(spec_yaml)))
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        kubectl(&all, None)
+    }
+
+    pub async fn cluster(&self) -> PostgresCluster {
+        Api::<PostgresCluster>::namespaced(self.client.clone(), &self.ns)
+            .get(&self.name)
+            .await
+            .expect("cluster exists")
+    }
+
+    pub async fn pods(&self) -> Vec<Pod> {
+        let mut pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!("pgwarden.io/cluster={}", self.name)))
+            .await
+            .expect("list pods")
+            .items;
+        pods.sort_by_key(|p| p.metadata.name.clone());
+        pods
+    }
+
+    pub async fn pod_ip(&self, pod: &str) -> String {
+        let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns).get(pod).await.expect("pod");
+        p.status.and_then(|s| s.pod_ip).expect("pod has an IP")
+    }
+
+    /// Pods labelled with `role`.
+    pub async fn labelled(&self, role: &str) -> BTreeSet<String> {
+        self.pods()
+            .await
+            .into_iter()
+            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("pgwarden.io/role")).map(String::as_str) == Some(role))
+            .filter_map(|p| p.metadata.name)
+            .collect()
+    }
+
+    /// Ready endpoints of a Service, by pod name.
+    pub async fn endpoints(&self, service: &str) -> BTreeSet<String> {
+        let slices = Api::<EndpointSlice>::namespaced(self.client.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
+            .await
+            .expect("list endpointslices");
+        slices
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+            .filter_map(|e| e.target_ref.as_ref().and_then(|t| t.name.clone()))
+            .collect()
+    }
+
+    pub async fn service_ip(&self, service: &str) -> String {
+        Api::<Service>::namespaced(self.client.clone(), &self.ns)
+            .get(service)
+            .await
+            .expect("service")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("cluster ip")
+    }
+
+    pub async fn secret(&self, name: &str, key: &str) -> String {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns).get(name).await.expect("secret");
+        String::from_utf8(s.data.expect("data")[key].0.clone()).expect("utf8")
+    }
+
+    pub async fn status(&self) -> Value {
+        serde_json::to_value(self.cluster().await.status).unwrap_or(Value::Null)
+    }
+
+    pub async fn primary(&self) -> Option<String> {
+        self.cluster().await.status.and_then(|s| s.current_primary)
+    }
+
+    /// Wait for `n` ready instances, a primary, the Services routing to exactly the labelled pods.
+    pub async fn wait_healthy(&self, n: i32, limit: Duration) -> String {
+        let what = format!("{}/{} healthy with {n} instances", self.ns, self.name);
+        wait_until(limit, &what, || async {
+            let Some(s) = self.cluster().await.status else { return false };
+            let Some(primary) = s.current_primary.clone() else { return false };
+            if s.ready_instances != n || s.instances != n {
+                return false;
+            }
+            let rw = self.endpoints(&format!("{}-rw", self.name)).await;
+            let ro = self.endpoints(&format!("{}-ro", self.name)).await;
+            rw == BTreeSet::from([primary.clone()]) && ro.len() as i32 == n - 1 && !ro.contains(&primary)
+        })
+        .await;
+        self.primary().await.expect("primary")
+    }
+
+    /// Connect as the app user through a Service IP.
+    pub async fn connect_service(&self, service: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let ip = self.service_ip(&format!("{}-{service}", self.name)).await;
+        let pw = self.secret(&format!("{}-app", self.name), "password").await;
+        connect(&ip, "app", &pw, "app").await
+    }
+
+    /// Connect as the superuser to one pod.
+    pub async fn connect_pod(&self, pod: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let ip = self.pod_ip(pod).await;
+        let pw = self.secret(&format!("{}-superuser", self.name), "password").await;
+        connect(&ip, "postgres", &pw, "postgres").await
+    }
+
+    /// Host PIDs of the pod's container processes (agent, postgres and its children).
+    pub fn pod_pids(&self, pod: &str) -> Vec<i32> {
+        pids_with_env(&[("POD_NAMESPACE", &self.ns), ("POD_NAME", pod)])
+    }
+
+    /// Host PID of the pod's agent.
+    pub fn agent_pid(&self, pod: &str) -> Option<i32> {
+        self.pod_pids(pod).into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                    args.len() >= 2 && args[0].ends_with(b"pgwarden") && args[1] == b"agent"
+                })
+                .unwrap_or(false)
+        })
+    }
+
+    pub async fn delete(self) {
+        if std::env::var("PGWARDEN_E2E_KEEP").is_ok() {
+            return;
+        }
+        let _ = kubectl(&["-n", &self.ns, "delete", "postgrescluster", &self.name, "--wait=true", "--timeout=120s"], None);
+        if self.own_namespace {
+            let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=180s"], None);
+        }
+    }
+}
+
+pub async fn connect(host: &str, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host).port(5432).user(user).password(password).dbname(db).connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// PIDs of host processes whose environment holds every `(key, value)`.
+pub fn pids_with_env(wanted: &[(&str, &str)]) -> Vec<i32> {
+    let mut out = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
+        let all = wanted.iter().all(|(k, v)| {
+            let want = format!("{k}={v}");
+            vars.iter().any(|x| *x == want.as_bytes())
+        });
+        if all {
+            out.push(pid);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) with a plain pid and signal number.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// A writer through the `-rw` Service: inserts increasing ids every 10 ms, reconnecting after
+/// errors, and remembers every id whose commit was acknowledged.
+pub struct Writer {
+    pub acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub async fn start(pg: &Pg, table: &str) -> Writer {
+        let ip = pg.service_ip(&format!("{}-rw", pg.name)).await;
+        let pw = pg.secret(&format!("{}-app", pg.name), "password").await;
+        let c = connect(&ip, "app", &pw, "app").await.expect("connect through -rw");
+        c.batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY)")).await.expect("create table");
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, s, table) = (acked.clone(), stop.clone(), table.to_string());
+        let task = tokio::spawn(async move {
+            let mut client: Option<tokio_postgres::Client> = Some(c);
+            let mut id = 0i64;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if client.is_none() {
+                    client = connect(&ip, "app", &pw, "app").await.ok();
+                }
+                if let Some(c) = &client {
+                    id += 1;
+                    let r = tokio::time::timeout(
+                        Duration::from_secs(3),
+                        c.execute(&format!("INSERT INTO {table} VALUES ($1)"), &[&id]),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => a.lock().unwrap().push(id),
+                        _ => client = None,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Writer { acked, stop, task }
+    }
+
+    pub fn count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    pub async fn stop(self) -> Vec<i64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        self.acked.lock().unwrap().clone()
+    }
+}
