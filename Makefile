@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: bench integration test lint fmt-check clippy unit crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: e2e bench integration test lint fmt-check clippy unit crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), then
@@ -69,8 +69,12 @@ image: release
 	e2e/cluster image build pgwarden
 
 ## Bring up the local Kubernetes (unless KUBECONFIG names a cluster) and show it.
-demo:
+demo: release
 	@e2e/demo.sh
+
+## End-to-end tier: the full test bed, the chart installed with helm, the scenarios in tests/e2e.rs.
+e2e: release
+	@$(TIMED) "end-to-end tests (operator, chart, real pods)" e2e/e2e.sh
 
 ## Benchmarks: pgwarden beside real Patroni (PyPI, in a venv under the cache) on one apiserver;
 ## writes BENCHMARKS.md.

@@ -31,6 +31,21 @@ mod tests {
         );
     }
 
+    /// Helm installs the chart's copy; it must be the same bytes as `crds/`.
+    #[test]
+    fn the_charts_crd_matches_the_types() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/pgwarden/crds/pgwarden.io_postgresclusters.yaml"
+        );
+        let committed = std::fs::read_to_string(path).expect("the chart carries the CRD");
+        let generated = crd_yaml().expect("the CRD renders");
+        assert!(
+            committed == generated,
+            "charts/pgwarden/crds/ drifted from the Rust types; run `make crds`"
+        );
+    }
+
     #[test]
     fn crd_carries_the_contract() {
         let crd = PostgresCluster::crd();

@@ -12,19 +12,31 @@ use e2e_support::*;
 const MIN: Duration = Duration::from_secs(60);
 
 fn spec(instances: i32, extra: &str) -> String {
-    format!("  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 100Mi}}\n{extra}")
+    format!(
+        "  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 100Mi}}\n{extra}"
+    )
 }
 
 /// Write a row through `-rw`, read it back through `-ro` once replicated.
 async fn write_and_read_back(pg: &Pg, table: &str) {
     let rw = pg.connect_service("rw").await.expect("connect through -rw");
-    rw.batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (v text); INSERT INTO {table} VALUES ('hello')"))
-        .await
-        .expect("write through -rw");
+    rw.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (v text); INSERT INTO {table} VALUES ('hello')"
+    ))
+    .await
+    .expect("write through -rw");
     wait_until(MIN, "the row through -ro", || async {
-        let Ok(ro) = pg.connect_service("ro").await else { return false };
-        let Ok(rows) = ro.query(&format!("SELECT v FROM {table}"), &[]).await else { return false };
-        let in_recovery: bool = ro.query_one("SELECT pg_is_in_recovery()", &[]).await.map(|r| r.get(0)).unwrap_or(false);
+        let Ok(ro) = pg.connect_service("ro").await else {
+            return false;
+        };
+        let Ok(rows) = ro.query(&format!("SELECT v FROM {table}"), &[]).await else {
+            return false;
+        };
+        let in_recovery: bool = ro
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(false);
         in_recovery && rows.len() == 1
     })
     .await;
@@ -35,17 +47,25 @@ async fn write_and_read_back(pg: &Pg, table: &str) {
 #[tokio::test]
 #[ignore]
 async fn demo_is_ready_and_the_services_route_by_role() {
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.yaml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.yaml"))
+            .unwrap();
     kubectl(&["apply", "-f", "-"], Some(&manifest)).expect("examples/demo.yaml applies");
     let pg = Pg::existing("default", "demo").await;
     let primary = pg.wait_healthy(3, 5 * MIN).await;
     let table = kubectl(&["get", "pgc", "demo", "-n", "default"], None).unwrap();
     log(format!("kubectl get pgc:\n{table}"));
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "INSTANCES", "READY", "PRIMARY", "PHASE", "AGE"]);
+    assert_eq!(
+        header,
+        ["NAME", "INSTANCES", "READY", "PRIMARY", "PHASE", "AGE"]
+    );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..5], ["demo", "3", "3", primary.as_str(), "Healthy"]);
-    assert_eq!(pg.endpoints("demo-rw").await, BTreeSet::from([primary.clone()]));
+    assert_eq!(
+        pg.endpoints("demo-rw").await,
+        BTreeSet::from([primary.clone()])
+    );
     let ro = pg.endpoints("demo-ro").await;
     assert_eq!(ro.len(), 2);
     assert!(!ro.contains(&primary));
@@ -70,18 +90,38 @@ async fn deleting_the_primary_pod_fails_over_and_it_returns_as_a_replica() {
     let writer = Writer::start(&pg, "t").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     log(format!("deleting primary pod {old}"));
-    pg.kubectl(&["delete", "pod", &old, "--wait=false"]).unwrap();
-    wait_until(2 * MIN, "a new primary", || async { pg.primary().await.is_some_and(|p| p != old) }).await;
+    pg.kubectl(&["delete", "pod", &old, "--wait=false"])
+        .unwrap();
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
     let new = pg.primary().await.unwrap();
     let before = writer.count();
-    wait_until(MIN, "writes through -rw on the new primary", || async { writer.count() > before + 20 }).await;
+    wait_until(MIN, "writes through -rw on the new primary", || async {
+        writer.count() > before + 20
+    })
+    .await;
     let primary = pg.wait_healthy(3, 5 * MIN).await;
-    assert_eq!(primary, new, "the returning pod did not take the primary back");
-    assert!(pg.labelled("replica").await.contains(&old), "{old} is back as a replica");
+    assert_eq!(
+        primary, new,
+        "the returning pod did not take the primary back"
+    );
+    assert!(
+        pg.labelled("replica").await.contains(&old),
+        "{old} is back as a replica"
+    );
     let acked = writer.stop().await;
     let c = pg.connect_service("rw").await.unwrap();
-    let n: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
-    log(format!("{} writes acknowledged, {n} rows on the new primary", acked.len()));
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    log(format!(
+        "{} writes acknowledged, {n} rows on the new primary",
+        acked.len()
+    ));
     pg.delete().await;
 }
 
@@ -93,20 +133,39 @@ async fn switchover_by_annotation() {
     let old = pg.wait_healthy(3, 5 * MIN).await;
     let target = pg.labelled("replica").await.into_iter().next().unwrap();
     log(format!("annotating: switchover {old} -> {target}"));
-    pg.kubectl(&["annotate", "pgc", "pg", &format!("pgwarden.io/switchover-to={target}")]).unwrap();
-    wait_until(2 * MIN, "the annotated replica to be primary", || async { pg.primary().await.as_deref() == Some(target.as_str()) }).await;
+    pg.kubectl(&[
+        "annotate",
+        "pgc",
+        "pg",
+        &format!("pgwarden.io/switchover-to={target}"),
+    ])
+    .unwrap();
+    wait_until(2 * MIN, "the annotated replica to be primary", || async {
+        pg.primary().await.as_deref() == Some(target.as_str())
+    })
+    .await;
     let c = pg.cluster().await;
     assert!(
-        !c.metadata.annotations.unwrap_or_default().contains_key("pgwarden.io/switchover-to"),
+        !c.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("pgwarden.io/switchover-to"),
         "the annotation is consumed"
     );
     pg.wait_healthy(3, 3 * MIN).await;
     wait_until(MIN, "status.lastSwitchover", || async {
-        pg.cluster().await.status.and_then(|s| s.last_switchover).is_some_and(|s| s.to == target)
+        pg.cluster()
+            .await
+            .status
+            .and_then(|s| s.last_switchover)
+            .is_some_and(|s| s.to == target)
     })
     .await;
     let events = pg.kubectl(&["get", "events", "-o", "json"]).unwrap();
-    assert!(events.contains(&format!("to {target} as the annotation asked")), "an Event records the switchover");
+    assert!(
+        events.contains(&format!("to {target} as the annotation asked")),
+        "an Event records the switchover"
+    );
     pg.delete().await;
 }
 
@@ -116,38 +175,95 @@ async fn switchover_by_annotation() {
 async fn invalid_specs_are_refused_with_the_field_named() {
     let pg = Pg::create("e2e-invalid", "pg", &spec(1, "")).await;
     let cases: &[(&str, &str)] = &[
-        ("  instances: 0\n  image: x\n  storage: {size: 1Gi}", "spec.instances"),
-        ("  instances: 17\n  image: x\n  storage: {size: 1Gi}", "spec.instances"),
+        (
+            "  instances: 0\n  image: x\n  storage: {size: 1Gi}",
+            "spec.instances",
+        ),
+        (
+            "  instances: 17\n  image: x\n  storage: {size: 1Gi}",
+            "spec.instances",
+        ),
         ("  image: ''\n  storage: {size: 1Gi}", "spec.image"),
         ("  image: x\n  storage: {size: lots}", "spec.storage.size"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 8, loopWait: 4, retryTimeout: 3}", "loopWait + 2*retryTimeout"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 3}", "spec.ha.ttl"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {synchronousMode: sometimes}", "spec.ha.synchronousMode"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {synchronousMode: 'on', synchronousNodeCount: 3}\n  instances: 3", "spec.ha.synchronousNodeCount"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {watchdog: {mode: always}}", "spec.ha.watchdog.mode"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {watchdog: {device: /tmp/wd}}", "spec.ha.watchdog.device"),
-        ("  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 8, watchdog: {safetyMargin: 7}}", "spec.ha.watchdog.safetyMargin"),
-        ("  image: x\n  storage: {size: 1Gi}\n  postgresql: {parameters: {port: '5433'}}", "spec.postgresql.parameters"),
-        ("  image: x\n  storage: {size: 1Gi}\n  postgresql: {parameters: {data_directory: /x}}", "spec.postgresql.parameters"),
-        ("  image: x\n  storage: {size: 1Gi}\n  bootstrap: {database: Bad-Name}", "spec.bootstrap.database"),
-        ("  image: x\n  storage: {size: 1Gi}\n  bootstrap: {roles: [{name: 'x y'}]}", "spec.bootstrap.roles[0].name"),
-        ("  image: x\n  storage: {size: 1Gi}\n  services: {rw: {type: External}}", "spec.services.rw.type"),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 8, loopWait: 4, retryTimeout: 3}",
+            "loopWait + 2*retryTimeout",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 3}",
+            "spec.ha.ttl",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {synchronousMode: sometimes}",
+            "spec.ha.synchronousMode",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {synchronousMode: 'on', synchronousNodeCount: 3}\n  instances: 3",
+            "spec.ha.synchronousNodeCount",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {watchdog: {mode: always}}",
+            "spec.ha.watchdog.mode",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {watchdog: {device: /tmp/wd}}",
+            "spec.ha.watchdog.device",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  ha: {ttl: 8, watchdog: {safetyMargin: 7}}",
+            "spec.ha.watchdog.safetyMargin",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  postgresql: {parameters: {port: '5433'}}",
+            "spec.postgresql.parameters",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  postgresql: {parameters: {data_directory: /x}}",
+            "spec.postgresql.parameters",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {database: Bad-Name}",
+            "spec.bootstrap.database",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {roles: [{name: 'x y'}]}",
+            "spec.bootstrap.roles[0].name",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  services: {rw: {type: External}}",
+            "spec.services.rw.type",
+        ),
     ];
     let probe = Pg::existing("e2e-invalid", "bad").await;
     for (body, field) in cases {
         let err = probe.apply(body).expect_err(&format!("refused: {body}"));
-        assert!(err.contains(field), "the error for\n{body}\nnames {field}: {err}");
+        assert!(
+            err.contains(field),
+            "the error for\n{body}\nnames {field}: {err}"
+        );
         log(format!("refused, naming {field}"));
     }
     // Immutable fields: a change to an existing cluster is refused.
     let immutable: &[(&str, &str)] = &[
-        ("  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 200Mi}", "spec.storage.size is immutable"),
-        ("  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 100Mi}\n  bootstrap: {database: other}", "spec.bootstrap is immutable"),
-        ("  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 100Mi}\n  postgresUID: 26", "spec.postgresUID is immutable"),
+        (
+            "  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 200Mi}",
+            "spec.storage.size is immutable",
+        ),
+        (
+            "  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 100Mi}\n  bootstrap: {database: other}",
+            "spec.bootstrap is immutable",
+        ),
+        (
+            "  instances: 1\n  image: pgwarden.local/postgres:15\n  storage: {size: 100Mi}\n  postgresUID: 26",
+            "spec.postgresUID is immutable",
+        ),
     ];
     for (body, message) in immutable {
         let err = pg.apply(body).expect_err(&format!("refused: {body}"));
-        assert!(err.contains(message), "the error for\n{body}\nsays {message}: {err}");
+        assert!(
+            err.contains(message),
+            "the error for\n{body}\nsays {message}: {err}"
+        );
         log(format!("refused: {message}"));
     }
     pg.delete().await;
@@ -159,22 +275,418 @@ async fn invalid_specs_are_refused_with_the_field_named() {
 async fn deleting_the_cluster_removes_its_children_and_keeps_volumes_on_request() {
     for retain in [false, true] {
         let ns = if retain { "e2e-retain" } else { "e2e-remove" };
-        let pg = Pg::create(ns, "pg", &spec(2, &format!("  storage: {{size: 100Mi, retainOnDelete: {retain}}}\n"))).await;
-        pg.wait_healthy(2, 5 * MIN).await;
-        pg.kubectl(&["delete", "pgc", "pg", "--wait=true", "--timeout=120s"]).unwrap();
-        let kinds = "statefulsets,services,secrets,configmaps,leases.coordination.k8s.io,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pods";
-        wait_until(2 * MIN, &format!("every child of the cluster to be gone ({ns})"), || async {
-            let left = pg.kubectl(&["get", kinds, "-l", "pgwarden.io/cluster=pg", "-o", "name"]).unwrap_or_default();
-            left.trim().is_empty()
-        })
+        let pg = Pg::create(
+            ns,
+            "pg",
+            &spec(
+                2,
+                &format!("  storage: {{size: 100Mi, retainOnDelete: {retain}}}\n"),
+            ),
+        )
         .await;
-        let pvcs = || pg.kubectl(&["get", "pvc", "-o", "name"]).unwrap_or_default();
+        pg.wait_healthy(2, 5 * MIN).await;
+        pg.kubectl(&["delete", "pgc", "pg", "--wait=true", "--timeout=120s"])
+            .unwrap();
+        let kinds = "statefulsets,services,secrets,configmaps,leases.coordination.k8s.io,serviceaccounts,roles,rolebindings,poddisruptionbudgets,pods";
+        wait_until(
+            2 * MIN,
+            &format!("every child of the cluster to be gone ({ns})"),
+            || async {
+                let left = pg
+                    .kubectl(&["get", kinds, "-l", "pgwarden.io/cluster=pg", "-o", "name"])
+                    .unwrap_or_default();
+                left.trim().is_empty()
+            },
+        )
+        .await;
+        let pvcs = || {
+            pg.kubectl(&["get", "pvc", "-o", "name"])
+                .unwrap_or_default()
+        };
         if retain {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            assert_eq!(pvcs().lines().count(), 2, "retainOnDelete keeps both volumes");
+            assert_eq!(
+                pvcs().lines().count(),
+                2,
+                "retainOnDelete keeps both volumes"
+            );
         } else {
-            wait_until(MIN, "the volumes to be deleted", || async { pvcs().trim().is_empty() }).await;
+            wait_until(MIN, "the volumes to be deleted", || async {
+                pvcs().trim().is_empty()
+            })
+            .await;
         }
         pg.delete().await;
     }
+}
+
+/// Every acknowledged id is on the (new) primary.
+async fn assert_no_acknowledged_commit_lost(pg: &Pg, table: &str, acked: &[i64]) {
+    let c = pg.connect_service("rw").await.expect("connect through -rw");
+    let rows = c
+        .query(&format!("SELECT id FROM {table}"), &[])
+        .await
+        .unwrap();
+    let present: BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<i64> = acked
+        .iter()
+        .filter(|id| !present.contains(id))
+        .copied()
+        .collect();
+    log(format!(
+        "{} acknowledged commits, {} rows present, {} lost",
+        acked.len(),
+        present.len(),
+        lost.len()
+    ));
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+}
+
+/// 3. kill -9 of the primary's processes inside its pod (kept dying past ttl): a replica takes
+/// over; in synchronous mode no acknowledged commit is lost; the old pod rejoins as a replica.
+#[tokio::test]
+#[ignore]
+async fn killing_the_primary_hard_loses_no_acknowledged_commit_in_synchronous_mode() {
+    let pg = Pg::create(
+        "e2e-kill",
+        "pg",
+        &spec(3, "  ha: {synchronousMode: 'on'}\n"),
+    )
+    .await;
+    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let writer = Writer::start(&pg, "acks").await;
+    wait_until(MIN, "the writer to commit", || async {
+        writer.count() > 100
+    })
+    .await;
+    log(format!("kill -9 of every process of {old}, for 15 s"));
+    let killed = kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
+    assert!(killed > 0, "found the pod's processes on the host");
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
+    let before = writer.count();
+    wait_until(MIN, "writes on the new primary", || async {
+        writer.count() > before + 50
+    })
+    .await;
+    let acked = writer.stop().await;
+    assert_no_acknowledged_commit_lost(&pg, "acks", &acked).await;
+    pg.wait_healthy(3, 5 * MIN).await;
+    assert!(
+        pg.labelled("replica").await.contains(&old),
+        "{old} rejoined as a replica"
+    );
+    pg.delete().await;
+}
+
+/// 4. SIGSTOP of the primary's agent from the host: the softdog in the pod kills postgres before
+/// the Lease expires, a replica takes over, and no sampling round ever sees two writable pods.
+#[tokio::test]
+#[ignore]
+async fn a_frozen_primary_agent_is_fenced_by_the_softdog_before_a_replica_takes_over() {
+    let pg = Pg::create("e2e-freeze", "pg", &spec(3, "")).await;
+    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let sampler = WritableSampler::start(&pg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let agent = pg.agent_pid(&old).expect("the agent's host pid");
+    log(format!("SIGSTOP agent of {old} (host pid {agent})"));
+    signal(agent, libc::SIGSTOP);
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    log(format!("SIGCONT agent of {old}"));
+    signal(agent, libc::SIGCONT);
+    let (rounds, violations, changes) = sampler.stop().await;
+    log(format!(
+        "{rounds} sampling rounds; writable pod over time: {changes:?}"
+    ));
+    assert!(rounds > 50, "the sampler ran");
+    assert!(
+        violations.is_empty(),
+        "two pods accepted writes at once: {violations:?}"
+    );
+    // The old primary went read-only (or away) strictly before the new one became writable.
+    let new = pg.primary().await.unwrap();
+    let old_last = changes
+        .iter()
+        .rposition(|(_, p)| p.as_deref() == Some(old.as_str()));
+    let new_first = changes
+        .iter()
+        .position(|(_, p)| p.as_deref() == Some(new.as_str()));
+    let (Some(o), Some(n)) = (old_last, new_first) else {
+        panic!("sampled both primaries: {changes:?}")
+    };
+    assert!(
+        o < n,
+        "the old primary stopped accepting writes before the promotion: {changes:?}"
+    );
+    let gap = changes[o + 1].0.saturating_sub(Duration::ZERO);
+    log(format!(
+        "old primary fenced at {gap:?}, new primary writable at {:?}",
+        changes[n].0
+    ));
+    pg.wait_healthy(3, 5 * MIN).await;
+    assert!(
+        pg.labelled("replica").await.contains(&old),
+        "{old} rejoined as a replica"
+    );
+    pg.delete().await;
+}
+
+/// 5. Scale 3 → 5 → 2: status and Services follow; scaling down switches over first when the
+/// primary would be removed.
+#[tokio::test]
+#[ignore]
+async fn scaling_up_and_down_keeps_the_primary() {
+    let pg = Pg::create("e2e-scale", "pg", &spec(3, "")).await;
+    pg.wait_healthy(3, 5 * MIN).await;
+    write_and_read_back(&pg, "scale_t").await;
+    pg.kubectl(&["scale", "pgc", "pg", "--replicas=5"])
+        .expect("the scale subresource");
+    pg.wait_healthy(5, 5 * MIN).await;
+    // Put the primary on an ordinal that scaling to 2 removes.
+    pg.kubectl(&["annotate", "pgc", "pg", "pgwarden.io/switchover-to=pg-4"])
+        .unwrap();
+    wait_until(2 * MIN, "pg-4 to be primary", || async {
+        pg.primary().await.as_deref() == Some("pg-4")
+    })
+    .await;
+    pg.wait_healthy(5, 3 * MIN).await;
+    pg.kubectl(&["scale", "pgc", "pg", "--replicas=2"]).unwrap();
+    let primary = pg.wait_healthy(2, 5 * MIN).await;
+    assert!(
+        ["pg-0", "pg-1"].contains(&primary.as_str()),
+        "the primary moved to a surviving instance: {primary}"
+    );
+    let pods: Vec<String> = pg
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(pods, ["pg-0", "pg-1"]);
+    let c = pg.connect_service("rw").await.unwrap();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM scale_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "data survived the scaling");
+    let events = pg.kubectl(&["get", "events", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("removes the primary"),
+        "the switchover before scaling down is an Event"
+    );
+    pg.delete().await;
+}
+
+/// 9. With the operator scaled to 0, a primary failure still fails over and -rw follows (the
+/// agents label themselves; readiness drops the dead pod).
+#[tokio::test]
+#[ignore]
+async fn failover_and_routing_work_while_the_operator_is_down() {
+    let pg = Pg::create("e2e-nooperator", "pg", &spec(3, "")).await;
+    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let scale = |n: &str| {
+        kubectl(
+            &[
+                "-n",
+                "pgwarden-system",
+                "scale",
+                "deployment/pgwarden-operator",
+                &format!("--replicas={n}"),
+            ],
+            None,
+        )
+    };
+    scale("0").expect("scale the operator down");
+    wait_until(MIN, "the operator pods to be gone", || async {
+        kubectl(
+            &[
+                "-n",
+                "pgwarden-system",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=operator",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .is_ok_and(|o| o.trim().is_empty())
+    })
+    .await;
+    let writer = Writer::start(&pg, "t").await;
+    log(format!(
+        "kill -9 of every process of {old}, for 15 s, operator down"
+    ));
+    kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
+    wait_until(2 * MIN, "-rw to route to a new primary", || async {
+        let rw = pg.endpoints("pg-rw").await;
+        rw.len() == 1 && !rw.contains(&old)
+    })
+    .await;
+    let before = writer.count();
+    wait_until(MIN, "writes through -rw", || async {
+        writer.count() > before + 50
+    })
+    .await;
+    writer.stop().await;
+    scale("2").expect("scale the operator up again");
+    pg.wait_healthy(3, 5 * MIN).await;
+    pg.delete().await;
+}
+
+/// 6. A reloadable parameter applies without restarts; a restart-only parameter and an image
+/// change roll replicas first, then a switchover, then the old primary, never more than one
+/// instance down; pending_restart clears.
+#[tokio::test]
+#[ignore]
+async fn parameters_and_image_changes_roll_one_instance_at_a_time() {
+    let pg = Pg::create("e2e-roll", "pg", &spec(3, "")).await;
+    let first = pg.wait_healthy(3, 5 * MIN).await;
+    let start_times = || async {
+        let mut out = vec![];
+        for p in ["pg-0", "pg-1", "pg-2"] {
+            let c = pg.connect_pod(p).await.expect("connect to pod");
+            let t: String = c
+                .query_one("SELECT pg_postmaster_start_time()::text", &[])
+                .await
+                .unwrap()
+                .get(0);
+            out.push(t);
+        }
+        out
+    };
+    let setting = |pod: &'static str, name: &'static str| {
+        let pg = &pg;
+        async move {
+            let c = pg.connect_pod(pod).await.ok()?;
+            c.query_one(&format!("SHOW {name}"), &[])
+                .await
+                .ok()
+                .map(|r| r.get::<_, String>(0))
+        }
+    };
+    // Reloadable.
+    let before = start_times().await;
+    pg.apply(&spec(
+        3,
+        "  postgresql: {parameters: {log_min_duration_statement: '250'}}\n",
+    ))
+    .unwrap();
+    wait_until(
+        MIN,
+        "log_min_duration_statement = 250ms everywhere",
+        || async {
+            for p in ["pg-0", "pg-1", "pg-2"] {
+                if setting(p, "log_min_duration_statement").await.as_deref() != Some("250ms") {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert_eq!(
+        start_times().await,
+        before,
+        "a reloadable parameter restarted nothing"
+    );
+
+    // Restart-only, with a watcher that never sees two instances down.
+    let writer = Writer::start(&pg, "roll_t").await;
+    let watch = {
+        let (client, ns) = (pg.client.clone(), pg.ns.clone());
+        tokio::spawn(async move {
+            let pg = Pg::existing_with(client, &ns, "pg");
+            let mut min_ready = 3;
+            for _ in 0..2400 {
+                let ready = pg
+                    .pods()
+                    .await
+                    .iter()
+                    .filter(|p| {
+                        p.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_some_and(|cs| {
+                                cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                            })
+                    })
+                    .count();
+                min_ready = min_ready.min(ready);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if std::path::Path::new(&format!("/tmp/pgwarden-e2e-stop-{ns}")).exists() {
+                    break;
+                }
+            }
+            min_ready
+        })
+    };
+    pg.apply(&spec(
+        3,
+        "  postgresql: {parameters: {log_min_duration_statement: '250', max_connections: '150'}}\n",
+    ))
+    .unwrap();
+    wait_until(
+        5 * MIN,
+        "max_connections = 150 everywhere and no restart pending",
+        || async {
+            for p in ["pg-0", "pg-1", "pg-2"] {
+                if setting(p, "max_connections").await.as_deref() != Some("150") {
+                    return false;
+                }
+            }
+            pg.cluster()
+                .await
+                .status
+                .is_some_and(|s| s.instances_status.iter().all(|i| !i.pending_restart))
+        },
+    )
+    .await;
+    let after_params = pg.wait_healthy(3, 3 * MIN).await;
+    assert_ne!(
+        after_params, first,
+        "the primary was switched over, not restarted in place"
+    );
+
+    // Image change: pods are recreated, the primary last.
+    pg.apply(&spec(3, "  postgresql: {parameters: {log_min_duration_statement: '250', max_connections: '150'}}\n").replace(IMAGE, &format!("{IMAGE}-b"))).unwrap();
+    wait_until(8 * MIN, "every pod on the new image", || async {
+        let pods = pg.pods().await;
+        pods.len() == 3
+            && pods.iter().all(|p| {
+                p.spec.as_ref().is_some_and(|s| {
+                    s.containers[0].image.as_deref() == Some("pgwarden.local/postgres:15-b")
+                })
+            })
+    })
+    .await;
+    let last = pg.wait_healthy(3, 5 * MIN).await;
+    assert_ne!(
+        last, after_params,
+        "the image change switched over before recreating the primary"
+    );
+    std::fs::write(format!("/tmp/pgwarden-e2e-stop-{}", pg.ns), "").unwrap();
+    let min_ready = watch.await.unwrap();
+    let _ = std::fs::remove_file(format!("/tmp/pgwarden-e2e-stop-{}", pg.ns));
+    assert!(
+        min_ready >= 2,
+        "never more than one instance down (min ready {min_ready})"
+    );
+    let acked = writer.stop().await;
+    assert_no_acknowledged_commit_lost(&pg, "roll_t", &acked).await;
+    let events = pg.kubectl(&["get", "events", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("RollingRestart")
+            && events.contains("RollingUpdate")
+            && events.contains("Switchover")
+    );
+    pg.delete().await;
 }

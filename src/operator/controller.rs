@@ -178,11 +178,21 @@ async fn event(
     reason: &str,
     note: String,
 ) {
+    // The recorder folds events with the same reason and action into one series that keeps
+    // the first note; the action carries the note so different decisions stay apart.
+    let mut action = note.clone();
+    if action.len() > 128 {
+        let mut end = 128;
+        while !action.is_char_boundary(end) {
+            end -= 1;
+        }
+        action.truncate(end);
+    }
     let ev = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
-        action: reason.into(),
+        action,
         secondary: None,
     };
     if let Err(e) = rec.publish(&ev, &cluster.object_ref(&())).await {

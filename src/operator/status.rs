@@ -180,7 +180,7 @@ pub fn compute(
             }
         })
         .collect();
-    instances.sort_by(|a, b| ordinal(&a.name).cmp(&ordinal(&b.name)));
+    instances.sort_by_key(|i| ordinal(&i.name));
     let ready = instances.iter().filter(|i| i.ready).count() as i32;
     let desired = cluster.spec.instances;
     let timeline = primary

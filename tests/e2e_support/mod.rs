@@ -25,13 +25,22 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
     use std::io::Write;
     let mut child = Command::new("kubectl")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl on PATH (eval \"$(e2e/cluster env)\")");
     if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
     }
     let out = child.wait_with_output().unwrap();
     if out.status.success() {
@@ -42,7 +51,11 @@ pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
 }
 
 pub fn log(msg: impl AsRef<str>) {
-    eprintln!("[{}] {}", jiff::Timestamp::now().strftime("%H:%M:%S%.3f"), msg.as_ref());
+    eprintln!(
+        "[{}] {}",
+        jiff::Timestamp::now().strftime("%H:%M:%S%.3f"),
+        msg.as_ref()
+    );
 }
 
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
@@ -53,7 +66,10 @@ where
     let start = Instant::now();
     while start.elapsed() < limit {
         if f().await {
-            log(format!("ok: {what} ({:.1}s)", start.elapsed().as_secs_f64()));
+            log(format!(
+                "ok: {what} ({:.1}s)",
+                start.elapsed().as_secs_f64()
+            ));
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -73,21 +89,53 @@ impl Pg {
     /// Create namespace `ns` (unless it is `default`) and apply a cluster with `spec_yaml`
     /// (indented two spaces, under `spec:`).
     pub async fn create(ns: &str, name: &str, spec_yaml: &str) -> Pg {
-        let client = Client::try_default().await.expect("KUBECONFIG names the test bed");
+        let client = Client::try_default()
+            .await
+            .expect("KUBECONFIG names the test bed");
         let own_namespace = ns != "default";
         if own_namespace {
-            let _ = kubectl(&["delete", "namespace", ns, "--wait=true", "--ignore-not-found"], None);
+            let _ = kubectl(
+                &[
+                    "delete",
+                    "namespace",
+                    ns,
+                    "--wait=true",
+                    "--ignore-not-found",
+                ],
+                None,
+            );
             kubectl(&["create", "namespace", ns], None).expect("create namespace");
         }
-        let pg = Pg { client, ns: ns.into(), name: name.into(), own_namespace };
+        let pg = Pg {
+            client,
+            ns: ns.into(),
+            name: name.into(),
+            own_namespace,
+        };
         pg.apply(spec_yaml).expect("the cluster is accepted");
         pg
     }
 
+    pub fn existing_with(client: Client, ns: &str, name: &str) -> Pg {
+        Pg {
+            client,
+            ns: ns.into(),
+            name: name.into(),
+            own_namespace: false,
+        }
+    }
+
     /// A handle on a cluster that exists (or will be applied by the caller) in `ns`.
     pub async fn existing(ns: &str, name: &str) -> Pg {
-        let client = Client::try_default().await.expect("KUBECONFIG names the test bed");
-        Pg { client, ns: ns.into(), name: name.into(), own_namespace: false }
+        let client = Client::try_default()
+            .await
+            .expect("KUBECONFIG names the test bed");
+        Pg {
+            client,
+            ns: ns.into(),
+            name: name.into(),
+            own_namespace: false,
+        }
     }
 
     pub fn manifest(&self, spec_yaml: &str) -> String {
@@ -125,7 +173,10 @@ impl Pg {
     }
 
     pub async fn pod_ip(&self, pod: &str) -> String {
-        let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns).get(pod).await.expect("pod");
+        let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .get(pod)
+            .await
+            .expect("pod");
         p.status.and_then(|s| s.pod_ip).expect("pod has an IP")
     }
 
@@ -134,7 +185,14 @@ impl Pg {
         self.pods()
             .await
             .into_iter()
-            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("pgwarden.io/role")).map(String::as_str) == Some(role))
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("pgwarden.io/role"))
+                    .map(String::as_str)
+                    == Some(role)
+            })
             .filter_map(|p| p.metadata.name)
             .collect()
     }
@@ -165,7 +223,10 @@ impl Pg {
     }
 
     pub async fn secret(&self, name: &str, key: &str) -> String {
-        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns).get(name).await.expect("secret");
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .expect("secret");
         String::from_utf8(s.data.expect("data")[key].0.clone()).expect("utf8")
     }
 
@@ -181,30 +242,44 @@ impl Pg {
     pub async fn wait_healthy(&self, n: i32, limit: Duration) -> String {
         let what = format!("{}/{} healthy with {n} instances", self.ns, self.name);
         wait_until(limit, &what, || async {
-            let Some(s) = self.cluster().await.status else { return false };
-            let Some(primary) = s.current_primary.clone() else { return false };
+            let Some(s) = self.cluster().await.status else {
+                return false;
+            };
+            let Some(primary) = s.current_primary.clone() else {
+                return false;
+            };
             if s.ready_instances != n || s.instances != n {
                 return false;
             }
             let rw = self.endpoints(&format!("{}-rw", self.name)).await;
             let ro = self.endpoints(&format!("{}-ro", self.name)).await;
-            rw == BTreeSet::from([primary.clone()]) && ro.len() as i32 == n - 1 && !ro.contains(&primary)
+            rw == BTreeSet::from([primary.clone()])
+                && ro.len() as i32 == n - 1
+                && !ro.contains(&primary)
         })
         .await;
         self.primary().await.expect("primary")
     }
 
     /// Connect as the app user through a Service IP.
-    pub async fn connect_service(&self, service: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn connect_service(
+        &self,
+        service: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let ip = self.service_ip(&format!("{}-{service}", self.name)).await;
         let pw = self.secret(&format!("{}-app", self.name), "password").await;
         connect(&ip, "app", &pw, "app").await
     }
 
     /// Connect as the superuser to one pod.
-    pub async fn connect_pod(&self, pod: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    pub async fn connect_pod(
+        &self,
+        pod: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let ip = self.pod_ip(pod).await;
-        let pw = self.secret(&format!("{}-superuser", self.name), "password").await;
+        let pw = self
+            .secret(&format!("{}-superuser", self.name), "password")
+            .await;
         connect(&ip, "postgres", &pw, "postgres").await
     }
 
@@ -229,16 +304,46 @@ impl Pg {
         if std::env::var("PGWARDEN_E2E_KEEP").is_ok() {
             return;
         }
-        let _ = kubectl(&["-n", &self.ns, "delete", "postgrescluster", &self.name, "--wait=true", "--timeout=120s"], None);
+        let _ = kubectl(
+            &[
+                "-n",
+                &self.ns,
+                "delete",
+                "postgrescluster",
+                &self.name,
+                "--wait=true",
+                "--timeout=120s",
+            ],
+            None,
+        );
         if self.own_namespace {
-            let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=true", "--timeout=180s"], None);
+            let _ = kubectl(
+                &[
+                    "delete",
+                    "namespace",
+                    &self.ns,
+                    "--wait=true",
+                    "--timeout=180s",
+                ],
+                None,
+            );
         }
     }
 }
 
-pub async fn connect(host: &str, user: &str, password: &str, db: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+pub async fn connect(
+    host: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     let mut cfg = tokio_postgres::Config::new();
-    cfg.host(host).port(5432).user(user).password(password).dbname(db).connect_timeout(Duration::from_secs(2));
+    cfg.host(host)
+        .port(5432)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(2));
     let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -249,14 +354,20 @@ pub async fn connect(host: &str, user: &str, password: &str, db: &str) -> Result
 /// PIDs of host processes whose environment holds every `(key, value)`.
 pub fn pids_with_env(wanted: &[(&str, &str)]) -> Vec<i32> {
     let mut out = vec![];
-    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
         let all = wanted.iter().all(|(k, v)| {
             let want = format!("{k}={v}");
-            vars.iter().any(|x| *x == want.as_bytes())
+            vars.contains(&want.as_bytes())
         });
         if all {
             out.push(pid);
@@ -285,8 +396,14 @@ impl Writer {
     pub async fn start(pg: &Pg, table: &str) -> Writer {
         let ip = pg.service_ip(&format!("{}-rw", pg.name)).await;
         let pw = pg.secret(&format!("{}-app", pg.name), "password").await;
-        let c = connect(&ip, "app", &pw, "app").await.expect("connect through -rw");
-        c.batch_execute(&format!("CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY)")).await.expect("create table");
+        let c = connect(&ip, "app", &pw, "app")
+            .await
+            .expect("connect through -rw");
+        c.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {table} (id bigint PRIMARY KEY)"
+        ))
+        .await
+        .expect("create table");
         let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (a, s, table) = (acked.clone(), stop.clone(), table.to_string());
@@ -323,5 +440,120 @@ impl Writer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self.task.await;
         self.acked.lock().unwrap().clone()
+    }
+}
+
+/// kill -9 every process of the pod, again and again for `period`: a pod whose processes die
+/// as soon as they start (a failing node), so its Lease runs out and a replica takes over.
+pub async fn kill_pod_processes_for(pg: &Pg, pod: &str, period: Duration) -> usize {
+    let start = Instant::now();
+    let mut killed = 0;
+    while start.elapsed() < period {
+        for pid in pg.pod_pids(pod) {
+            signal(pid, libc::SIGKILL);
+            killed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    killed
+}
+
+/// When the sampled writable pod changed, and to which (none: no pod accepted writes).
+pub type WritableChange = (Duration, Option<String>);
+
+/// Samples every pod's `pg_is_in_recovery()` in rounds (all pods at once, every ~100 ms) and
+/// remembers every round in which more than one pod accepted writes.
+pub struct WritableSampler {
+    pub rounds: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// (time since start, pod) of each round's writable pod, when it changes.
+    pub changes: std::sync::Arc<std::sync::Mutex<Vec<WritableChange>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WritableSampler {
+    pub async fn start(pg: &Pg) -> WritableSampler {
+        let mut targets = vec![];
+        for p in pg.pods().await {
+            let name = p.metadata.name.clone().unwrap();
+            targets.push((name.clone(), pg.pod_ip(&name).await));
+        }
+        let pw = pg
+            .secret(&format!("{}-superuser", pg.name), "password")
+            .await;
+        let rounds = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let violations = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let changes = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, v, c, s) = (
+            rounds.clone(),
+            violations.clone(),
+            changes.clone(),
+            stop.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let start = Instant::now();
+            let mut clients: Vec<Option<tokio_postgres::Client>> =
+                targets.iter().map(|_| None).collect();
+            let mut last: Option<Option<String>> = None;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut writable = vec![];
+                for (i, (name, ip)) in targets.iter().enumerate() {
+                    if clients[i].as_ref().is_none_or(|c| c.is_closed()) {
+                        clients[i] = tokio::time::timeout(
+                            Duration::from_millis(500),
+                            connect(ip, "postgres", &pw, "postgres"),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    }
+                    let Some(client) = &clients[i] else { continue };
+                    let answer = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        client.query_one("SELECT pg_is_in_recovery()", &[]),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(row)) => {
+                            if !row.get::<_, bool>(0) {
+                                writable.push(name.clone());
+                            }
+                        }
+                        _ => clients[i] = None,
+                    }
+                }
+                r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if writable.len() > 1 {
+                    v.lock()
+                        .unwrap()
+                        .push(format!("{:?}: {writable:?}", start.elapsed()));
+                }
+                let now = writable.first().cloned();
+                if last.as_ref() != Some(&now) {
+                    c.lock().unwrap().push((start.elapsed(), now.clone()));
+                    last = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        WritableSampler {
+            rounds,
+            violations,
+            changes,
+            stop,
+            task,
+        }
+    }
+
+    pub async fn stop(self) -> (usize, Vec<String>, Vec<WritableChange>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.task.await;
+        (
+            self.rounds.load(std::sync::atomic::Ordering::Relaxed),
+            self.violations.lock().unwrap().clone(),
+            self.changes.lock().unwrap().clone(),
+        )
     }
 }

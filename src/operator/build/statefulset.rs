@@ -31,7 +31,10 @@ pub mod paths {
     pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
     /// PGDATA is a subdirectory: volume roots may hold `lost+found` or be owned by root.
     pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-    pub const RUN_DIR: &str = "/run/pgwarden";
+    pub const RUN_MOUNT: &str = "/run/pgwarden";
+    /// The agent's run dir (sockets, passfile, softdog FIFO): a directory the agent creates and
+    /// owns inside the emptyDir, whose root belongs to root and cannot be chmod-ed to 0700.
+    pub const RUN_DIR: &str = "/run/pgwarden/agent";
     pub const SECRETS: &str = "/etc/pgwarden/secrets";
     pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
     /// Where the operator image keeps the binary the init container copies.
@@ -238,7 +241,7 @@ fn pod_spec(ctx: &Ctx) -> PodSpec {
     let mut mounts = vec![
         mount("pgdata", paths::DATA_MOUNT, false),
         mount("pgwarden-bin", paths::BIN_DIR, true),
-        mount("run", paths::RUN_DIR, false),
+        mount("run", paths::RUN_MOUNT, false),
         mount("superuser", &format!("{s}/superuser"), true),
         mount("replication", &format!("{s}/replication"), true),
         mount("app", &format!("{s}/app"), true),
