@@ -1022,3 +1022,136 @@ async fn failsafe_keeps_the_primary_while_every_member_confirms_it() {
     );
     let _ = old;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn scheduled_switchover_and_restart_run_at_their_time() {
+    let (c, p) = three("sched").await;
+    let old = c.members[p].name.clone();
+    let auth = format!("Bearer {TOKEN}");
+    let h = [("Authorization", auth.as_str())];
+    let replica = (0..3).find(|i| *i != p).unwrap();
+    let cand = c.members[replica].name.clone();
+    let at = |secs: i64| {
+        jiff::Timestamp::now()
+            .checked_add(jiff::SignedDuration::from_secs(secs))
+            .unwrap()
+            .to_string()
+    };
+
+    // Patroni's refusals.
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/failover",
+        &h,
+        Some(&format!(
+            r#"{{"candidate": "{cand}", "scheduled_at": "{}"}}"#,
+            at(60)
+        )),
+    );
+    assert_eq!((code, msg.as_str()), (400, "Failover can't be scheduled"));
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(
+            r#"{{"leader": "{old}", "scheduled_at": "2030-01-01T10:00:00"}}"#
+        )),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            400,
+            "Timezone information is mandatory for the scheduled switchover"
+        )
+    );
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(
+            r#"{{"leader": "{old}", "scheduled_at": "{}"}}"#,
+            at(-60)
+        )),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (422, "Cannot schedule switchover in the past")
+    );
+    let (code, _) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&format!(
+            r#"{{"leader": "{old}", "scheduled_at": "next tuesday"}}"#
+        )),
+    );
+    assert_eq!(code, 422);
+
+    // Scheduled 12 s ahead: accepted at once, shown by /cluster, nothing moves before its time.
+    let when = at(12);
+    let body = format!(r#"{{"leader": "{old}", "candidate": "{cand}", "scheduled_at": "{when}"}}"#);
+    let (code, msg) = c.http(p, "POST", "/switchover", &h, Some(&body));
+    assert_eq!((code, msg.as_str()), (202, "Switchover scheduled"));
+    let accepted = std::time::Instant::now();
+    c.wait_until(SLOW, "/cluster to show the scheduled switchover", |c| {
+        let (_, v) = c.get_json(p, "/cluster");
+        v["scheduled_switchover"]["to"] == cand.as_str()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        c.holder().await.as_deref(),
+        Some(old.as_str()),
+        "not before its time"
+    );
+    c.wait_until(SLOW, "the candidate to be primary", |c| {
+        c.answering("/primary") == vec![replica]
+    })
+    .await;
+    assert!(
+        accepted.elapsed() >= Duration::from_secs(10),
+        "the switchover ran at its time, not before"
+    );
+    let (_, v) = c.get_json(replica, "/cluster");
+    assert!(
+        v.get("scheduled_switchover").is_none(),
+        "the request is consumed: {v}"
+    );
+
+    // A scheduled restart: one at a time, deletable, run at its time.
+    let new = replica;
+    let before = c.members[new].postmaster_pid().unwrap();
+    let body = format!(r#"{{"schedule": "{}"}}"#, at(6));
+    let (code, msg) = c.http(new, "POST", "/restart", &h, Some(&body));
+    assert_eq!((code, msg.as_str()), (202, "Restart scheduled"));
+    let (code, msg) = c.http(new, "POST", "/restart", &h, Some(&body));
+    assert_eq!(
+        (code, msg.as_str()),
+        (409, "Another restart is already scheduled")
+    );
+    assert_eq!(c.http(new, "DELETE", "/restart", &h, None).0, 200);
+    assert_eq!(c.http(new, "DELETE", "/restart", &h, None).0, 404);
+    let (code, _) = c.http(new, "POST", "/restart", &h, Some(&body));
+    assert_eq!(code, 202);
+    assert_eq!(
+        c.members[new].postmaster_pid(),
+        Some(before),
+        "not restarted before its time"
+    );
+    c.wait_until(SLOW, "the scheduled restart", |c| {
+        c.members[new]
+            .postmaster_pid()
+            .is_some_and(|pid| pid != before)
+    })
+    .await;
+    assert_eq!(
+        c.wait_primary(SLOW).await,
+        new,
+        "a restarted primary keeps the lease"
+    );
+}

@@ -60,6 +60,9 @@ pub struct SwitchoverKey {
     pub leader: Option<String>,
     #[serde(default)]
     pub candidate: Option<String>,
+    /// RFC 3339 time of a scheduled switchover (Patroni's `scheduled_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
 }
 
 /// What one read of the DCS returns.
@@ -72,11 +75,15 @@ pub struct Snapshot {
     pub history: Vec<HistoryEntry>,
     pub sync: SyncState,
     pub switchover: Option<SwitchoverRequest>,
+    /// When the switchover request is scheduled for, if it is.
+    pub switchover_scheduled_at: Option<jiff::Timestamp>,
     pub paused: bool,
     /// The operator's dynamic configuration; `None` when absent or corrupt.
     pub config: Option<DynamicConfig>,
     pub leader_optime: Option<u64>,
     pub members: Vec<(String, MemberStatus)>,
+    /// Every pod of the cluster, with or without a status annotation.
+    pub pod_names: Vec<String>,
 }
 
 impl Snapshot {
@@ -200,11 +207,16 @@ impl Dcs {
         };
         let history = parse_key(&data, keys::HISTORY, self.names.cluster()).unwrap_or_default();
         let sync = parse_key(&data, keys::SYNC, self.names.cluster()).unwrap_or_default();
-        let switchover = parse_key::<SwitchoverKey>(&data, keys::SWITCHOVER, self.names.cluster())
-            .map(|s| SwitchoverRequest {
-                leader: s.leader,
-                candidate: s.candidate,
-            });
+        let switchover_key =
+            parse_key::<SwitchoverKey>(&data, keys::SWITCHOVER, self.names.cluster());
+        let switchover_scheduled_at = switchover_key
+            .as_ref()
+            .and_then(|s| s.scheduled_at.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let switchover = switchover_key.map(|s| SwitchoverRequest {
+            leader: s.leader,
+            candidate: s.candidate,
+        });
         let paused = data.get(keys::PAUSE).is_some_and(|v| v == "true");
         let config = data
             .get(keys::CONFIG)
@@ -217,6 +229,11 @@ impl Dcs {
             });
 
         let mut members = Vec::new();
+        let pod_names: Vec<String> = pods
+            .items
+            .iter()
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         for pod in pods.items {
             let Some(name) = pod.metadata.name.clone() else {
                 continue;
@@ -245,10 +262,12 @@ impl Dcs {
             history,
             sync,
             switchover,
+            switchover_scheduled_at,
             paused,
             config,
             leader_optime,
             members,
+            pod_names,
         })
     }
 

@@ -115,6 +115,9 @@ struct Agent {
     known_members: Vec<(String, MemberStatus)>,
     client: Client,
     commands: tokio::sync::mpsc::Receiver<rest::Command>,
+    /// Slots of members whose pods are gone, and since when (dropped after a grace period, so
+    /// a pod being recreated keeps its slot).
+    slot_orphans: std::collections::HashMap<String, Instant>,
     /// What this primary last wrote into synchronous_standby_names.
     synchronous_standby_names: Option<String>,
     softdog: Option<tokio::process::Child>,
@@ -219,6 +222,7 @@ impl Agent {
                 "watchdog": {"mode": format!("{:?}", args.watchdog_mode).to_lowercase(), "safety_margin": args.watchdog_safety_margin},
                 "postgresql": {"parameters": parameters.clone()},
             }),
+            scheduled_restart: Default::default(),
         });
         let listener =
             tokio::net::TcpListener::bind((args.address.as_str(), args.api_port)).await?;
@@ -256,6 +260,7 @@ impl Agent {
             last_renew: Arc::new(StdMutex::new(None)),
             following: None,
             known_members: vec![],
+            slot_orphans: Default::default(),
             client: client_for_watch,
             commands: command_rx,
             synchronous_standby_names: None,
@@ -298,15 +303,64 @@ impl Agent {
                     self.ha.loop_wait
                 }
             };
+            self.scheduled_restart_step().await;
             let sleep = next.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
-                                Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
                 _ = lease_changed.notified() => {}
                 _ = term.recv() => { info!("SIGTERM: shutting down"); self.shutdown(true).await; return Ok(()); }
                 _ = int.recv() => { info!("SIGINT: shutting down"); self.shutdown(true).await; return Ok(()); }
             }
         }
+    }
+
+    /// Stop postgres cleanly and run a cycle, which starts it again in the role the lease says.
+    async fn restart_postgres(&mut self) -> (u16, String) {
+        let primary = self.last_renew.lock().map(|g| g.is_some()).unwrap_or(false);
+        self.set_primary(None);
+        let stopped = self.pg.stop(StopMode::Fast).await;
+        self.following = None;
+        let started = match stopped {
+            Ok(()) => self.cycle().await.map(|_| ()),
+            Err(e) => Err(e.into()),
+        };
+        if primary {
+            info!("restarted the primary");
+        }
+        match (started, self.pg.running()) {
+            (Ok(()), true) => (200, "restarted successfully".into()),
+            (Err(e), _) => (503, format!("restart failed: {e}")),
+            (Ok(()), false) => (503, "restart failed".into()),
+        }
+    }
+
+    /// Run a restart scheduled with `POST /restart {"schedule": ...}` once its time has come and
+    /// its conditions (role, pending restart) still hold, as Patroni does.
+    async fn scheduled_restart_step(&mut self) {
+        let due = {
+            let Ok(mut slot) = self.rest.scheduled_restart.lock() else {
+                return;
+            };
+            match slot.as_ref() {
+                Some(r) if r.at <= jiff::Timestamp::now() => slot.take(),
+                _ => None,
+            }
+        };
+        let Some(r) = due else { return };
+        let (role_ok, pending_ok) = {
+            let v = self.rest.view.read().await;
+            (
+                r.role.is_none_or(|want| want == v.role),
+                !r.restart_pending || v.pending_restart,
+            )
+        };
+        if !role_ok || !pending_ok {
+            info!(at = %r.at, "skipping the scheduled restart: its conditions no longer hold");
+            return;
+        }
+        let (code, message) = self.restart_postgres().await;
+        info!(at = %r.at, code, message, "scheduled restart");
     }
 
     /// A write request from the REST API.
@@ -320,24 +374,8 @@ impl Agent {
                 });
             }
             rest::Command::Restart { reply } => {
-                // Stop cleanly; the next cycle starts postgres again in the role the lease says.
-                let primary = self.last_renew.lock().map(|g| g.is_some()).unwrap_or(false);
-                self.set_primary(None);
-                let stopped = self.pg.stop(StopMode::Fast).await;
-                self.following = None;
-                let started = match stopped {
-                    Ok(()) => self.cycle().await.map(|_| ()),
-                    Err(e) => Err(e.into()),
-                };
-                let running = self.pg.running();
-                let _ = reply.send(match (started, running) {
-                    (Ok(()), true) => (200, "restarted successfully".into()),
-                    (Err(e), _) => (503, format!("restart failed: {e}")),
-                    (Ok(()), false) => (503, "restart failed".into()),
-                });
-                if primary {
-                    info!("restarted the primary");
-                }
+                let answer = self.restart_postgres().await;
+                let _ = reply.send(answer);
             }
             rest::Command::Reinitialize { reply } => {
                 let _ = self.pg.stop(StopMode::Immediate).await;
@@ -427,6 +465,15 @@ impl Agent {
         if let Some(config) = snap.as_ref().and_then(|s| s.config.clone()) {
             self.apply_dynamic_config(&config).await;
         }
+        if let Some(s) = &snap
+            && s.holder() == Some(self.args.name.as_str())
+            && switchover_stale(s, jiff::Timestamp::now(), self.ha.loop_wait)
+        {
+            warn!(scheduled_at = ?s.switchover_scheduled_at, "found a stale scheduled switchover, cleaning up");
+            if let Err(e) = self.dcs.clear_switchover().await {
+                warn!(error = %e, "cannot clear the stale switchover");
+            }
+        }
         let failsafe_leader = {
             let v = self.rest.view.read().await;
             v.failsafe_ping
@@ -497,6 +544,38 @@ impl Agent {
                 locale: self.args.initdb_locale.clone(),
                 data_checksums: self.args.initdb_data_checksums,
             },
+        }
+    }
+
+    /// Drop the slots of members whose pods have been gone for 2 x ttl (a scaled-down replica),
+    /// as Patroni drops the slots of members that left, so they do not hold WAL forever.
+    async fn drop_orphan_slots(&mut self, snap: &Snapshot) {
+        let present: Vec<String> = snap.pod_names.iter().map(|p| slot_name(p)).collect();
+        let candidates = match self.pg.member_slots(&self.args.cluster).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot list replication slots");
+                return;
+            }
+        };
+        let grace = self.ha.ttl * 2;
+        self.slot_orphans
+            .retain(|s, _| candidates.contains(s) && !present.contains(s));
+        for slot in candidates.into_iter().filter(|s| !present.contains(s)) {
+            let since = *self
+                .slot_orphans
+                .entry(slot.clone())
+                .or_insert_with(Instant::now);
+            if since.elapsed() < grace {
+                continue;
+            }
+            match self.pg.drop_slot(&slot).await {
+                Ok(()) => {
+                    info!(slot, "dropped the replication slot of a member that left");
+                    self.slot_orphans.remove(&slot);
+                }
+                Err(e) => warn!(slot, error = %e, "cannot drop a replication slot"),
+            }
         }
     }
 
@@ -576,6 +655,9 @@ impl Agent {
                 if live.is_some_and(|l| !l.in_recovery) {
                     if let Err(e) = self.pg.ensure_slots(&slots).await {
                         warn!(error = %e, "cannot create replication slots");
+                    }
+                    if let Some(s) = snap {
+                        self.drop_orphan_slots(s).await;
                     }
                     if let Some(s) = snap
                         && let Err(e) = self.synchronous_step(s).await
@@ -1015,6 +1097,11 @@ impl Agent {
             v.members = s.members.clone();
             v.history = s.history.clone();
             v.sync_standbys = s.sync.sync_standby.clone();
+            v.scheduled_switchover = s.switchover_scheduled_at.and_then(|at| {
+                s.switchover
+                    .as_ref()
+                    .map(|sw| (at.to_string(), sw.leader.clone(), sw.candidate.clone()))
+            });
             v.dcs_last_seen = jiff::Timestamp::now().as_second();
         }
     }
@@ -1071,6 +1158,19 @@ impl ActError {
     }
 }
 
+/// Whether a switchover request is due: unscheduled ones at once, scheduled ones from their time.
+fn switchover_due(s: &Snapshot, now: jiff::Timestamp) -> bool {
+    s.switchover_scheduled_at.is_none_or(|t| t <= now)
+}
+
+/// A scheduled switchover the leader missed by more than this is dropped, not run late
+/// (Patroni: 1.5 x loop_wait; never less than 10 s here, as our loop_wait is short).
+fn switchover_stale(s: &Snapshot, now: jiff::Timestamp, loop_wait: Duration) -> bool {
+    let window = loop_wait.mul_f64(1.5).max(Duration::from_secs(10));
+    s.switchover_scheduled_at
+        .is_some_and(|t| now.duration_since(t).as_secs_f64() > window.as_secs_f64())
+}
+
 fn dcs_view(s: &Snapshot) -> DcsView {
     DcsView {
         lease: s.lease.clone(),
@@ -1078,7 +1178,11 @@ fn dcs_view(s: &Snapshot) -> DcsView {
         leader_optime: s.leader_optime,
         cluster_timeline: s.cluster_timeline(),
         members: s.member_views(),
-        switchover: s.switchover.clone(),
+        // A scheduled switchover is invisible to the HA rules until its time comes.
+        switchover: s
+            .switchover
+            .clone()
+            .filter(|_| switchover_due(s, jiff::Timestamp::now())),
         sync_standbys: s.sync.sync_standby.clone(),
     }
 }

@@ -411,6 +411,40 @@ impl Postgres {
         Ok(())
     }
 
+    /// Inactive physical slots whose names look like members of `cluster` (`<cluster>_<n>`).
+    pub async fn member_slots(&mut self, cluster: &str) -> Result<Vec<String>, PgError> {
+        let prefix = format!("{}_", conf::slot_name(cluster));
+        let client = self.connect().await?;
+        let rows = client
+            .query(
+                "SELECT slot_name::text FROM pg_replication_slots
+                  WHERE slot_type = 'physical' AND NOT active",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .filter(|s| {
+                s.strip_prefix(&prefix)
+                    .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .collect())
+    }
+
+    /// Drop a slot if it is still inactive.
+    pub async fn drop_slot(&mut self, slot: &str) -> Result<(), PgError> {
+        let client = self.connect().await?;
+        client
+            .execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                  WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub async fn execute_batch(&mut self, sql: &str) -> Result<(), PgError> {
         let client = self.connect().await?;
         client.batch_execute(sql).await?;
