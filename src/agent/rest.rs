@@ -53,6 +53,8 @@ pub struct RestView {
     pub failsafe_mode: bool,
     /// The leader that last pinged `POST /failsafe`, and when.
     pub failsafe_ping: Option<(String, Instant)>,
+    /// A scheduled switchover: (at, from, to).
+    pub scheduled_switchover: Option<(String, Option<String>, Option<String>)>,
 }
 
 impl RestView {
@@ -91,6 +93,7 @@ impl RestView {
             dcs_last_seen: 0,
             server_version: None,
             failsafe_mode: false,
+            scheduled_switchover: None,
             failsafe_ping: None,
         }
     }
@@ -204,6 +207,9 @@ impl RestView {
             })
             .collect();
         let mut v = json!({"members": members, "scope": self.cluster});
+        if let Some((at, from, to)) = &self.scheduled_switchover {
+            v["scheduled_switchover"] = json!({"at": at, "from": from, "to": to});
+        }
         if self.paused {
             v["pause"] = json!(true);
         }
@@ -220,6 +226,39 @@ pub struct RestContext {
     pub commands: tokio::sync::mpsc::Sender<Command>,
     /// The effective dynamic configuration, for `GET /config`.
     pub config: Value,
+    /// A restart scheduled with `POST /restart {"schedule": ...}` (Patroni keeps it per member).
+    pub scheduled_restart: std::sync::Mutex<Option<ScheduledRestart>>,
+}
+
+/// A restart to run at `at`, if the member then still has `role` and (with `restart_pending`)
+/// a pending restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRestart {
+    pub at: jiff::Timestamp,
+    pub role: Option<MemberRole>,
+    pub restart_pending: bool,
+}
+
+/// Patroni's parsing of a schedule: a timestamp with a timezone, in the future; the refusal is
+/// the status and message to answer.
+fn parse_schedule(raw: &str, what: &str) -> Result<jiff::Timestamp, (StatusCode, String)> {
+    match raw.parse::<jiff::Timestamp>() {
+        Ok(t) if t <= jiff::Timestamp::now() => Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("Cannot schedule {what} in the past"),
+        )),
+        Ok(t) => Ok(t),
+        Err(_) if raw.parse::<jiff::civil::DateTime>().is_ok() => Err((
+            StatusCode::BAD_REQUEST,
+            format!("Timezone information is mandatory for the scheduled {what}"),
+        )),
+        Err(e) => Err((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "Unable to parse scheduled timestamp ({e}). It should be in an unambiguous format, e.g. ISO 8601"
+            ),
+        )),
+    }
 }
 
 /// A write request for the HA loop; it answers `(status, message)` on `reply`.
@@ -518,10 +557,18 @@ async fn metrics(State(ctx): State<Arc<RestContext>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+/// Header carrying the token when the caller comes through the apiserver's pod proxy
+/// (`kubectl pgwarden`): the apiserver authenticates the caller with `Authorization` and strips
+/// that header before proxying, so the token needs a header of its own.
+pub const TOKEN_HEADER: &str = "x-pgwarden-token";
+
 fn authorized(ctx: &RestContext, headers: &HeaderMap) -> bool {
     let Some(token) = ctx.token.as_deref().filter(|t| !t.is_empty()) else {
         return false;
     };
+    if let Some(value) = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        return constant_time_eq(value.trim().as_bytes(), token.as_bytes());
+    }
     let Some(value) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -551,7 +598,7 @@ fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer realm=\"pgwarden\"")],
-        Json(json!({"error": "authentication required: send the token of Secret <cluster>-api as a Bearer token"})),
+        Json(json!({"error": "authentication required: send the token of Secret <cluster>-api as a Bearer token (or in the X-Pgwarden-Token header)"})),
     )
         .into_response()
 }
@@ -615,15 +662,21 @@ async fn manual_failover(
     let leader = b.leader.filter(|l| !l.is_empty());
     // A failover that names a leader is a switchover (Patroni).
     let failover = failover && leader.is_none();
-    if b.scheduled_at.is_some() {
-        return text(
-            StatusCode::BAD_REQUEST,
-            if failover {
-                "Failover can't be scheduled"
-            } else {
-                "Scheduled switchovers are not supported yet"
-            },
-        );
+    let mut scheduled_at = None;
+    if let Some(raw) = b.scheduled_at.as_deref().filter(|s| !s.is_empty()) {
+        if failover {
+            return text(StatusCode::BAD_REQUEST, "Failover can't be scheduled");
+        }
+        if ctx.view.read().await.paused {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Can't schedule switchover in the paused state",
+            );
+        }
+        match parse_schedule(raw, "switchover") {
+            Ok(t) => scheduled_at = Some(t),
+            Err((code, message)) => return text(code, message),
+        }
     }
     if failover && candidate.is_none() {
         return text(
@@ -680,12 +733,16 @@ async fn manual_failover(
     let key = SwitchoverKey {
         leader: leader.clone(),
         candidate: candidate.clone(),
+        scheduled_at: scheduled_at.map(|t| t.to_string()),
     };
     if ctx.dcs.lock().await.request_switchover(&key).await.is_err() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "failed to write failover key into DCS",
         );
+    }
+    if scheduled_at.is_some() {
+        return text(StatusCode::ACCEPTED, "Switchover scheduled");
     }
     let wait = 2 * loop_wait.max(Duration::from_secs(10));
     let deadline = Instant::now() + wait;
@@ -800,11 +857,47 @@ async fn restart(State(ctx): State<Arc<RestContext>>, headers: HeaderMap, body: 
             );
         }
     }
-    if b.get("schedule").is_some_and(|v| !v.is_null()) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "scheduled restarts are not supported yet",
-        );
+    if let Some(raw) = b.get("schedule").filter(|v| !v.is_null()) {
+        let Some(raw) = raw.as_str() else {
+            return text(StatusCode::BAD_REQUEST, "schedule must be a string");
+        };
+        let at = match parse_schedule(raw, "restart") {
+            Ok(t) => t,
+            Err((code, message)) => return text(code, message),
+        };
+        if ctx.view.read().await.paused {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Can't schedule restart in the paused state",
+            );
+        }
+        let role = match b.get("role").and_then(Value::as_str) {
+            None => None,
+            Some("primary" | "master" | "leader") => Some(MemberRole::Primary),
+            Some("replica") => Some(MemberRole::Replica),
+            Some(other) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("PostgreSQL role should be either primary or replica, not {other}"),
+                );
+            }
+        };
+        let restart_pending = b
+            .get("restart_pending")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let Ok(mut slot) = ctx.scheduled_restart.lock() else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "restart state unavailable");
+        };
+        if slot.is_some() {
+            return text(StatusCode::CONFLICT, "Another restart is already scheduled");
+        }
+        *slot = Some(ScheduledRestart {
+            at,
+            role,
+            restart_pending,
+        });
+        return text(StatusCode::ACCEPTED, "Restart scheduled");
     }
     {
         let v = ctx.view.read().await;
@@ -838,7 +931,16 @@ async fn delete_restart(State(ctx): State<Arc<RestContext>>, headers: HeaderMap)
     if !authorized(&ctx, &headers) {
         return unauthorized();
     }
-    text(StatusCode::NOT_FOUND, "no restarts are scheduled")
+    let removed = ctx
+        .scheduled_restart
+        .lock()
+        .map(|mut s| s.take().is_some())
+        .unwrap_or(false);
+    if removed {
+        text(StatusCode::OK, "scheduled restart deleted")
+    } else {
+        text(StatusCode::NOT_FOUND, "no restarts are scheduled")
+    }
 }
 
 async fn reload(State(ctx): State<Arc<RestContext>>, headers: HeaderMap) -> Response {
@@ -1026,6 +1128,112 @@ mod tests {
 }
 
 #[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    fn ctx(token: Option<&str>) -> RestContext {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let (commands, _rx) = tokio::sync::mpsc::channel(1);
+        RestContext {
+            view: RwLock::new(RestView::new(
+                "c",
+                "c-0",
+                Duration::from_secs(8),
+                Duration::from_secs(2),
+                1 << 20,
+            )),
+            dcs: Mutex::new(Dcs::new(
+                client,
+                "ns",
+                "c",
+                "c-0",
+                Duration::from_secs(8),
+                Duration::from_secs(1),
+            )),
+            token: token.map(str::to_string),
+            commands,
+            config: json!({}),
+            scheduled_restart: Default::default(),
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn basic(password: &str) -> String {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("patroni:{password}"))
+        )
+    }
+
+    #[tokio::test]
+    async fn bearer_and_basic_carry_the_token() {
+        let c = ctx(Some("s3cret"));
+        assert!(authorized(
+            &c,
+            &headers(&[("authorization", "Bearer s3cret")])
+        ));
+        assert!(authorized(
+            &c,
+            &headers(&[("authorization", &basic("s3cret"))])
+        ));
+        assert!(!authorized(
+            &c,
+            &headers(&[("authorization", "Bearer wrong")])
+        ));
+        assert!(!authorized(
+            &c,
+            &headers(&[("authorization", &basic("wrong"))])
+        ));
+        assert!(!authorized(&c, &headers(&[])));
+    }
+
+    /// Through the apiserver's pod proxy `Authorization` never reaches the pod (the apiserver
+    /// consumes it), so `kubectl pgwarden` sends the token as `X-Pgwarden-Token`.
+    #[tokio::test]
+    async fn the_token_header_is_a_third_accepted_form() {
+        let c = ctx(Some("s3cret"));
+        assert!(authorized(&c, &headers(&[("X-Pgwarden-Token", "s3cret")])));
+        assert!(authorized(
+            &c,
+            &headers(&[("x-pgwarden-token", " s3cret ")])
+        ));
+        assert!(!authorized(&c, &headers(&[("X-Pgwarden-Token", "wrong")])));
+        assert!(!authorized(&c, &headers(&[("X-Pgwarden-Token", "")])));
+        // A wrong header token is not rescued by a right Authorization, nor the reverse: the
+        // header, when present, decides.
+        assert!(!authorized(
+            &c,
+            &headers(&[
+                ("X-Pgwarden-Token", "wrong"),
+                ("authorization", "Bearer s3cret")
+            ])
+        ));
+        // Without a configured token nothing is authorised, whatever the header says.
+        assert!(!authorized(
+            &ctx(None),
+            &headers(&[("X-Pgwarden-Token", "")])
+        ));
+        assert!(!authorized(
+            &ctx(Some("")),
+            &headers(&[("X-Pgwarden-Token", "")])
+        ));
+    }
+}
+
+#[cfg(test)]
 mod query_tests {
     use super::*;
 
@@ -1109,6 +1317,7 @@ mod openapi_tests {
             token: Some("t".into()),
             commands,
             config: json!({}),
+            scheduled_restart: Default::default(),
         });
         for (path, method) in documented() {
             let req = Request::builder()
