@@ -476,6 +476,30 @@ async fn scaling_up_and_down_keeps_the_primary() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "data survived the scaling");
+    // The slots of the removed replicas go too (after a grace period), or they would hold WAL
+    // forever; the surviving replica keeps its own.
+    let other = if primary == "pg-0" { "pg_1" } else { "pg_0" };
+    wait_until(
+        2 * MIN,
+        "only the surviving replica's slot on the primary",
+        || async {
+            let Ok(c) = pg.connect_pod(&primary).await else {
+                return false;
+            };
+            let Ok(rows) = c
+                .query(
+                    "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1",
+                    &[],
+                )
+                .await
+            else {
+                return false;
+            };
+            let slots: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+            slots == [other]
+        },
+    )
+    .await;
     let events = pg.kubectl(&["get", "events", "-o", "json"]).unwrap();
     assert!(
         events.contains("removes the primary"),

@@ -55,7 +55,15 @@ pub struct Context {
     pub agents: AgentClient,
     /// Consecutive failures per cluster, for the error policy's backoff; reset on success.
     pub failures: Mutex<HashMap<String, u32>>,
+    /// When each cluster's last disruptive rolling step ran (see [`SETTLE`]).
+    pub last_step: Mutex<HashMap<String, Instant>>,
 }
+
+/// Time between two disruptive steps of a roll. A pod's readiness and its agent's status
+/// annotation trail the change by a few seconds (two failed probes 2 s apart, one loop to
+/// publish); without the pause the next step could start while the last member still looks
+/// healthy, and two instances would be down at once.
+pub const SETTLE: Duration = Duration::from_secs(10);
 
 fn key(c: &PostgresCluster) -> String {
     format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any())
@@ -544,7 +552,27 @@ async fn reconcile_inner(
                     rolling::next_step(&staying, primary.as_deref())
                 }
             };
+            let key = key(cluster);
+            let settling = ctx
+                .last_step
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&key).copied())
+                .is_some_and(|t| t.elapsed() < SETTLE);
+            let disruptive = !matches!(step, Step::Idle | Step::Wait(_));
+            if disruptive && settling {
+                step = Step::Wait(format!(
+                    "letting the last step settle before: {}",
+                    step.describe().unwrap_or_default()
+                ));
+            }
             execute(ctx, &b, cluster, &observed.pods, &step).await?;
+            if disruptive
+                && !settling
+                && let Ok(mut m) = ctx.last_step.lock()
+            {
+                m.insert(key, Instant::now());
+            }
         }
     }
     observed.rolling = step.describe();

@@ -557,3 +557,64 @@ impl WritableSampler {
         )
     }
 }
+
+/// Helpers for the `kubectl pgwarden` scenarios (tests/e2e_cli.rs).
+impl Pg {
+    /// `holderIdentity` of the Lease `<c>-leader` (`None` when empty or absent).
+    pub async fn lease_holder(&self) -> Option<String> {
+        use k8s_openapi::api::coordination::v1::Lease;
+        Api::<Lease>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(&format!("{}-leader", self.name))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())
+    }
+
+    /// A key of the ConfigMap `<c>-state`.
+    pub async fn state_key(&self, key: &str) -> Option<String> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(&format!("{}-state", self.name))
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.data)
+            .and_then(|d| d.get(key).cloned())
+    }
+
+    /// The member status annotation of a pod (raw JSON), if it has one.
+    pub async fn member_status(&self, pod: &str) -> Option<Value> {
+        let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(pod)
+            .await
+            .ok()
+            .flatten()?;
+        let raw = p.metadata.annotations?.get("pgwarden.io/status")?.clone();
+        serde_json::from_str(&raw).ok()
+    }
+
+    /// Host PID of the pod's postmaster: the pod's process whose program is `.../postgres` and
+    /// whose parent is the agent (the postgres backends are the postmaster's children).
+    pub fn postmaster_pid(&self, pod: &str) -> Option<i32> {
+        let agent = self.agent_pid(pod)?;
+        self.pod_pids(pod).into_iter().find(|pid| {
+            let is_postgres = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let prog = c.split(|b| *b == 0).next().unwrap_or_default();
+                    prog == b"postgres" || prog.ends_with(b"/postgres")
+                })
+                .unwrap_or(false);
+            is_postgres && parent_pid(*pid) == Some(agent)
+        })
+    }
+}
+
+/// The parent of a host process (field 4 of /proc/PID/stat, after the command in parentheses).
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
