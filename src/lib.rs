@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod crd;
 pub mod operator;

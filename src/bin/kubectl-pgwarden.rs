@@ -1,17 +1,6 @@
-//! `kubectl pgwarden`: the kubectl plugin (patronictl's counterpart).
-
-use clap::Parser;
-
-#[derive(Parser)]
-#[command(
-    name = "kubectl-pgwarden",
-    version,
-    about = "Manage pgwarden PostgreSQL clusters"
-)]
-struct Cli {}
+//! `kubectl pgwarden`: the kubectl plugin (patronictl's counterpart). Everything lives in
+//! `pgwarden::cli`.
 
 fn main() {
-    let _ = Cli::parse();
-    eprintln!("kubectl pgwarden: no commands yet; see `kubectl pgwarden --help`");
-    std::process::exit(2);
+    std::process::exit(pgwarden::cli::main());
 }
