@@ -11,9 +11,10 @@ TIMED := e2e/timed
 .PHONY: e2e bench integration test lint fmt-check clippy unit crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
-## binary check, the integration tier (agents against a real apiserver and PostgreSQL), then
-## the test-bed smoke test on a real single-node Kubernetes.
-test: lint unit static-check integration smoke
+## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
+## test-bed smoke test on a real single-node Kubernetes, the chart checks (helm is built by the
+## test bed), then the end-to-end tier (the operator installed by helm, real pods).
+test: lint unit static-check integration smoke chart-check e2e
 
 lint: fmt-check clippy
 
@@ -41,6 +42,13 @@ crds:
 ## values, chart version = crate version, the chart's CRD = crds/ (needs the test bed's helm).
 chart-check:
 	@$(TIMED) "helm chart checks" e2e/chart-check.sh
+
+## Static checks of monitoring/: promtool check rules + test rules (every alert firing and not),
+## the Grafana dashboard (valid JSON, every query parses), the chart's copies identical, and helm
+## lint with the PrometheusRule and dashboard enabled (needs promtool and the test bed's helm).
+.PHONY: monitoring-check
+monitoring-check:
+	@$(TIMED) "monitoring checks" e2e/monitoring-check.sh
 
 ## The release binary, statically linked so it runs in images it was not built for. The explicit
 ## --target keeps build scripts and proc macros dynamic.

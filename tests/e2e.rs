@@ -631,19 +631,23 @@ async fn parameters_and_image_changes_roll_one_instance_at_a_time() {
             let pg = Pg::existing_with(client, &ns, "pg");
             let mut min_ready = 3;
             for _ in 0..2400 {
-                let ready = pg
-                    .pods()
-                    .await
+                let pods = pg.pods().await;
+                let unready: Vec<String> = pods
                     .iter()
                     .filter(|p| {
-                        p.status
+                        !p.status
                             .as_ref()
                             .and_then(|s| s.conditions.as_ref())
                             .is_some_and(|cs| {
                                 cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
                             })
                     })
-                    .count();
+                    .filter_map(|p| p.metadata.name.clone())
+                    .collect();
+                let ready = 3usize.saturating_sub(unready.len()).min(pods.len());
+                if ready < 3 {
+                    log(format!("not ready: {unready:?} ({} pods)", pods.len()));
+                }
                 min_ready = min_ready.min(ready);
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 if std::path::Path::new(&format!("/tmp/pgwarden-e2e-stop-{ns}")).exists() {

@@ -17,6 +17,11 @@ install_deps() {
         chmod +x /usr/sbin/policy-rc.d
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
         rm -f /usr/sbin/policy-rc.d
+        # The prometheus package is here for promtool only: keep its daemon from starting at boot
+        # too (tests that need a Prometheus run their own, on their own port).
+        if [[ " $missing " == *" prometheus "* ]]; then
+            systemctl disable prometheus.service >/dev/null 2>&1 || true
+        fi
     fi
     phase_end
 }

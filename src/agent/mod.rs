@@ -7,6 +7,7 @@
 pub mod config;
 pub mod dcs;
 pub mod ha;
+pub mod metrics;
 pub mod peers;
 pub mod postgres;
 pub mod rest;
@@ -105,11 +106,15 @@ struct Agent {
     parameters: BTreeMap<String, String>,
     /// Extra pg_hba.conf lines from the dynamic config.
     hba_extra: Vec<String>,
+    /// Fingerprint of the dynamic configuration taken up (published in the member status).
+    applied_config: Option<String>,
     tags: MemberTags,
     bootstrap_roles: Vec<crate::api::cluster::RoleSpec>,
     bootstrap_databases: Vec<crate::api::cluster::DatabaseSpec>,
     /// When this primary last renewed the lease; the fencing task reads it.
     last_renew: Arc<StdMutex<Option<Instant>>>,
+    /// Counters for `/metrics` (lease renews, fencing), shared with the REST view.
+    telemetry: Arc<metrics::Telemetry>,
     following: Option<Option<String>>,
     /// Members as last read from the DCS: the failsafe topology.
     known_members: Vec<(String, MemberStatus)>,
@@ -207,6 +212,9 @@ impl Agent {
         );
         view.tags = tags.clone();
         view.failsafe_mode = args.failsafe_mode;
+        let last_renew = Arc::new(StdMutex::new(None));
+        let telemetry = Arc::new(metrics::Telemetry::new(last_renew.clone(), mode));
+        view.telemetry = telemetry.clone();
         let (commands, command_rx) = tokio::sync::mpsc::channel(4);
         let rest = Arc::new(RestContext {
             view: RwLock::new(view),
@@ -254,10 +262,12 @@ impl Agent {
             base_parameters: parameters.clone(),
             parameters,
             hba_extra: vec![],
+            applied_config: None,
             tags,
             bootstrap_roles,
             bootstrap_databases,
-            last_renew: Arc::new(StdMutex::new(None)),
+            last_renew,
+            telemetry,
             following: None,
             known_members: vec![],
             slot_orphans: Default::default(),
@@ -287,6 +297,7 @@ impl Agent {
             self.last_renew.clone(),
             fence_after,
             self.args.data_dir.join("postmaster.pid"),
+            self.telemetry.clone(),
         );
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -418,6 +429,7 @@ impl Agent {
                 None
             }
         };
+        self.telemetry.apiserver_reachable(snap.is_some());
         let running = self.pg.running();
         let data = self.pg.data_state().await?;
         let live = if running {
@@ -514,6 +526,11 @@ impl Agent {
                 decision
             }
         };
+        if let Some(reason) =
+            metrics::fencing_reason(&decision.action, snap.is_some(), obs.renew_failed)
+        {
+            self.telemetry.fenced(reason);
+        }
         info!(action = ?decision.action, "{}", decision.reason);
         self.publish(snap.as_ref(), &decision).await;
 
@@ -584,7 +601,9 @@ impl Agent {
     async fn apply_dynamic_config(&mut self, config: &DynamicConfig) {
         let mut parameters = self.base_parameters.clone();
         parameters.extend(config.parameters.clone());
+        let fingerprint = config.fingerprint();
         if parameters == self.parameters && config.pg_hba == self.hba_extra {
+            self.applied_config = Some(fingerprint);
             return;
         }
         self.parameters = parameters;
@@ -594,7 +613,9 @@ impl Agent {
             && let Err(e) = self.reload().await
         {
             warn!(error = %e, "cannot apply the dynamic configuration");
+            return;
         }
+        self.applied_config = Some(fingerprint);
     }
 
     fn upstream_for(&self, snap: Option<&Snapshot>, leader: &str) -> Option<Upstream> {
@@ -634,10 +655,11 @@ impl Agent {
             }
             Action::RenewLease => {
                 let lease = snap.and_then(|s| s.lease_object.as_ref());
-                self.dcs
-                    .renew(lease, lsn)
-                    .await
-                    .map_err(ActError::RenewFailed)?;
+                let started = Instant::now();
+                let renewed = self.dcs.renew(lease, lsn).await;
+                self.telemetry
+                    .lease_renewed(started.elapsed(), renewed.is_ok());
+                renewed.map_err(ActError::RenewFailed)?;
                 // The watchdog is fed only after a successful renew.
                 if let Err(e) = self.watchdog.activate() {
                     warn!(error = %e, "watchdog keepalive failed");
@@ -700,10 +722,11 @@ impl Agent {
             Action::StartPostgres(StartAs::Primary) => {
                 // Only with a lease renewed just now: never start a primary on a stale lease.
                 let lease = snap.and_then(|s| s.lease_object.as_ref());
-                self.dcs
-                    .renew(lease, None)
-                    .await
-                    .map_err(ActError::RenewFailed)?;
+                let started = Instant::now();
+                let renewed = self.dcs.renew(lease, None).await;
+                self.telemetry
+                    .lease_renewed(started.elapsed(), renewed.is_ok());
+                renewed.map_err(ActError::RenewFailed)?;
                 self.arm_watchdog()?;
                 self.set_primary(Some(Instant::now()));
                 self.pg.start(&self.settings(None), false).await?;
@@ -1053,6 +1076,7 @@ impl Agent {
             tags: self.tags.clone(),
             pending_restart: live.as_ref().is_some_and(|l| l.pending_restart),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            config: self.applied_config.clone(),
         };
         if snap.is_some() {
             if let Err(e) = self.dcs.publish_status(&status).await {
@@ -1077,6 +1101,14 @@ impl Agent {
             Some(DataDir::Initialized { sysid, .. }) => Some(sysid),
             _ => None,
         };
+        let pidfile = self.args.data_dir.join("postmaster.pid");
+        self.telemetry.cycle(
+            self.watchdog.is_armed(),
+            running
+                .then(|| metrics::postmaster_start_time(&pidfile))
+                .flatten(),
+            snap.is_none() && decision.action == Action::KeepPrimary,
+        );
         let mut v = self.rest.view.write().await;
         v.role = role;
         v.state = state;
@@ -1237,6 +1269,7 @@ fn spawn_fencing_task(
     last_renew: Arc<StdMutex<Option<Instant>>>,
     retry_timeout: Duration,
     pidfile: PathBuf,
+    telemetry: Arc<metrics::Telemetry>,
 ) {
     tokio::spawn(async move {
         loop {
@@ -1251,6 +1284,7 @@ fn spawn_fencing_task(
                 if let Ok(mut g) = last_renew.lock() {
                     *g = None;
                 }
+                telemetry.fenced(metrics::FencingReason::RetryTimeout);
             }
         }
     });

@@ -55,6 +55,8 @@ pub struct RestView {
     pub failsafe_ping: Option<(String, Instant)>,
     /// A scheduled switchover: (at, from, to).
     pub scheduled_switchover: Option<(String, Option<String>, Option<String>)>,
+    /// Counters and clocks for `/metrics`, shared with the HA loop and the fencing task.
+    pub telemetry: Arc<crate::agent::metrics::Telemetry>,
 }
 
 impl RestView {
@@ -95,19 +97,20 @@ impl RestView {
             failsafe_mode: false,
             scheduled_switchover: None,
             failsafe_ping: None,
+            telemetry: Default::default(),
         }
     }
 
-    fn is_primary(&self) -> bool {
+    pub(crate) fn is_primary(&self) -> bool {
         self.role == MemberRole::Primary && self.holds_lease && self.state == MemberState::Running
     }
 
-    fn is_running_replica(&self) -> bool {
+    pub(crate) fn is_running_replica(&self) -> bool {
         self.role == MemberRole::Replica && self.state == MemberState::Running
     }
 
     /// Bytes this replica is behind the primary's last published position.
-    fn lag(&self) -> Option<u64> {
+    pub(crate) fn lag(&self) -> Option<u64> {
         let last = self.leader_optime.max(self.received_lsn)?;
         Some(last.saturating_sub(self.replayed_lsn.unwrap_or(0)))
     }
@@ -487,74 +490,8 @@ async fn history(State(ctx): State<Arc<RestContext>>) -> Response {
 
 async fn metrics(State(ctx): State<Arc<RestContext>>) -> Response {
     let v = ctx.view.read().await;
-    let labels = format!("scope=\"{}\",name=\"{}\"", v.cluster, v.me);
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: String| {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{labels}}} {value}\n"
-        ));
-    };
-    gauge(
-        "patroni_primary",
-        "Value is 1 if this node is the leader, 0 otherwise.",
-        (v.is_primary() as u8).to_string(),
-    );
-    gauge(
-        "patroni_replica",
-        "Value is 1 if this node is a replica, 0 otherwise.",
-        (v.is_running_replica() as u8).to_string(),
-    );
-    gauge(
-        "patroni_postgres_running",
-        "Value is 1 if Postgres is running, 0 otherwise.",
-        ((v.state == MemberState::Running) as u8).to_string(),
-    );
-    gauge(
-        "patroni_postgres_timeline",
-        "Postgres timeline of this node (if running), 0 otherwise.",
-        v.timeline.unwrap_or(0).to_string(),
-    );
-    gauge(
-        "patroni_xlog_location",
-        "Current location of the Postgres transaction log, 0 if this node is not the leader.",
-        if v.role == MemberRole::Primary {
-            v.lsn.unwrap_or(0)
-        } else {
-            0
-        }
-        .to_string(),
-    );
-    gauge(
-        "patroni_xlog_received_location",
-        "Current location of the received Postgres transaction log, 0 if this node is not a replica.",
-        v.received_lsn.unwrap_or(0).to_string(),
-    );
-    gauge(
-        "patroni_xlog_replayed_location",
-        "Current location of the replayed Postgres transaction log, 0 if this node is not a replica.",
-        v.replayed_lsn.unwrap_or(0).to_string(),
-    );
-    gauge(
-        "patroni_cluster_unlocked",
-        "Value is 1 if the cluster is unlocked, 0 if locked.",
-        (v.lease_holder.is_none() as u8).to_string(),
-    );
-    gauge(
-        "patroni_is_paused",
-        "Value is 1 if auto failover is disabled, 0 otherwise.",
-        (v.paused as u8).to_string(),
-    );
-    gauge(
-        "patroni_pending_restart",
-        "Value is 1 if the node needs a restart, 0 otherwise.",
-        (v.pending_restart as u8).to_string(),
-    );
-    gauge(
-        "patroni_dcs_last_seen",
-        "Epoch timestamp when DCS was last contacted successfully.",
-        v.dcs_last_seen.to_string(),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let body = crate::agent::metrics::render(&v, &v.telemetry.sample(&v));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// Header carrying the token when the caller comes through the apiserver's pod proxy
@@ -1176,6 +1113,49 @@ mod auth_tests {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("patroni:{password}"))
         )
+    }
+
+    /// `GET /metrics` renders the view and the telemetry the HA loop shares with it.
+    #[tokio::test]
+    async fn metrics_are_prometheus_text_from_the_view() {
+        use axum::body::Body;
+        use axum::http::Request;
+        use tower::ServiceExt;
+
+        let c = Arc::new(ctx(None));
+        {
+            let mut v = c.view.write().await;
+            v.role = MemberRole::Primary;
+            v.state = MemberState::Running;
+            v.holds_lease = true;
+            v.lease_holder = Some("c-0".into());
+            v.telemetry
+                .fenced(crate::agent::metrics::FencingReason::RenewFailed);
+        }
+        let req = Request::builder()
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let resp = router(c).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4"
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            text.contains("\npatroni_primary{scope=\"c\",name=\"c-0\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\npgwarden_fencing_total{scope=\"c\",name=\"c-0\",reason=\"renew_failed\"} 1\n"
+            ),
+            "{text}"
+        );
     }
 
     #[tokio::test]

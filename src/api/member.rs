@@ -76,6 +76,10 @@ pub struct MemberStatus {
     pub pending_restart: bool,
     /// pgwarden's version.
     pub version: String,
+    /// Fingerprint of the dynamic configuration this member runs with (pgwarden's addition): the
+    /// operator rolls restart-only changes only once every member has taken the change up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 fn is_default_tags(t: &MemberTags) -> bool {
@@ -151,6 +155,7 @@ mod tests {
             },
             pending_restart: false,
             version: "0.1.0".into(),
+            config: None,
         }
     }
 

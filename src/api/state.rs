@@ -42,6 +42,17 @@ impl DynamicConfig {
         serde_json::from_str(raw)
     }
 
+    /// A short stable fingerprint (FNV-1a 64 of the JSON form), published by each member for
+    /// the configuration it applied.
+    pub fn fingerprint(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.to_json().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+
     pub fn to_json(&self) -> String {
         // A struct of maps and strings always serialises.
         serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
@@ -75,5 +86,8 @@ mod tests {
             DynamicConfig::default()
         );
         assert!(DynamicConfig::parse("not json").is_err());
+        assert_eq!(c.fingerprint(), c.clone().fingerprint());
+        assert_ne!(c.fingerprint(), DynamicConfig::default().fingerprint());
+        assert_eq!(c.fingerprint().len(), 16);
     }
 }

@@ -208,7 +208,7 @@ async fn event(
     }
 }
 
-fn members(pods: &[Pod], update_revision: Option<&str>) -> Vec<Member> {
+fn members(pods: &[Pod], update_revision: Option<&str>, config: &str) -> Vec<Member> {
     pods.iter()
         .map(|p| {
             let s = status::member_status(p);
@@ -222,6 +222,9 @@ fn members(pods: &[Pod], update_revision: Option<&str>) -> Vec<Member> {
                 updated: status::pod_updated(p, update_revision),
                 pending_restart: s.as_ref().is_some_and(|s| s.pending_restart),
                 nofailover: s.as_ref().is_some_and(|s| s.tags.nofailover),
+                config_current: s
+                    .as_ref()
+                    .is_some_and(|s| s.config.as_deref() == Some(config)),
             }
         })
         .collect()
@@ -523,7 +526,11 @@ async fn reconcile_inner(
         rolling: None,
     };
     let primary = status::primary(&observed);
-    let members = members(&observed.pods, update_revision.as_deref());
+    let members = members(
+        &observed.pods,
+        update_revision.as_deref(),
+        &state::dynamic_config(&b).fingerprint(),
+    );
 
     let mut step = Step::Idle;
     if observed.spec_problem.is_none() {

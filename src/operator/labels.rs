@@ -17,8 +17,9 @@ use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use super::agent_client::AgentClient;
-use super::metrics::Metrics;
-use crate::api::names::{LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use super::metrics::{MemberProbe, Metrics};
+use crate::api::member::{MemberState, MemberStatus};
+use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
 
 /// What one round of probing found for one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,16 @@ pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'sta
     }
     first.extend(last);
     first
+}
+
+/// Whether the member status the agent last published on its pod says PostgreSQL is running.
+fn postgres_running(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_STATUS))
+        .and_then(|s| MemberStatus::parse(s).ok())
+        .is_some_and(|s| s.state == MemberState::Running)
 }
 
 fn pod_ip(pod: &Pod) -> Option<String> {
@@ -111,6 +122,7 @@ pub async fn round(
         };
         clusters.entry((ns, cluster)).or_default().push(pod);
     }
+    let mut seen = vec![];
     for ((ns, cluster), members) in clusters {
         let lease_name = crate::api::names::ObjectNames::new(&cluster).lease();
         let holder = leases
@@ -123,8 +135,16 @@ pub async fn round(
             .and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()))
             .filter(|h| !h.is_empty());
         let probes = join_all(members.iter().map(|p| probe(agents, p))).await;
-        for p in &probes {
+        for (pod, p) in members.iter().zip(&probes) {
             metrics.label_probe(p.primary.is_some());
+            let up = p.primary.is_some() || p.replica.is_some();
+            seen.push(MemberProbe {
+                namespace: ns.clone(),
+                cluster: cluster.clone(),
+                member: p.pod.clone(),
+                up,
+                running: up && postgres_running(pod),
+            });
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         for (pod, role) in plan(&probes, holder.as_deref()) {
@@ -146,6 +166,7 @@ pub async fn round(
         }
         debug!(namespace = %ns, cluster = %cluster, holder = ?holder, "label round done");
     }
+    metrics.member_probes(seen);
 }
 
 /// Run rounds every `period` until the task is dropped.
@@ -203,6 +224,26 @@ mod tests {
             plan(&probes, Some("c-0")),
             [("c-0".to_string(), Some("primary"))]
         );
+    }
+
+    #[test]
+    fn running_is_read_from_the_status_annotation() {
+        let pod = |annotation: Option<&str>| -> Pod {
+            let mut meta = serde_json::json!({"name": "c-0"});
+            if let Some(a) = annotation {
+                meta["annotations"] = serde_json::json!({ANNOTATION_STATUS: a});
+            }
+            serde_json::from_value(serde_json::json!({"metadata": meta})).unwrap()
+        };
+        let status = |state: &str| {
+            format!(
+                r#"{{"conn_url":"postgres://10.0.0.1:5432/postgres","api_url":"http://10.0.0.1:8008/patroni","state":"{state}","role":"replica","version":"0.1.0"}}"#
+            )
+        };
+        assert!(postgres_running(&pod(Some(&status("running")))));
+        assert!(!postgres_running(&pod(Some(&status("stopped")))));
+        assert!(!postgres_running(&pod(Some("not json"))));
+        assert!(!postgres_running(&pod(None)));
     }
 
     #[test]

@@ -1,8 +1,26 @@
 //! The operator's Prometheus metrics: reconcile counts, durations and errors, and the label
-//! updater's probe results. Plain atomics rendered in the text exposition format.
+//! updater's probe results (totals, and per member from the last round). Plain atomics and one
+//! map, rendered in the text exposition format.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+
+/// One member as the label updater's last probe round found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberProbe {
+    pub namespace: String,
+    pub cluster: String,
+    pub member: String,
+    /// Its agent answered the probe (any HTTP status).
+    pub up: bool,
+    /// Its agent answered and its status annotation says PostgreSQL is running.
+    pub running: bool,
+}
+
+/// (namespace, cluster, member) → (up, running).
+type MemberResults = BTreeMap<(String, String, String), (bool, bool)>;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -13,6 +31,8 @@ pub struct Metrics {
     probes_unanswered: AtomicU64,
     label_changes: AtomicU64,
     leader: AtomicBool,
+    /// The last probe round's results, replaced by every round.
+    members: Mutex<MemberResults>,
 }
 
 impl Metrics {
@@ -36,6 +56,15 @@ impl Metrics {
 
     pub fn label_change(&self) {
         self.label_changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The results of one whole probe round; members and clusters it did not see disappear.
+    pub fn member_probes(&self, probes: impl IntoIterator<Item = MemberProbe>) {
+        let fresh = probes
+            .into_iter()
+            .map(|p| ((p.namespace, p.cluster, p.member), (p.up, p.running)))
+            .collect();
+        *self.members.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -102,8 +131,47 @@ impl Metrics {
                 u8::from(self.leader.load(Ordering::Relaxed)).to_string(),
             )],
         );
+        let members = self
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let per_member = |pick: fn(&(bool, bool)) -> bool| -> Vec<(String, String)> {
+            members
+                .iter()
+                .map(|((ns, cluster, member), v)| {
+                    (
+                        format!(
+                            "{{namespace=\"{}\",cluster=\"{}\",member=\"{}\"}}",
+                            escape(ns),
+                            escape(cluster),
+                            escape(member)
+                        ),
+                        u8::from(pick(v)).to_string(),
+                    )
+                })
+                .collect()
+        };
+        metric(
+            "pgwarden_operator_member_up",
+            "gauge",
+            "1 if the member's agent answered the label updater's last probe, 0 otherwise.",
+            per_member(|v| v.0),
+        );
+        metric(
+            "pgwarden_operator_member_running",
+            "gauge",
+            "1 if the member's agent answered the last probe and its status annotation says PostgreSQL is running, 0 otherwise.",
+            per_member(|v| v.1),
+        );
         out
     }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -121,5 +189,50 @@ mod tests {
         assert!(text.contains("pgwarden_operator_reconcile_seconds_total 1.500000\n"));
         assert!(text.contains("pgwarden_operator_label_probes_total{answered=\"true\"} 1\n"));
         assert!(text.contains("# TYPE pgwarden_operator_leader gauge\n"));
+    }
+
+    fn probe(ns: &str, cluster: &str, member: &str, up: bool, running: bool) -> MemberProbe {
+        MemberProbe {
+            namespace: ns.into(),
+            cluster: cluster.into(),
+            member: member.into(),
+            up,
+            running,
+        }
+    }
+
+    #[test]
+    fn member_probes_are_the_last_rounds_only() {
+        let m = Metrics::default();
+        assert!(m.render().ends_with(
+            "# HELP pgwarden_operator_member_running 1 if the member's agent answered the last probe and its status annotation says PostgreSQL is running, 0 otherwise.\n# TYPE pgwarden_operator_member_running gauge\n"
+        ));
+        m.member_probes([
+            probe("db", "main", "main-1", true, false),
+            probe("db", "main", "main-0", true, true),
+            probe("other", "gone", "gone-0", false, false),
+        ]);
+        m.member_probes([
+            probe("db", "main", "main-1", false, false),
+            probe("db", "main", "main-0", true, true),
+        ]);
+        let text = m.render();
+        let tail: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("# HELP pgwarden_operator_member_up"))
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "# HELP pgwarden_operator_member_up 1 if the member's agent answered the label updater's last probe, 0 otherwise.",
+                "# TYPE pgwarden_operator_member_up gauge",
+                r#"pgwarden_operator_member_up{namespace="db",cluster="main",member="main-0"} 1"#,
+                r#"pgwarden_operator_member_up{namespace="db",cluster="main",member="main-1"} 0"#,
+                "# HELP pgwarden_operator_member_running 1 if the member's agent answered the last probe and its status annotation says PostgreSQL is running, 0 otherwise.",
+                "# TYPE pgwarden_operator_member_running gauge",
+                r#"pgwarden_operator_member_running{namespace="db",cluster="main",member="main-0"} 1"#,
+                r#"pgwarden_operator_member_running{namespace="db",cluster="main",member="main-1"} 0"#,
+            ]
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct Member {
     pub pending_restart: bool,
     /// Tagged `nofailover`: never a switchover target.
     pub nofailover: bool,
+    /// Runs with the current dynamic configuration (so its `pending_restart` is up to date).
+    pub config_current: bool,
 }
 
 /// The next thing to do; at most one per reconcile.
@@ -76,6 +78,14 @@ pub fn next_step(members: &[Member], primary: Option<&str>) -> Step {
     let Some(primary) = primary else {
         return Step::Wait("waiting for a primary before rolling".into());
     };
+    // Which members need a restart is only known once all of them have taken the change up;
+    // deciding earlier could switch over to a replica that needs a restart a moment later.
+    if pending && let Some(m) = members.iter().find(|m| !m.config_current) {
+        return Step::Wait(format!(
+            "waiting for {} to take up the new configuration",
+            m.name
+        ));
+    }
     if let Some(m) = members
         .iter()
         .find(|m| !m.ready || (m.name != primary && !m.streaming))
@@ -177,6 +187,7 @@ mod tests {
             updated: true,
             pending_restart: false,
             nofailover: false,
+            config_current: true,
         }
     }
 
@@ -238,6 +249,19 @@ mod tests {
         assert!(matches!(next_step(&ms, Some("c-0")), Step::Restart { pod, .. } if pod == "c-1"));
         ms[1].pending_restart = false;
         assert!(matches!(next_step(&ms, Some("c-0")), Step::Switchover { to, .. } if to == "c-1"));
+    }
+
+    #[test]
+    fn restarts_wait_until_every_member_has_the_new_configuration() {
+        let mut ms = vec![m("c-0"), m("c-1")];
+        ms[0].pending_restart = true;
+        ms[1].config_current = false;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Wait(r) if r.contains("c-1")));
+        ms[1].config_current = true;
+        assert!(matches!(
+            next_step(&ms, Some("c-0")),
+            Step::Switchover { .. }
+        ));
     }
 
     #[test]

@@ -81,11 +81,18 @@ pub fn render_pgwarden_conf(s: &ServerSettings) -> String {
     set("wal_level", quote("replica"));
     set("hot_standby", quote("on"));
     set("wal_log_hints", quote("on"));
+    // A slot and a sender per replica: a cluster has at most 16 instances, plus room for
+    // basebackups and tools.
     if !s.parameters.contains_key("max_wal_senders") {
-        set("max_wal_senders", "10".into());
+        set("max_wal_senders", "20".into());
     }
     if !s.parameters.contains_key("max_replication_slots") {
-        set("max_replication_slots", "10".into());
+        set("max_replication_slots", "20".into());
+    }
+    // After a failover or switchover a replica re-points at the new primary; PostgreSQL's default
+    // 5 s between streaming attempts would leave it unready (and out of `-ro`) that long.
+    if !s.parameters.contains_key("wal_retrieve_retry_interval") {
+        set("wal_retrieve_retry_interval", quote("1s"));
     }
     if !s.parameters.contains_key("wal_keep_size") {
         set("wal_keep_size", quote("128MB"));
