@@ -14,7 +14,7 @@ TIMED := e2e/timed
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
 ## test-bed smoke test on a real single-node Kubernetes, the chart checks (helm is built by the
 ## test bed), then the end-to-end tier (the operator installed by helm, real pods).
-test: lint unit static-check integration smoke chart-check e2e
+test: lint unit static-check integration smoke chart-check monitoring-check e2e
 
 lint: fmt-check clippy
 
