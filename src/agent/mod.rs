@@ -108,6 +108,10 @@ struct Agent {
     hba_extra: Vec<String>,
     /// Fingerprint of the dynamic configuration taken up (published in the member status).
     applied_config: Option<String>,
+    /// A configuration reloaded but not yet published, and when: `pending_restart` is read
+    /// from PostgreSQL before the reload is processed, so the fingerprint waits for a later
+    /// cycle's reading.
+    reloaded_config: Option<(String, Instant)>,
     tags: MemberTags,
     bootstrap_roles: Vec<crate::api::cluster::RoleSpec>,
     bootstrap_databases: Vec<crate::api::cluster::DatabaseSpec>,
@@ -263,6 +267,7 @@ impl Agent {
             parameters,
             hba_extra: vec![],
             applied_config: None,
+            reloaded_config: None,
             tags,
             bootstrap_roles,
             bootstrap_databases,
@@ -603,7 +608,15 @@ impl Agent {
         parameters.extend(config.parameters.clone());
         let fingerprint = config.fingerprint();
         if parameters == self.parameters && config.pg_hba == self.hba_extra {
-            self.applied_config = Some(fingerprint);
+            // This cycle's reading of PostgreSQL (taken before this call) is at least a second
+            // younger than the reload: its pending_restart describes the new configuration.
+            match &self.reloaded_config {
+                Some((fp, at)) if *fp == fingerprint && at.elapsed() < Duration::from_secs(1) => {}
+                _ => {
+                    self.reloaded_config = None;
+                    self.applied_config = Some(fingerprint);
+                }
+            }
             return;
         }
         self.parameters = parameters;
@@ -615,7 +628,12 @@ impl Agent {
             warn!(error = %e, "cannot apply the dynamic configuration");
             return;
         }
-        self.applied_config = Some(fingerprint);
+        if self.pg.running() {
+            self.reloaded_config = Some((fingerprint, Instant::now()));
+        } else {
+            // Not running: it starts with this configuration.
+            self.applied_config = Some(fingerprint);
+        }
     }
 
     fn upstream_for(&self, snap: Option<&Snapshot>, leader: &str) -> Option<Upstream> {

@@ -55,8 +55,11 @@ pub struct Context {
     pub agents: AgentClient,
     /// Consecutive failures per cluster, for the error policy's backoff; reset on success.
     pub failures: Mutex<HashMap<String, u32>>,
-    /// When each cluster's last disruptive rolling step ran (see [`SETTLE`]).
+    /// When each cluster's last disruptive rolling step ran (see [`SETTLE`]); a change of the
+    /// dynamic configuration counts as one, so members can reload and report before a roll.
     pub last_step: Mutex<HashMap<String, Instant>>,
+    /// The dynamic configuration fingerprint each cluster was last reconciled with.
+    pub last_config: Mutex<HashMap<String, String>>,
 }
 
 /// Time between two disruptive steps of a roll. A pod's readiness and its agent's status
@@ -560,6 +563,18 @@ async fn reconcile_inner(
                 }
             };
             let key = key(cluster);
+            let fingerprint = state::dynamic_config(&b).fingerprint();
+            let config_changed = ctx
+                .last_config
+                .lock()
+                .map(|mut m| {
+                    m.insert(key.clone(), fingerprint.clone())
+                        .is_some_and(|old| old != fingerprint)
+                })
+                .unwrap_or(false);
+            if config_changed && let Ok(mut m) = ctx.last_step.lock() {
+                m.insert(key.clone(), Instant::now());
+            }
             let settling = ctx
                 .last_step
                 .lock()

@@ -150,6 +150,7 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
         agents: agent_client::AgentClient::new(Duration::from_secs(2)),
         failures: Mutex::new(Default::default()),
         last_step: Mutex::new(Default::default()),
+        last_config: Mutex::new(Default::default()),
     });
     let ours = watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME}"));
     let mut tasks = vec![];
