@@ -268,7 +268,7 @@ impl Pg {
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         let ip = self.service_ip(&format!("{}-{service}", self.name)).await;
         let pw = self.secret(&format!("{}-app", self.name), "password").await;
-        connect(&ip, "app", &pw, "app").await
+        connect_retry(&ip, "app", &pw, "app", Duration::from_secs(30)).await
     }
 
     /// Connect as the superuser to one pod.
@@ -351,6 +351,26 @@ pub async fn connect(
     Ok(client)
 }
 
+/// `connect`, retried for up to `limit` as a client behind a Service would: the Endpoints can
+/// list a ready pod a moment before kube-proxy has replaced the Service's "no endpoints" REJECT
+/// rule, and that moment answers "connection refused".
+pub async fn connect_retry(
+    host: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    limit: Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match connect(host, user, password, db).await {
+            Ok(c) => return Ok(c),
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// PIDs of host processes whose environment holds every `(key, value)`.
 pub fn pids_with_env(wanted: &[(&str, &str)]) -> Vec<i32> {
     let mut out = vec![];
@@ -396,7 +416,7 @@ impl Writer {
     pub async fn start(pg: &Pg, table: &str) -> Writer {
         let ip = pg.service_ip(&format!("{}-rw", pg.name)).await;
         let pw = pg.secret(&format!("{}-app", pg.name), "password").await;
-        let c = connect(&ip, "app", &pw, "app")
+        let c = connect_retry(&ip, "app", &pw, "app", Duration::from_secs(30))
             .await
             .expect("connect through -rw");
         c.batch_execute(&format!(
