@@ -5,4 +5,5 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod crd;
+pub mod events;
 pub mod operator;

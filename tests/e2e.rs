@@ -97,6 +97,8 @@ async fn deleting_the_primary_pod_fails_over_and_it_returns_as_a_replica() {
     })
     .await;
     let new = pg.primary().await.unwrap();
+    pg.wait_event("Promoted", &format!("{new} was promoted to primary"))
+        .await;
     let before = writer.count();
     wait_until(MIN, "writes through -rw on the new primary", || async {
         writer.count() > before + 20
@@ -166,6 +168,11 @@ async fn switchover_by_annotation() {
         events.contains(&format!("to {target} as the annotation asked")),
         "an Event records the switchover"
     );
+    // The members' own account of it.
+    pg.wait_event("Demoted", &format!("{old} stepped down as primary"))
+        .await;
+    pg.wait_event("Promoted", &format!("{target} was promoted to primary"))
+        .await;
     pg.delete().await;
 }
 
@@ -411,6 +418,11 @@ async fn a_frozen_primary_agent_is_fenced_by_the_softdog_before_a_replica_takes_
     );
     // The old primary went read-only (or away) strictly before the new one became writable.
     let new = pg.primary().await.unwrap();
+    pg.wait_event("Promoted", &format!("{new} was promoted to primary"))
+        .await;
+    // Once thawed, the old primary's agent reports the fence (the softdog cannot: it has no
+    // apiserver client).
+    pg.wait_event("Fenced", &format!("{old} ")).await;
     let old_last = changes
         .iter()
         .rposition(|(_, p)| p.as_deref() == Some(old.as_str()));

@@ -559,6 +559,9 @@ async fn former_primary_with_diverged_wal_rejoins_through_pg_rewind() {
         log.contains("pg_rewind finished"),
         "no pg_rewind in the log"
     );
+    let name = c.members[p].name.clone();
+    c.wait_event("Rewound", &format!("{name} was rewound with pg_rewind"))
+        .await;
     assert!(
         !log.contains("created replica with pg_basebackup\n")
             || log.matches("pg_basebackup").count() <= 1
@@ -593,6 +596,12 @@ async fn former_primary_is_reinitialised_when_rewind_is_impossible() {
         log.contains("created replica with pg_basebackup"),
         "no fresh basebackup"
     );
+    let name = c.members[p].name.clone();
+    c.wait_event(
+        "ReinitializingReplica",
+        &format!("{name} could not be rewound"),
+    )
+    .await;
     let rows = c
         .connect(p)
         .await
@@ -671,6 +680,12 @@ async fn partitioned_primary_demotes_before_anyone_takes_over_and_rejoins() {
     })
     .await;
     assert_eq!(c.answering("/primary"), vec![n]);
+    // The fence (by the loop or the fencing task) happened while the apiserver was out of
+    // reach: its Event arrives after the heal, saying when it happened.
+    let note = c.wait_event("Fenced", &format!("{old} ")).await;
+    assert!(note.contains("(at "), "a late Event says when: {note}");
+    c.wait_event("Promoted", &format!("{new} was promoted to primary"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,9 @@ pub struct AgentArgs {
     /// The PostgresCluster's name.
     #[arg(long, env = "PGWARDEN_CLUSTER")]
     pub cluster: String,
+    /// The PostgresCluster's uid, so its Events show in `kubectl describe` (set by the operator).
+    #[arg(long, env = "PGWARDEN_CLUSTER_UID")]
+    pub cluster_uid: Option<String>,
     /// The address PostgreSQL and the REST API listen on and advertise (the pod IP).
     #[arg(long, env = "POD_IP")]
     pub address: String,

@@ -382,10 +382,36 @@ pub fn render(v: &RestView, s: &Sample) -> String {
             v.replayed_lsn.unwrap_or(0)
         },
     );
+    o.metric(
+        "patroni_xlog_replayed_timestamp",
+        "gauge",
+        "Current timestamp of the replayed Postgres transaction log, 0 if null.",
+        if primary_role {
+            "0".to_string()
+        } else {
+            num(v.replayed_timestamp.unwrap_or(0.0))
+        },
+    );
+    o.flag(
+        "patroni_xlog_paused",
+        "Value is 1 if the Postgres xlog is paused, 0 otherwise.",
+        !primary_role && v.replay_paused,
+    );
     o.flag(
         "patroni_postgres_streaming",
         "Value is 1 if Postgres is streaming, 0 otherwise.",
         !primary_role && v.streaming,
+    );
+    o.flag(
+        "patroni_postgres_in_archive_recovery",
+        "Value is 1 if Postgres is replicating from archive, 0 otherwise.",
+        !primary_role && v.archive_recovery,
+    );
+    o.metric(
+        "patroni_postgres_server_version",
+        "gauge",
+        "Version of Postgres (if running), 0 otherwise.",
+        v.server_version.filter(|_| running).unwrap_or(0),
     );
     o.flag(
         "patroni_cluster_unlocked",
@@ -552,6 +578,8 @@ mod tests {
         v.leader_optime = Some(50_000_000);
         v.received_lsn = Some(50_000_000);
         v.replayed_lsn = Some(49_000_000);
+        v.replayed_timestamp = Some(1_724_874_230.25);
+        v.server_version = Some(150_004);
         v.sync_standbys = vec!["main-1".into()];
         v.dcs_last_seen = 1_724_874_235;
         v
@@ -608,9 +636,21 @@ patroni_xlog_received_location{{scope="main",name="main-1"}} 50000000
 # HELP patroni_xlog_replayed_location Current location of the replayed Postgres transaction log, 0 if this node is not a replica.
 # TYPE patroni_xlog_replayed_location counter
 patroni_xlog_replayed_location{{scope="main",name="main-1"}} 49000000
+# HELP patroni_xlog_replayed_timestamp Current timestamp of the replayed Postgres transaction log, 0 if null.
+# TYPE patroni_xlog_replayed_timestamp gauge
+patroni_xlog_replayed_timestamp{{scope="main",name="main-1"}} 1724874230.25
+# HELP patroni_xlog_paused Value is 1 if the Postgres xlog is paused, 0 otherwise.
+# TYPE patroni_xlog_paused gauge
+patroni_xlog_paused{{scope="main",name="main-1"}} 0
 # HELP patroni_postgres_streaming Value is 1 if Postgres is streaming, 0 otherwise.
 # TYPE patroni_postgres_streaming gauge
 patroni_postgres_streaming{{scope="main",name="main-1"}} 1
+# HELP patroni_postgres_in_archive_recovery Value is 1 if Postgres is replicating from archive, 0 otherwise.
+# TYPE patroni_postgres_in_archive_recovery gauge
+patroni_postgres_in_archive_recovery{{scope="main",name="main-1"}} 0
+# HELP patroni_postgres_server_version Version of Postgres (if running), 0 otherwise.
+# TYPE patroni_postgres_server_version gauge
+patroni_postgres_server_version{{scope="main",name="main-1"}} 150004
 # HELP patroni_cluster_unlocked Value is 1 if the cluster is unlocked, 0 if locked.
 # TYPE patroni_cluster_unlocked gauge
 patroni_cluster_unlocked{{scope="main",name="main-1"}} 0

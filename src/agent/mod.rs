@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dcs;
+pub mod events;
 pub mod ha;
 pub mod metrics;
 pub mod peers;
@@ -119,6 +120,8 @@ struct Agent {
     last_renew: Arc<StdMutex<Option<Instant>>>,
     /// Counters for `/metrics` (lease renews, fencing), shared with the REST view.
     telemetry: Arc<metrics::Telemetry>,
+    /// Events on the PostgresCluster (promotions, demotions, fencing).
+    events: events::Events,
     following: Option<Option<String>>,
     /// Members as last read from the DCS: the failsafe topology.
     known_members: Vec<(String, MemberStatus)>,
@@ -191,6 +194,13 @@ impl Agent {
             watchdog_blocks_promotion: false,
         };
         let client_for_watch = client.clone();
+        let events = events::Events::spawn(
+            client.clone(),
+            &args.namespace,
+            &args.cluster,
+            args.cluster_uid.as_deref(),
+            &args.name,
+        );
         let dcs = Dcs::new(
             client.clone(),
             &args.namespace,
@@ -273,6 +283,7 @@ impl Agent {
             bootstrap_databases,
             last_renew,
             telemetry,
+            events,
             following: None,
             known_members: vec![],
             slot_orphans: Default::default(),
@@ -303,6 +314,7 @@ impl Agent {
             fence_after,
             self.args.data_dir.join("postmaster.pid"),
             self.telemetry.clone(),
+            (self.events.clone(), self.args.name.clone()),
         );
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -510,9 +522,13 @@ impl Agent {
             failsafe_confirmed,
             failsafe_leader,
         };
+        let before = events::Before {
+            in_recovery: obs.local.in_recovery == Some(true),
+            timeline: obs.local.timeline,
+        };
         let decision = ha::decide(&obs, &self.ha);
-        let decision = match self.act(&decision, snap.as_ref(), live.as_ref()).await {
-            Ok(()) => decision,
+        let (decision, done) = match self.act(&decision, snap.as_ref(), live.as_ref()).await {
+            Ok(()) => (decision, true),
             Err(ActError::RenewFailed(e)) => {
                 warn!(error = %e, "failed to renew the leader lease");
                 obs.renew_failed = true;
@@ -520,21 +536,27 @@ impl Agent {
                 self.act(&second, snap.as_ref(), live.as_ref())
                     .await
                     .map_err(ActError::into_agent)?;
-                second
+                (second, true)
             }
             Err(e) => {
                 let e = e.into_agent();
-                if matches!(e, AgentError::Halted(_)) {
+                if let AgentError::Halted(_) = &e {
+                    if let Some(n) = events::for_decision(&self.args.name, &decision, before, None)
+                    {
+                        self.events.report(n);
+                    }
                     return Err(e);
                 }
                 warn!(action = ?decision.action, error = %e, "action failed");
-                decision
+                (decision, false)
             }
         };
-        if let Some(reason) =
-            metrics::fencing_reason(&decision.action, snap.is_some(), obs.renew_failed)
-        {
+        let fencing = metrics::fencing_reason(&decision.action, snap.is_some(), obs.renew_failed);
+        if let Some(reason) = fencing {
             self.telemetry.fenced(reason);
+        }
+        if done && let Some(n) = events::for_decision(&self.args.name, &decision, before, fencing) {
+            self.events.report(n);
         }
         info!(action = ?decision.action, "{}", decision.reason);
         self.publish(snap.as_ref(), &decision).await;
@@ -758,8 +780,19 @@ impl Agent {
                 {
                     // Rewind impossible: start over from a fresh basebackup next cycle.
                     warn!(error = %e, "pg_rewind failed; reinitialising from the leader");
+                    self.events.report(events::rewind_failed(
+                        &self.args.name,
+                        leader.as_deref().unwrap_or("the leader"),
+                        &e.to_string(),
+                    ));
                     self.pg.wipe().await?;
                     return Ok(());
+                }
+                if *rewind && upstream.is_some() {
+                    self.events.report(events::rewound(
+                        &self.args.name,
+                        leader.as_deref().unwrap_or("the leader"),
+                    ));
                 }
                 self.watchdog.disable();
                 self.set_primary(None);
@@ -1136,6 +1169,12 @@ impl Agent {
         v.received_lsn = live.as_ref().and_then(|l| l.received_lsn);
         v.replayed_lsn = live.as_ref().and_then(|l| l.replayed_lsn);
         v.streaming = live.as_ref().is_some_and(|l| l.streaming);
+        v.replay_paused = live.as_ref().is_some_and(|l| l.replay_paused);
+        v.replayed_timestamp = live.as_ref().and_then(|l| l.replayed_timestamp);
+        v.archive_recovery = live.as_ref().is_some_and(|l| l.archive_recovery);
+        if let Some(sv) = live.as_ref().and_then(|l| l.server_version) {
+            v.server_version = Some(sv);
+        }
         v.pending_restart = status.pending_restart;
         v.sysid = sysid;
         v.replication = replication;
@@ -1288,16 +1327,19 @@ fn spawn_fencing_task(
     retry_timeout: Duration,
     pidfile: PathBuf,
     telemetry: Arc<metrics::Telemetry>,
+    (events, me): (events::Events, String),
 ) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(100)).await;
             let overdue = last_renew
                 .lock()
-                .map(|g| g.is_some_and(|t| t.elapsed() > retry_timeout))
-                .unwrap_or(false);
-            if overdue {
+                .ok()
+                .and_then(|g| g.map(|t| t.elapsed()))
+                .filter(|e| *e > retry_timeout);
+            if let Some(overdue) = overdue {
                 error!("no lease renew for retryTimeout: fencing postgres");
+                events.report(events::fenced_by_timeout(&me, overdue, retry_timeout));
                 softdog::fire(&pidfile);
                 if let Ok(mut g) = last_renew.lock() {
                     *g = None;

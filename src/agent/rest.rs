@@ -35,6 +35,12 @@ pub struct RestView {
     pub received_lsn: Option<u64>,
     pub replayed_lsn: Option<u64>,
     pub streaming: bool,
+    /// WAL replay paused (`pg_wal_replay_pause()`).
+    pub replay_paused: bool,
+    /// Commit time of the last transaction replayed, epoch seconds.
+    pub replayed_timestamp: Option<f64>,
+    /// Restoring from the archive instead of streaming.
+    pub archive_recovery: bool,
     pub leader_optime: Option<u64>,
     pub tags: MemberTags,
     pub paused: bool,
@@ -59,6 +65,12 @@ pub struct RestView {
     pub telemetry: Arc<crate::agent::metrics::Telemetry>,
 }
 
+/// Epoch seconds as Patroni prints `replayed_timestamp` (RFC 3339, microseconds).
+fn epoch_to_text(secs: f64) -> Option<String> {
+    let ts = jiff::Timestamp::from_microsecond((secs * 1e6).round() as i64).ok()?;
+    Some(ts.to_string())
+}
+
 impl RestView {
     pub fn new(
         cluster: &str,
@@ -79,6 +91,9 @@ impl RestView {
             received_lsn: None,
             replayed_lsn: None,
             streaming: false,
+            replay_paused: false,
+            replayed_timestamp: None,
+            archive_recovery: false,
             leader_optime: None,
             tags: MemberTags::default(),
             paused: false,
@@ -141,10 +156,17 @@ impl RestView {
             _ => {
                 o.insert(
                     "xlog".into(),
-                    json!({"received_location": self.received_lsn, "replayed_location": self.replayed_lsn, "paused": false}),
+                    json!({
+                        "received_location": self.received_lsn,
+                        "replayed_location": self.replayed_lsn,
+                        "replayed_timestamp": self.replayed_timestamp.and_then(epoch_to_text),
+                        "paused": self.replay_paused,
+                    }),
                 );
                 if self.streaming {
                     o.insert("replication_state".into(), json!("streaming"));
+                } else if self.archive_recovery {
+                    o.insert("replication_state".into(), json!("in archive recovery"));
                 }
             }
         }

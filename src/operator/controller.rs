@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -189,23 +189,7 @@ async fn event(
     reason: &str,
     note: String,
 ) {
-    // The recorder folds events with the same reason and action into one series that keeps
-    // the first note; the action carries the note so different decisions stay apart.
-    let mut action = note.clone();
-    if action.len() > 128 {
-        let mut end = 128;
-        while !action.is_char_boundary(end) {
-            end -= 1;
-        }
-        action.truncate(end);
-    }
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action,
-        secondary: None,
-    };
+    let ev = crate::events::event(type_, reason, note);
     if let Err(e) = rec.publish(&ev, &cluster.object_ref(&())).await {
         warn!(cluster = %cluster.name_any(), error = %e, "cannot publish an event");
     }

@@ -128,7 +128,7 @@ rules:
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch]
-- apiGroups: [""]
+- apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
 ---
@@ -396,6 +396,36 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
                 self.dir.display()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Wait until the agents published an Event with `reason` whose note contains `text`
+    /// regarding this cluster's PostgresCluster.
+    pub async fn wait_event(&self, reason: &str, text: &str) -> String {
+        let api: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(self.client.clone(), &self.ns);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let found = api.list(&Default::default()).await.ok().and_then(|l| {
+                l.items.into_iter().find_map(|e| {
+                    let regards = e.regarding.as_ref().is_some_and(|r| {
+                        r.kind.as_deref() == Some("PostgresCluster")
+                            && r.name.as_deref() == Some(self.name.as_str())
+                    });
+                    let note = e.note.unwrap_or_default();
+                    (regards && e.reason.as_deref() == Some(reason) && note.contains(text))
+                        .then_some(note)
+                })
+            });
+            if let Some(note) = found {
+                return note;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no Event {reason} saying '{text}'; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

@@ -155,6 +155,33 @@ impl Pg {
         kubectl(&all, None)
     }
 
+    /// Wait until an Event with `reason` whose message contains `text` regards this cluster by
+    /// its uid (what `kubectl describe postgrescluster` shows).
+    pub async fn wait_event(&self, reason: &str, text: &str) {
+        let uid = self.cluster().await.metadata.uid.unwrap_or_default();
+        let what = format!(
+            "an Event {reason} saying '{text}' on {}/{}",
+            self.ns, self.name
+        );
+        wait_until(Duration::from_secs(90), &what, || async {
+            let selector = format!("involvedObject.kind=PostgresCluster,involvedObject.uid={uid}");
+            let Ok(out) =
+                self.kubectl(&["get", "events", "--field-selector", &selector, "-o", "json"])
+            else {
+                return false;
+            };
+            let Ok(list) = serde_json::from_str::<serde_json::Value>(&out) else {
+                return false;
+            };
+            list["items"].as_array().is_some_and(|items| {
+                items.iter().any(|e| {
+                    e["reason"] == reason && e["message"].as_str().is_some_and(|m| m.contains(text))
+                })
+            })
+        })
+        .await;
+    }
+
     pub async fn cluster(&self) -> PostgresCluster {
         Api::<PostgresCluster>::namespaced(self.client.clone(), &self.ns)
             .get(&self.name)

@@ -59,6 +59,15 @@ pub struct LiveState {
     pub received_lsn: Option<u64>,
     pub replayed_lsn: Option<u64>,
     pub pending_restart: bool,
+    /// `server_version_num`, e.g. 150004.
+    pub server_version: Option<i64>,
+    /// `pg_is_wal_replay_paused()` (false on a primary).
+    pub replay_paused: bool,
+    /// `pg_last_xact_replay_timestamp()` as epoch seconds.
+    pub replayed_timestamp: Option<f64>,
+    /// A replica restoring from the archive rather than streaming (Patroni's
+    /// `replication_state: in archive recovery`): in recovery, not streaming, restore_command set.
+    pub archive_recovery: bool,
 }
 
 /// A standby's row in `pg_stat_replication`.
@@ -318,7 +327,11 @@ impl Postgres {
                         (SELECT received_tli FROM pg_stat_wal_receiver),
                         (SELECT status = 'streaming' FROM pg_stat_wal_receiver),
                         (SELECT timeline_id FROM pg_control_checkpoint()),
-                        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart)",
+                        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+                        current_setting('server_version_num')::int8,
+                        CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+                        extract(epoch FROM pg_last_xact_replay_timestamp())::float8,
+                        current_setting('restore_command') <> ''",
                 &[],
             )
             .await?;
@@ -331,6 +344,10 @@ impl Postgres {
         let streaming: Option<bool> = row.get(6);
         let checkpoint_tl: Option<i32> = row.get(7);
         let pending_restart: bool = row.get(8);
+        let server_version: Option<i64> = row.get(9);
+        let replay_paused: Option<bool> = row.get(10);
+        let replayed_timestamp: Option<f64> = row.get(11);
+        let restore_command: Option<bool> = row.get(12);
         let to_u64 = |v: Option<i64>| v.map(|x| x.max(0) as u64);
         let (timeline, lsn) = if in_recovery {
             (
@@ -348,6 +365,12 @@ impl Postgres {
             received_lsn: to_u64(received),
             replayed_lsn: to_u64(replayed),
             pending_restart,
+            server_version,
+            replay_paused: replay_paused.unwrap_or(false),
+            replayed_timestamp: replayed_timestamp.filter(|_| in_recovery),
+            archive_recovery: in_recovery
+                && !streaming.unwrap_or(false)
+                && restore_command.unwrap_or(false),
         })
     }
 

@@ -51,7 +51,8 @@ pub fn role(ctx: &Ctx) -> Role {
             // Members find each other by listing the cluster's pods by label.
             rule("", "pods", &["get", "list", "watch"], None),
             rule("", "pods", &["patch"], Some(pods)),
-            rule("", "events", &["create", "patch"], None),
+            // Promotions, demotions and fencing as Events on the PostgresCluster.
+            rule("events.k8s.io", "events", &["create", "patch"], None),
         ]),
     }
 }

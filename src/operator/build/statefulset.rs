@@ -135,6 +135,7 @@ fn agent_env(ctx: &Ctx) -> Vec<EnvVar> {
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_IP", "status.podIP"),
         env("PGWARDEN_CLUSTER", ctx.names.cluster()),
+        env("PGWARDEN_CLUSTER_UID", ctx.owner.uid.clone()),
         env("PGDATA", paths::PGDATA),
         env(
             "PGWARDEN_PG_BIN_DIR",

@@ -1,0 +1,423 @@
+//! Monitoring end to end: Debian's real Prometheus (a host process) scrapes the agents of a
+//! 3-instance cluster and the operator on the test bed, with `monitoring/alerts.yaml` loaded
+//! (every `for:` cut to 1 s and 1 s scrape/evaluation intervals, so the test does not wait
+//! minutes). A forced failover (the primary's processes killed for 15 s, a failing node) makes
+//! `PgwardenNoPrimary` and `PgwardenFewerMembersThanInstances` fire, and both clear once the new
+//! primary leads and the old one is back; a replica whose replay is frozen (SIGSTOP of its
+//! startup process) while the primary writes makes `PgwardenReplicationLagHigh` fire, and it
+//! clears once replay resumes.
+//!
+//! Targets come from file_sd files the test rewrites every second from the pod lists (Debian's
+//! Prometheus 2.42 has kubernetes_sd, but the test bed has no in-cluster Prometheus identity to
+//! give it): the agents with the `namespace` label a PodMonitor would set, the operator with
+//! `honor_labels` as the rules file asks.
+
+mod e2e_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use e2e_support::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIN: Duration = Duration::from_secs(60);
+const OPERATOR_NAMESPACE: &str = "pgwarden-system";
+
+fn spec(instances: i32) -> String {
+    format!(
+        "  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 200Mi}}\n"
+    )
+}
+
+/// Percent-encode a query-string value.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The shipped rules with every `for:` cut to 1 s.
+fn fast_rules(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            let t = l.trim_start();
+            if t.starts_with("for: ") {
+                format!("{}for: 1s", &l[..l.len() - t.len()])
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Write a file_sd file atomically (Prometheus must never read half of it).
+fn write_targets(path: &Path, targets: &[String], labels: Value) {
+    let tmp = path.with_extension("tmp");
+    let body = json!([{ "targets": targets, "labels": labels }]);
+    std::fs::write(&tmp, body.to_string()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+async fn pod_ips(client: &kube::Client, ns: &str, selector: &str) -> Vec<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = api
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+    else {
+        return vec![];
+    };
+    list.items
+        .into_iter()
+        .filter_map(|p| p.status.and_then(|s| s.pod_ip))
+        .collect()
+}
+
+impl Prometheus {
+    async fn start(pg: &Pg) -> Prometheus {
+        let dir = std::env::temp_dir().join(format!("pgwarden-e2e-prometheus-{}", pg.ns));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let rules = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/alerts.yaml"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("rules.yaml"), fast_rules(&rules)).unwrap();
+        let config = r#"
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files: [rules.yaml]
+scrape_configs:
+  - job_name: pgwarden-agents
+    file_sd_configs: [{files: [agents.json], refresh_interval: 1s}]
+  - job_name: pgwarden-operator
+    honor_labels: true
+    file_sd_configs: [{files: [operator.json], refresh_interval: 1s}]
+"#;
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        // Targets before the start, so the first scrape already has them.
+        refresh_targets(pg, &dir).await;
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .current_dir(&dir)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("prometheus on PATH (Debian's prometheus package; e2e/cluster install-deps)");
+        let p = Prometheus { child, port, dir };
+        wait_until(MIN, "Prometheus ready", || async {
+            p.get("/-/ready").await.is_some()
+        })
+        .await;
+        p
+    }
+
+    /// GET a path on the Prometheus HTTP API; `None` unless it answered 200.
+    async fn get(&self, path: &str) -> Option<String> {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = vec![];
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        head.starts_with("HTTP/1.0 200")
+            .then(|| body.to_string())
+            .or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+    }
+
+    /// An instant query's result vector (empty when the query fails).
+    async fn query(&self, q: &str) -> Vec<Value> {
+        let Some(body) = self
+            .get(&format!("/api/v1/query?query={}", encode(q)))
+            .await
+        else {
+            return vec![];
+        };
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// The single value of an instant query, if it returned exactly one series.
+    async fn scalar(&self, q: &str) -> Option<f64> {
+        let r = self.query(q).await;
+        if r.len() != 1 {
+            return None;
+        }
+        r[0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// Alerts of `ns` in state `firing`, as (alertname, labels).
+    async fn firing(&self, ns: &str) -> Vec<(String, Value)> {
+        let Some(body) = self.get("/api/v1/alerts").await else {
+            return vec![];
+        };
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == "firing" && a["labels"]["namespace"] == ns)
+            .map(|a| {
+                (
+                    a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                    a["labels"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `alert` was firing for `ns` at any evaluation since `since` (from the ALERTS
+    /// series Prometheus keeps), so a short episode is not missed between two polls.
+    async fn fired_since(&self, alert: &str, ns: &str, since: jiff::Timestamp) -> bool {
+        let q = format!(r#"ALERTS{{alertname="{alert}",alertstate="firing",namespace="{ns}"}}"#);
+        let now = jiff::Timestamp::now();
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=1",
+            encode(&q),
+            since.as_second(),
+            now.as_second() + 1
+        );
+        let Some(body) = self.get(&path).await else {
+            return false;
+        };
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["data"]["result"].as_array().map(|r| !r.is_empty()))
+            .unwrap_or(false)
+    }
+}
+
+/// Point the file_sd files at the cluster's pods and the operator's pods as they are now.
+async fn refresh_targets(pg: &Pg, dir: &Path) {
+    let agents: Vec<String> = pod_ips(
+        &pg.client,
+        &pg.ns,
+        &format!("pgwarden.io/cluster={}", pg.name),
+    )
+    .await
+    .into_iter()
+    .map(|ip| format!("{ip}:8008"))
+    .collect();
+    write_targets(
+        &dir.join("agents.json"),
+        &agents,
+        json!({ "namespace": pg.ns }),
+    );
+    let operators: Vec<String> = pod_ips(&pg.client, OPERATOR_NAMESPACE, "")
+        .await
+        .into_iter()
+        .map(|ip| format!("{ip}:8080"))
+        .collect();
+    write_targets(&dir.join("operator.json"), &operators, json!({}));
+}
+
+/// The PID of a pod's startup (WAL replay) process.
+fn startup_pid(pg: &Pg, pod: &str) -> Option<i32> {
+    pg.pod_pids(pod).into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let title = String::from_utf8_lossy(&c);
+                title.starts_with("postgres:") && title.contains("startup")
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// The scenario of the issue: scraping works, then a forced failover and a lagging replica make
+/// their alerts fire and clear.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn prometheus_scrapes_agents_and_operator_and_alerts_fire_and_clear() {
+    let pg = Pg::create("e2e-monitoring", "demo", &spec(3)).await;
+    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let prom = Prometheus::start(&pg).await;
+    log(format!("Prometheus on 127.0.0.1:{}", prom.port));
+    let refresher = {
+        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), prom.dir.clone());
+        tokio::spawn(async move {
+            let pg = Pg::existing(&ns, &name).await;
+            loop {
+                refresh_targets(&pg, &dir).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let ns = pg.ns.clone();
+
+    // 1. Scraping: three agents, the operator's probes of the three members (with the cluster's
+    // namespace kept by honor_labels), one primary under Patroni's metric name.
+    wait_until(MIN, "three agents scraped", || async {
+        prom.scalar(&format!(
+            r#"count(up{{job="pgwarden-agents",namespace="{ns}"}} == 1)"#
+        ))
+        .await
+            == Some(3.0)
+    })
+    .await;
+    wait_until(
+        MIN,
+        "the operator's probes of three running members",
+        || async {
+            prom.scalar(&format!(
+                r#"sum(pgwarden_operator_member_running{{namespace="{ns}",cluster="demo"}})"#
+            ))
+            .await
+                == Some(3.0)
+        },
+    )
+    .await;
+    wait_until(MIN, "one primary by patroni_primary", || async {
+        prom.scalar(&format!(
+            r#"sum(patroni_primary{{namespace="{ns}",scope="demo"}})"#
+        ))
+        .await
+            == Some(1.0)
+    })
+    .await;
+    wait_until(MIN, "no alert firing for a healthy cluster", || async {
+        prom.firing(&ns).await.is_empty()
+    })
+    .await;
+
+    // 2. A forced failover: the primary's node fails (its processes die as they start).
+    let t0 = jiff::Timestamp::now();
+    log(format!("killing every process of {old} for 15 s"));
+    kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
+    wait_until(
+        MIN,
+        "PgwardenNoPrimary fired during the failover",
+        || async { prom.fired_since("PgwardenNoPrimary", &ns, t0).await },
+    )
+    .await;
+    wait_until(
+        MIN,
+        "PgwardenFewerMembersThanInstances fired while the old primary was down",
+        || async {
+            prom.fired_since("PgwardenFewerMembersThanInstances", &ns, t0)
+                .await
+        },
+    )
+    .await;
+    pg.wait_healthy(3, 5 * MIN).await;
+    wait_until(2 * MIN, "the failover's alerts cleared", || async {
+        let firing = prom.firing(&ns).await;
+        !firing
+            .iter()
+            .any(|(a, _)| a == "PgwardenNoPrimary" || a == "PgwardenFewerMembersThanInstances")
+    })
+    .await;
+
+    // 3. Lag: a replica stops replaying while the primary writes ~10 MB of WAL.
+    let replica = pg.labelled("replica").await.into_iter().next().unwrap();
+    let startup = startup_pid(&pg, &replica).expect("the replica's startup process");
+    log(format!(
+        "SIGSTOP startup process of {replica} (host pid {startup})"
+    ));
+    signal(startup, libc::SIGSTOP);
+    let rw = pg.connect_service("rw").await.expect("connect through -rw");
+    rw.batch_execute(
+        "CREATE TABLE lag_t AS SELECT g, repeat('x', 1000) AS pad FROM generate_series(1, 10000) g",
+    )
+    .await
+    .expect("write through -rw");
+    let fired = tokio::time::timeout(2 * MIN, async {
+        loop {
+            let firing = prom.firing(&ns).await;
+            if firing
+                .iter()
+                .any(|(a, l)| a == "PgwardenReplicationLagHigh" && l["name"] == replica.as_str())
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
+    let lag = prom
+        .scalar(&format!(
+            r#"pgwarden_replication_lag_bytes{{namespace="{ns}",name="{replica}"}}"#
+        ))
+        .await;
+    log(format!(
+        "SIGCONT startup process of {replica}; lag was {lag:?} bytes"
+    ));
+    signal(startup, libc::SIGCONT);
+    assert!(
+        fired.is_ok(),
+        "PgwardenReplicationLagHigh did not fire for {replica} (lag {lag:?}); Prometheus in {}",
+        prom.dir.display()
+    );
+    log("ok: PgwardenReplicationLagHigh fired for the frozen replica");
+    wait_until(2 * MIN, "the lag alert cleared", || async {
+        !prom
+            .firing(&ns)
+            .await
+            .iter()
+            .any(|(a, _)| a == "PgwardenReplicationLagHigh")
+    })
+    .await;
+    refresher.abort();
+    drop(prom);
+    pg.delete().await;
+}
+
+#[test]
+fn the_test_rules_keep_everything_but_the_durations() {
+    let rules = "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: up == 0\n        for: 30m\n        labels: {}\n";
+    assert_eq!(
+        fast_rules(rules),
+        "groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: up == 0\n        for: 1s\n        labels: {}"
+    );
+    assert_eq!(encode("a b{c=\"d\"}"), "a%20b%7Bc%3D%22d%22%7D");
+}
