@@ -7,10 +7,9 @@
 //! startup process) while the primary writes makes `PgwardenReplicationLagHigh` fire, and it
 //! clears once replay resumes.
 //!
-//! Targets come from file_sd files the test rewrites every second from the pod lists (Debian's
-//! Prometheus 2.42 has kubernetes_sd, but the test bed has no in-cluster Prometheus identity to
-//! give it): the agents with the `namespace` label a PodMonitor would set, the operator with
-//! `honor_labels` as the rules file asks.
+//! Targets come from file_sd files the test rewrites every second from the pod lists (Debian
+//! builds its Prometheus 2.42 without kubernetes_sd): the agents with the `namespace` label a
+//! PodMonitor would set, the operator with `honor_labels` as the rules file asks.
 
 mod e2e_support;
 
@@ -258,16 +257,46 @@ async fn refresh_targets(pg: &Pg, dir: &Path) {
     write_targets(&dir.join("operator.json"), &operators, json!({}));
 }
 
-/// The PID of a pod's startup (WAL replay) process.
+/// The host PID of a pod's startup (WAL replay) process: a descendant of the pod's processes
+/// titled `postgres: … startup …`. PostgreSQL's processes overwrite their environment with the
+/// process title, so they cannot be found by `POD_NAME` themselves; the agent can.
 fn startup_pid(pg: &Pg, pod: &str) -> Option<i32> {
-    pg.pod_pids(pod).into_iter().find(|pid| {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                let title = String::from_utf8_lossy(&c);
-                title.starts_with("postgres:") && title.contains("startup")
-            })
-            .unwrap_or(false)
-    })
+    let procs: Vec<(i32, i32, String)> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter_map(|pid| {
+            let ppid = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse::<i32>()
+                .ok()?;
+            let title = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).into_owned())
+                .unwrap_or_default();
+            Some((pid, ppid, title))
+        })
+        .collect();
+    let mut family: Vec<i32> = pg.pod_pids(pod);
+    loop {
+        let more: Vec<i32> = procs
+            .iter()
+            .filter(|(pid, ppid, _)| family.contains(ppid) && !family.contains(pid))
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        family.extend(more);
+    }
+    procs
+        .iter()
+        .find(|(pid, _, title)| {
+            family.contains(pid) && title.starts_with("postgres:") && title.contains("startup")
+        })
+        .map(|(pid, _, _)| *pid)
 }
 
 /// The scenario of the issue: scraping works, then a forced failover and a lagging replica make
