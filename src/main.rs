@@ -80,8 +80,9 @@ fn main() -> ExitCode {
         },
         Command::Agent(args) => {
             init_logging();
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // One thread: the agent's work is a loop every loopWait plus a few REST requests, all
+            // I/O-bound; fencing runs on a thread of its own. Fewer threads, fewer malloc arenas.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {

@@ -179,7 +179,9 @@ impl Dcs {
         let (lease, state, pods) = tokio::join!(
             self.bounded(self.leases.get_opt(&lease_name)),
             self.bounded(self.config_maps.get_opt(&state_name)),
-            self.bounded(self.pods.list(&selector)),
+            // Metadata only (names, labels, the status annotation): a fraction of the bytes of
+            // whole pods to send, parse and allocate every loop.
+            self.bounded(self.pods.list_metadata(&selector)),
         );
         let lease = lease?;
         let state = state?;

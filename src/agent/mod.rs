@@ -315,7 +315,7 @@ impl Agent {
             self.args.data_dir.join("postmaster.pid"),
             self.telemetry.clone(),
             (self.events.clone(), self.args.name.clone()),
-        );
+        )?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
         loop {
@@ -788,7 +788,12 @@ impl Agent {
                     self.pg.wipe().await?;
                     return Ok(());
                 }
-                if *rewind && upstream.is_some() {
+                if *rewind && let Some(u) = &upstream {
+                    if let Err(e) =
+                        Postgres::checkpoint_source(&u.host, u.port, &self.superuser_password).await
+                    {
+                        warn!(error = %e, "cannot CHECKPOINT the leader after pg_rewind; this replica may wait for its next write to become consistent");
+                    }
                     self.events.report(events::rewound(
                         &self.args.name,
                         leader.as_deref().unwrap_or("the leader"),
@@ -1321,33 +1326,40 @@ fn spawn_softdog(
 
 /// Fencing independent of the loop: a primary that has not renewed within `retry_timeout`
 /// loses postgres at once (SIGKILL of the postmaster's group), before any follower's ttl can
-/// run out, even when the loop is blocked in a hung request.
+/// run out, even when the loop is blocked in a hung request. It is a thread of its own, not a
+/// task: nothing the runtime runs (a busy or blocked task) can delay it.
 fn spawn_fencing_task(
     last_renew: Arc<StdMutex<Option<Instant>>>,
     retry_timeout: Duration,
     pidfile: PathBuf,
     telemetry: Arc<metrics::Telemetry>,
     (events, me): (events::Events, String),
-) {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let overdue = last_renew
-                .lock()
-                .ok()
-                .and_then(|g| g.map(|t| t.elapsed()))
-                .filter(|e| *e > retry_timeout);
-            if let Some(overdue) = overdue {
-                error!("no lease renew for retryTimeout: fencing postgres");
-                events.report(events::fenced_by_timeout(&me, overdue, retry_timeout));
-                softdog::fire(&pidfile);
-                if let Ok(mut g) = last_renew.lock() {
-                    *g = None;
+) -> Result<(), AgentError> {
+    let span = tracing::Span::current();
+    std::thread::Builder::new()
+        .name("fencing".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _entered = span.enter();
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let overdue = last_renew
+                    .lock()
+                    .ok()
+                    .and_then(|g| g.map(|t| t.elapsed()))
+                    .filter(|e| *e > retry_timeout);
+                if let Some(overdue) = overdue {
+                    error!("no lease renew for retryTimeout: fencing postgres");
+                    softdog::fire(&pidfile);
+                    if let Ok(mut g) = last_renew.lock() {
+                        *g = None;
+                    }
+                    telemetry.fenced(metrics::FencingReason::RetryTimeout);
+                    events.report(events::fenced_by_timeout(&me, overdue, retry_timeout));
                 }
-                telemetry.fenced(metrics::FencingReason::RetryTimeout);
             }
-        }
-    });
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -310,7 +310,10 @@ impl Pg {
         connect(&ip, "postgres", &pw, "postgres").await
     }
 
-    /// Host PIDs of the pod's container processes (agent, postgres and its children).
+    /// Host PIDs of the pod's container processes found by their environment: the agent (the
+    /// container's PID 1: when it dies the kernel kills the rest of the container) and the
+    /// softdog. PostgreSQL's processes may not be among them: they overwrite their environment
+    /// with the process title.
     pub fn pod_pids(&self, pod: &str) -> Vec<i32> {
         pids_with_env(&[("POD_NAMESPACE", &self.ns), ("POD_NAME", pod)])
     }

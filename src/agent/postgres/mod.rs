@@ -42,6 +42,14 @@ impl From<tokio_postgres::Error> for PgError {
     }
 }
 
+/// How long starting a standby waits for it to accept connections before the loop carries on.
+const STANDBY_START_WAIT: Duration = Duration::from_secs(10);
+
+/// SQLSTATE 57P03 (cannot_connect_now): the server is starting up or recovering.
+fn cannot_connect_now(e: &PgError) -> bool {
+    matches!(e, PgError::Query(m) if m.starts_with("57P03"))
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PgError + '_ {
     move |source| PgError::Io {
         path: path.display().to_string(),
@@ -227,7 +235,8 @@ impl Postgres {
         })?;
         info!(pid = child.id(), standby, "started postgres");
         self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        let started = tokio::time::Instant::now();
+        let deadline = started + Duration::from_secs(120);
         loop {
             if !self.running() {
                 return Err(PgError::Program {
@@ -235,8 +244,22 @@ impl Postgres {
                     detail: "exited during startup (see its log above)".into(),
                 });
             }
-            if self.connect().await.is_ok() {
-                return Ok(());
+            match self.connect().await {
+                Ok(_) => return Ok(()),
+                // A standby refuses connections until its replay is consistent, which can take
+                // as long as the WAL it must replay (or wait for). The loop must not stop for
+                // that: it goes on, and the member counts as running once postgres answers.
+                Err(e)
+                    if standby
+                        && cannot_connect_now(&e)
+                        && started.elapsed() > STANDBY_START_WAIT =>
+                {
+                    info!(
+                        "postgres is recovering and does not accept connections yet; carrying on"
+                    );
+                    return Ok(());
+                }
+                Err(_) => {}
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(PgError::Timeout("accept connections"));
@@ -618,6 +641,28 @@ impl Postgres {
         )
         .await
         .map(|out| info!(output = %out.trim(), "pg_rewind finished"))
+    }
+
+    /// `CHECKPOINT` on the rewind source, right after pg_rewind. pg_rewind sets the target's
+    /// minRecoveryPoint to the source's WAL *insert* position; when the source's last record
+    /// ends on a page boundary that position lies a page header beyond anything flushed, and
+    /// on an idle primary no record comes to fill it: the rewound replica never becomes
+    /// consistent. An explicit CHECKPOINT always writes a record.
+    pub async fn checkpoint_source(host: &str, port: u16, password: &str) -> Result<(), PgError> {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user("postgres")
+            .password(password)
+            .dbname("postgres")
+            .application_name("pgwarden")
+            .connect_timeout(Duration::from_secs(5));
+        let (client, connection) = cfg.connect(NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute("CHECKPOINT").await?;
+        Ok(())
     }
 }
 
