@@ -388,6 +388,14 @@ async fn measure(engine: Engine, trials: usize) -> Row {
     let cpu_s_per_min =
         (cpu1 - cpu0) as f64 / ticks / pids.len() as f64 * (60.0 / window.as_secs_f64());
     let rss_kib = pids.iter().map(|p| rss_kib(*p)).sum::<u64>() / pids.len() as u64;
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mem: Vec<&str> = status
+            .lines()
+            .filter(|l| l.starts_with("Rss") || l.starts_with("Threads"))
+            .collect();
+        eprintln!("{}: pid {pid} {}", engine.label(), mem.join(", "));
+    }
 
     let mut hard = Vec::new();
     let mut graceful = Vec::new();
