@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod common;
 pub mod crd;
 pub mod events;
 pub mod operator;
