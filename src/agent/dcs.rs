@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::agent::ha::{Initialize, LeaseView, MemberView, SwitchoverRequest};
+use crate::agent::ha::{DcsView, Initialize, LeaseView, MemberView, SwitchoverRequest};
 use crate::api::member::MemberStatus;
 use crate::api::names::{self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ObjectNames};
 
@@ -103,6 +103,34 @@ impl Snapshot {
                 timeline: s.timeline,
             })
             .collect()
+    }
+
+    /// What `ha::decide` sees of this snapshot at `now`.
+    pub fn view(&self, now: jiff::Timestamp) -> DcsView {
+        DcsView {
+            lease: self.lease.clone(),
+            initialize: self.initialize.clone(),
+            leader_optime: self.leader_optime,
+            cluster_timeline: self.cluster_timeline(),
+            members: self.member_views(),
+            // A scheduled switchover is invisible to the HA rules until its time comes.
+            switchover: self.switchover.clone().filter(|_| self.switchover_due(now)),
+            sync_standbys: self.sync.sync_standby.clone(),
+        }
+    }
+
+    /// Whether the switchover request is due: unscheduled ones at once, scheduled ones from
+    /// their time.
+    fn switchover_due(&self, now: jiff::Timestamp) -> bool {
+        self.switchover_scheduled_at.is_none_or(|t| t <= now)
+    }
+
+    /// A scheduled switchover the leader missed by more than this is dropped, not run late
+    /// (Patroni: 1.5 x loop_wait; never less than 10 s here, as our loop_wait is short).
+    pub fn switchover_stale(&self, now: jiff::Timestamp, loop_wait: Duration) -> bool {
+        let window = loop_wait.mul_f64(1.5).max(Duration::from_secs(10));
+        self.switchover_scheduled_at
+            .is_some_and(|t| now.duration_since(t).as_secs_f64() > window.as_secs_f64())
     }
 
     pub fn holder(&self) -> Option<&str> {

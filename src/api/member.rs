@@ -105,6 +105,19 @@ impl MemberStatus {
     }
 }
 
+/// The `pgwarden.io/role` rule both of its writers follow (the agent on its own pod, the
+/// operator's label updater on every pod): `primary` only for a member that runs as primary AND
+/// holds the leader Lease, `replica` for a running replica, no label otherwise.
+pub fn role_label(primary: bool, holds_lease: bool, replica: bool) -> Option<&'static str> {
+    if primary && holds_lease {
+        Some(crate::api::names::ROLE_PRIMARY)
+    } else if replica {
+        Some(crate::api::names::ROLE_REPLICA)
+    } else {
+        None
+    }
+}
+
 /// Host and port of a `postgres://host:port/...` URL, as the agents publish them.
 pub fn conn_url(host: &str, port: u16) -> String {
     format!("postgres://{}:{port}/postgres", host_for_url(host))

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-/// Replication source of a replica.
+/// Replication source of a replica: what `primary_conninfo` and `primary_slot_name` say.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
+pub struct PrimaryConninfo {
     pub host: String,
     pub port: u16,
     /// This member's name: `application_name`, so the primary can list it in
@@ -21,7 +21,7 @@ pub struct ServerSettings {
     pub socket_dir: String,
     pub passfile: String,
     pub replication_user: String,
-    pub upstream: Option<Upstream>,
+    pub primary_conninfo: Option<PrimaryConninfo>,
     pub synchronous_standby_names: Option<String>,
     pub parameters: BTreeMap<String, String>,
     /// Extra pg_hba.conf lines (the user's), before pgwarden's own.
@@ -98,7 +98,7 @@ pub fn render_pgwarden_conf(s: &ServerSettings) -> String {
         set("wal_keep_size", quote("128MB"));
     }
     set("recovery_target_timeline", quote("latest"));
-    match &s.upstream {
+    match &s.primary_conninfo {
         Some(u) => {
             let conninfo = format!(
                 "host={} port={} user={} passfile={} application_name={} sslmode=prefer connect_timeout=3",
@@ -192,7 +192,7 @@ mod tests {
             socket_dir: "/run/pg".into(),
             passfile: "/run/pg/pgpass".into(),
             replication_user: "replicator".into(),
-            upstream: None,
+            primary_conninfo: None,
             synchronous_standby_names: None,
             parameters: BTreeMap::new(),
             pg_hba: vec![],
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn replica_conf_points_at_the_leader_through_its_slot() {
         let mut s = settings();
-        s.upstream = Some(Upstream {
+        s.primary_conninfo = Some(PrimaryConninfo {
             host: "127.0.0.1".into(),
             port: 5432,
             application_name: "pg-1".into(),

@@ -2,7 +2,10 @@
 //! process group, so the softdog can kill it with all its backends), and the queries the HA loop
 //! needs. Everything that runs a PostgreSQL program is here; the decisions are in `ha`.
 
+pub mod bootstrap;
 pub mod conf;
+pub mod slots;
+pub mod sync;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
@@ -26,8 +30,12 @@ pub enum PgError {
         path: String,
         source: std::io::Error,
     },
-    #[error("query failed: {0}")]
-    Query(String),
+    /// A query or connection failed; `sqlstate` is the server's code when the server answered.
+    #[error("query failed: {}", query_detail(.sqlstate.as_ref(), .message))]
+    Query {
+        sqlstate: Option<SqlState>,
+        message: String,
+    },
     #[error("postgres did not {0} in time")]
     Timeout(&'static str),
 }
@@ -35,10 +43,23 @@ pub enum PgError {
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's own message says what went wrong; "db error" alone does not.
-        PgError::Query(match e.as_db_error() {
-            Some(db) => format!("{}: {}", db.code().code(), db.message()),
-            None => e.to_string(),
-        })
+        match e.as_db_error() {
+            Some(db) => PgError::Query {
+                sqlstate: Some(db.code().clone()),
+                message: db.message().to_string(),
+            },
+            None => PgError::Query {
+                sqlstate: None,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+fn query_detail(sqlstate: Option<&SqlState>, message: &str) -> String {
+    match sqlstate {
+        Some(code) => format!("{}: {message}", code.code()),
+        None => message.to_string(),
     }
 }
 
@@ -47,7 +68,7 @@ const STANDBY_START_WAIT: Duration = Duration::from_secs(10);
 
 /// SQLSTATE 57P03 (cannot_connect_now): the server is starting up or recovering.
 fn cannot_connect_now(e: &PgError) -> bool {
-    matches!(e, PgError::Query(m) if m.starts_with("57P03"))
+    matches!(e, PgError::Query { sqlstate: Some(code), .. } if *code == SqlState::CANNOT_CONNECT_NOW)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PgError + '_ {
@@ -79,7 +100,7 @@ pub struct LiveState {
 }
 
 /// A standby's row in `pg_stat_replication`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReplicationRow {
     pub usename: String,
     pub application_name: String,
@@ -436,6 +457,24 @@ impl Postgres {
         Ok(())
     }
 
+    /// The latest checkpoint's location from `pg_controldata` (the optime a stopped primary
+    /// publishes when it releases the Lease); `None` when it cannot be read.
+    pub async fn checkpoint_location(&self) -> Option<u64> {
+        let out = Command::new(self.bin_dir.join("pg_controldata"))
+            .arg(&self.data_dir)
+            .env("LC_ALL", "C")
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let loc = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Latest checkpoint location:"))?
+            .trim()
+            .to_string();
+        parse_lsn(&loc)
+    }
+
     pub async fn checkpoint(&mut self) -> Result<(), PgError> {
         let client = self.connect().await?;
         client.batch_execute("CHECKPOINT").await?;
@@ -669,4 +708,22 @@ impl Postgres {
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io_err(path))
+}
+
+/// `16/B374D848` → bytes.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod lsn_tests {
+    use super::parse_lsn;
+
+    #[test]
+    fn lsn_text_parses_to_bytes() {
+        assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("junk"), None);
+    }
 }

@@ -1,0 +1,407 @@
+//! The executor of `ha::Action`s: each action's I/O (the DCS, PostgreSQL, the role label) in the
+//! order that keeps the fencing invariant — the fence is armed before postgres may be primary
+//! and stands down only once it is not — and routing safe: a primary's role label leaves before
+//! it stops answering and comes only after promotion.
+
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use super::dcs::{DcsError, HistoryEntry, Snapshot};
+use super::fence::FenceError;
+use super::ha::{Action, DataDir, Decision, StartAs, StopMode};
+use super::postgres::bootstrap::{self, AppObjects, BootstrapObjects};
+use super::postgres::{self, LiveState, PgError, Postgres, slots};
+use super::{Agent, events};
+use crate::api::cluster::SynchronousMode;
+use crate::api::member::MemberState;
+use crate::api::names::ROLE_PRIMARY;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActError {
+    #[error("renew failed: {0}")]
+    RenewFailed(DcsError),
+    #[error(transparent)]
+    Dcs(DcsError),
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    #[error(transparent)]
+    Fence(#[from] FenceError),
+    #[error("{0}")]
+    Halt(String),
+}
+
+/// What the running PostgreSQL streams from, as this agent last configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// Not configured since postgres last started or stopped: the next `Follow` rewrites it.
+    Unknown,
+    /// Configured without a source: a primary, or a replica with no leader to follow.
+    Nobody,
+    /// Streaming from this member.
+    Member(String),
+}
+
+impl Upstream {
+    pub fn of(leader: Option<&str>) -> Self {
+        match leader {
+            Some(l) => Upstream::Member(l.to_string()),
+            None => Upstream::Nobody,
+        }
+    }
+
+    pub fn member(&self) -> Option<&str> {
+        match self {
+            Upstream::Member(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl Agent {
+    pub(super) async fn act(
+        &mut self,
+        decision: &Decision,
+        snap: Option<&Snapshot>,
+        live: Option<&LiveState>,
+    ) -> Result<(), ActError> {
+        let lsn = live.and_then(|l| l.lsn);
+        match &decision.action {
+            Action::Nothing => {
+                if snap.is_some_and(|s| s.paused) {
+                    self.fence.stand_down();
+                }
+            }
+            Action::RenewLease => {
+                self.renew(snap, lsn).await?;
+                if live.is_some_and(|l| !l.in_recovery)
+                    && let Some(s) = snap
+                {
+                    self.primary_upkeep(s).await;
+                }
+            }
+            Action::AcquireLease => {
+                self.fence.arm()?;
+                if let Err(e) = self.dcs.acquire(lsn).await {
+                    self.fence.stopped();
+                    return Err(ActError::Dcs(e));
+                }
+                self.fence.holding();
+                if live.is_some_and(|l| l.in_recovery) {
+                    self.promote(snap, live).await?;
+                }
+            }
+            Action::Promote => {
+                self.fence.arm()?;
+                self.fence.holding();
+                self.promote(snap, live).await?;
+            }
+            Action::Demote { mode, release } => {
+                // Routing first: the role label leaves before postgres stops answering.
+                self.fence.leaving();
+                if let Err(e) = self.dcs.publish_role(None).await {
+                    warn!(error = %e, "cannot remove the role label");
+                }
+                self.pg.stop(*mode).await?;
+                self.fence.stopped();
+                self.upstream = Upstream::Unknown;
+                self.conf.synchronous_standby_names = None;
+                if *release {
+                    let optime = self.pg.checkpoint_location().await;
+                    self.dcs.release(optime).await.map_err(ActError::Dcs)?;
+                }
+            }
+            Action::StartPostgres(StartAs::Primary) => {
+                // Only with a lease renewed just now: never start a primary on a stale lease.
+                let lease = snap.and_then(|s| s.lease_object.as_ref());
+                let started = Instant::now();
+                let renewed = self.dcs.renew(lease, None).await;
+                self.telemetry
+                    .lease_renewed(started.elapsed(), renewed.is_ok());
+                renewed.map_err(ActError::RenewFailed)?;
+                self.fence.arm()?;
+                self.fence.holding();
+                self.pg.start(&self.settings(None), false).await?;
+                self.upstream = Upstream::Nobody;
+            }
+            Action::StartPostgres(StartAs::Replica { leader, rewind }) => {
+                self.start_replica(snap, leader.as_deref(), *rewind).await?;
+            }
+            Action::Follow { leader } => {
+                self.fence.leaving();
+                let wanted = Upstream::of(leader.as_deref());
+                if self.upstream != wanted {
+                    let conninfo = leader.as_deref().and_then(|l| self.conninfo_for(snap, l));
+                    if leader.is_some() && conninfo.is_none() {
+                        return Ok(());
+                    }
+                    let settings = self.settings(conninfo);
+                    self.pg.reconfigure(&settings).await?;
+                    info!(leader = ?leader, "now following");
+                    self.upstream = wanted;
+                }
+            }
+            Action::ClaimInitialize => {
+                let won = self.dcs.claim_initialize().await.map_err(ActError::Dcs)?;
+                info!(won, "raced for the initialize key");
+            }
+            Action::Bootstrap => {
+                if let Err(e) = self.bootstrap().await {
+                    error!(error = %e, "bootstrap failed; giving up the initialize key");
+                    let _ = self.pg.stop(StopMode::Immediate).await;
+                    self.fence.stand_down();
+                    let _ = self.pg.wipe().await;
+                    let _ = self.dcs.release(None).await;
+                    let _ = self.dcs.cancel_initialize().await;
+                    return Err(e);
+                }
+            }
+            Action::CloneFrom { leader } => {
+                let Some(u) = self.conninfo_for(snap, leader) else {
+                    return Ok(());
+                };
+                self.rest.view.write().await.state = MemberState::CreatingReplica;
+                self.pg
+                    .basebackup(
+                        &u.host,
+                        u.port,
+                        &self.args.replication_user,
+                        &self.conf.passfile,
+                    )
+                    .await?;
+                info!(leader, "created replica with pg_basebackup");
+            }
+            Action::RecordInitialize { sysid } => {
+                self.dcs
+                    .record_initialize(sysid)
+                    .await
+                    .map_err(ActError::Dcs)?;
+            }
+            // Confirmed by every member this cycle: as good as a renew for the fences.
+            Action::KeepPrimary => self.fence.confirmed(),
+            Action::Halt => {
+                let _ = self.pg.stop(StopMode::Immediate).await;
+                return Err(ActError::Halt(decision.reason.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Renew the held Lease; only an acknowledged renew feeds the fence.
+    async fn renew(&mut self, snap: Option<&Snapshot>, lsn: Option<u64>) -> Result<(), ActError> {
+        let lease = snap.and_then(|s| s.lease_object.as_ref());
+        let started = Instant::now();
+        let renewed = self.dcs.renew(lease, lsn).await;
+        self.telemetry
+            .lease_renewed(started.elapsed(), renewed.is_ok());
+        renewed.map_err(ActError::RenewFailed)?;
+        self.fence.renewed();
+        Ok(())
+    }
+
+    /// A renewed primary's housekeeping: replication slots and the synchronous standby.
+    async fn primary_upkeep(&mut self, snap: &Snapshot) {
+        let wanted = slots::wanted(
+            snap.members.iter().map(|(n, _)| n.as_str()),
+            &self.args.name,
+        );
+        if let Err(e) = self.pg.ensure_slots(&wanted).await {
+            warn!(error = %e, "cannot create replication slots");
+        }
+        self.drop_orphan_slots(snap).await;
+        if let Err(e) = self.synchronous_step(snap).await {
+            warn!(error = %e, "cannot maintain the synchronous standby");
+        }
+    }
+
+    /// Start as a replica of `leader`, rewinding first when the timelines diverged; a failed
+    /// rewind wipes the data directory so the next cycle clones afresh.
+    async fn start_replica(
+        &mut self,
+        snap: Option<&Snapshot>,
+        leader: Option<&str>,
+        rewind: bool,
+    ) -> Result<(), ActError> {
+        let conninfo = leader.and_then(|l| self.conninfo_for(snap, l));
+        let source = leader.unwrap_or("the leader");
+        if rewind && let Some(u) = &conninfo {
+            if let Err(e) = self.pg.rewind(&u.host, u.port, &self.conf.passfile).await {
+                // Rewind impossible: start over from a fresh basebackup next cycle.
+                warn!(error = %e, "pg_rewind failed; reinitialising from the leader");
+                self.events.report(events::rewind_failed(
+                    &self.args.name,
+                    source,
+                    &e.to_string(),
+                ));
+                self.pg.wipe().await?;
+                return Ok(());
+            }
+            if let Err(e) =
+                Postgres::checkpoint_source(&u.host, u.port, &self.secrets.superuser).await
+            {
+                warn!(error = %e, "cannot CHECKPOINT the leader after pg_rewind; this replica may wait for its next write to become consistent");
+            }
+            self.events.report(events::rewound(&self.args.name, source));
+        }
+        self.fence.stand_down();
+        self.conf.synchronous_standby_names = None;
+        self.pg.start(&self.settings(conninfo), true).await?;
+        self.upstream = Upstream::of(leader);
+        Ok(())
+    }
+
+    async fn promote(
+        &mut self,
+        snap: Option<&Snapshot>,
+        live: Option<&LiveState>,
+    ) -> Result<(), ActError> {
+        let old_tl = live.and_then(|l| l.timeline).unwrap_or(1);
+        let switch_lsn = live.and_then(|l| l.lsn).unwrap_or(0);
+        if let Err(e) = self.dcs.publish_role(None).await {
+            warn!(error = %e, "cannot update the role label");
+        }
+        if self.ha.synchronous_mode == SynchronousMode::Strict {
+            // Strict: not one commit may be acknowledged asynchronously, even right after promotion.
+            self.set_synchronous_standby_names(Some("*".into())).await?;
+        }
+        self.pg.promote().await?;
+        self.upstream = Upstream::Nobody;
+        info!(timeline = old_tl + 1, "promoted");
+        let reason = match snap.and_then(|s| s.switchover.as_ref()) {
+            Some(_) => "switchover",
+            None => "no recovery target specified",
+        };
+        let entry = HistoryEntry(
+            old_tl,
+            switch_lsn,
+            reason.into(),
+            jiff::Timestamp::now().to_string(),
+            self.args.name.clone(),
+        );
+        self.dcs
+            .record_promotion(entry)
+            .await
+            .map_err(ActError::Dcs)?;
+        if self.ha.synchronous_mode != SynchronousMode::Off {
+            // A new leader starts with an empty synchronous set and grows it as standbys confirm.
+            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+        }
+        if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
+            warn!(error = %e, "cannot set the primary role label");
+        }
+        Ok(())
+    }
+
+    /// The winner of the initialize key creates the cluster.
+    async fn bootstrap(&mut self) -> Result<(), ActError> {
+        self.rest.view.write().await.state = MemberState::Initializing;
+        let _ = self.pg.stop(StopMode::Immediate).await;
+        self.pg.initdb(&self.settings(None).initdb).await?;
+        self.dcs.acquire(None).await.map_err(ActError::Dcs)?;
+        self.fence.arm()?;
+        self.fence.holding();
+        self.pg.start(&self.settings(None), false).await?;
+        self.upstream = Upstream::Nobody;
+        let statements = bootstrap::statements(&BootstrapObjects {
+            superuser_password: &self.secrets.superuser,
+            replication_user: &self.args.replication_user,
+            replication_password: &self.secrets.replication,
+            app: self.secrets.app.as_deref().map(|password| AppObjects {
+                user: &self.args.app_user,
+                database: &self.args.app_database,
+                password,
+            }),
+            roles: &self.bootstrap_roles,
+            databases: &self.bootstrap_databases,
+        });
+        for sql in &statements {
+            self.pg.execute_batch(sql).await?;
+        }
+        let DataDir::Initialized { sysid, .. } = self.pg.data_state().await? else {
+            return Err(ActError::Pg(PgError::Program {
+                program: "initdb".into(),
+                detail: "no cluster after initdb".into(),
+            }));
+        };
+        self.dcs
+            .record_initialize(&sysid)
+            .await
+            .map_err(ActError::Dcs)?;
+        if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
+            warn!(error = %e, "cannot set the primary role label");
+        }
+        info!(sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    /// Drop the slots of members whose pods have been gone for 2 x ttl (a scaled-down replica),
+    /// as Patroni drops the slots of members that left, so they do not hold WAL forever.
+    async fn drop_orphan_slots(&mut self, snap: &Snapshot) {
+        let existing = match self.pg.member_slots(&self.args.cluster).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot list replication slots");
+                return;
+            }
+        };
+        let due =
+            self.slot_orphans
+                .due(&existing, &snap.pod_names, Instant::now(), self.ha.ttl * 2);
+        for slot in due {
+            match self.pg.drop_slot(&slot).await {
+                Ok(()) => {
+                    info!(slot, "dropped the replication slot of a member that left");
+                    self.slot_orphans.dropped(&slot);
+                }
+                Err(e) => warn!(slot, error = %e, "cannot drop a replication slot"),
+            }
+        }
+    }
+
+    /// Carry out `postgres::sync::plan` in Patroni's order: unpublish, set, publish.
+    async fn synchronous_step(&mut self, snap: &Snapshot) -> Result<(), ActError> {
+        let published: Vec<String> = match &snap.sync.leader {
+            Some(l) if *l == self.args.name => snap.sync.sync_standby.clone(),
+            _ => vec![],
+        };
+        let nosync: Vec<&str> = snap
+            .members
+            .iter()
+            .filter(|(_, s)| s.tags.nosync)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let rows = if self.ha.synchronous_mode == SynchronousMode::Off {
+            vec![]
+        } else {
+            self.pg.replication().await?
+        };
+        let plan = postgres::sync::plan(self.ha.synchronous_mode, &published, &rows, &nosync);
+        if plan.unpublish {
+            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+        }
+        self.set_synchronous_standby_names(plan.synchronous_standby_names)
+            .await?;
+        if let Some(name) = plan.publish {
+            self.dcs
+                .publish_sync(std::slice::from_ref(&name))
+                .await
+                .map_err(ActError::Dcs)?;
+            info!(standby = %name, "synchronous standby published");
+        }
+        Ok(())
+    }
+
+    async fn set_synchronous_standby_names(
+        &mut self,
+        value: Option<String>,
+    ) -> Result<(), ActError> {
+        if self.conf.synchronous_standby_names == value {
+            return Ok(());
+        }
+        self.conf.synchronous_standby_names = value.clone();
+        let settings = self.settings(None);
+        self.pg.reconfigure(&settings).await?;
+        info!(synchronous_standby_names = ?value, "synchronous_standby_names changed");
+        Ok(())
+    }
+}
