@@ -1,0 +1,449 @@
+//! Table tests of `ha`.
+
+use super::*;
+
+fn cfg() -> HaConfig {
+    HaConfig {
+        ttl: Duration::from_secs(8),
+        loop_wait: Duration::from_secs(2),
+        retry_timeout: Duration::from_secs(3),
+        maximum_lag_on_failover: 1_048_576,
+        synchronous_mode: SynchronousMode::Off,
+        nofailover: false,
+        failsafe_mode: false,
+        watchdog_blocks_promotion: false,
+    }
+}
+
+fn replica(lsn: u64) -> LocalPostgres {
+    LocalPostgres {
+        data: DataDir::Initialized {
+            sysid: "7".into(),
+            was_primary: false,
+            timeline: 1,
+        },
+        running: true,
+        in_recovery: Some(true),
+        timeline: Some(1),
+        lsn: Some(lsn),
+        following: Some("a".into()),
+    }
+}
+
+fn primary() -> LocalPostgres {
+    LocalPostgres {
+        in_recovery: Some(false),
+        following: None,
+        ..replica(100)
+    }
+}
+
+fn member(name: &str) -> MemberView {
+    MemberView {
+        name: name.into(),
+        running: true,
+        nofailover: false,
+        lsn: Some(100),
+        timeline: Some(1),
+    }
+}
+
+fn dcs(lease: LeaseView) -> DcsView {
+    DcsView {
+        lease,
+        initialize: Initialize::Done { sysid: "7".into() },
+        leader_optime: Some(100),
+        cluster_timeline: 1,
+        members: vec![member("a"), member("b"), member("c")],
+        switchover: None,
+        sync_standbys: vec![],
+    }
+}
+
+fn held(holder: &str) -> LeaseView {
+    LeaseView::Held {
+        holder: holder.into(),
+        expired: false,
+    }
+}
+
+fn expired(holder: &str) -> LeaseView {
+    LeaseView::Held {
+        holder: holder.into(),
+        expired: true,
+    }
+}
+
+fn obs(me: &str, local: LocalPostgres, dcs: Option<DcsView>) -> Observation {
+    Observation {
+        me: me.into(),
+        paused: false,
+        dcs,
+        local,
+        peers: vec![],
+        renew_failed: false,
+        failsafe_confirmed: None,
+        failsafe_leader: None,
+    }
+}
+
+fn peer(name: &str, lsn: u64) -> PeerAnswer {
+    PeerAnswer {
+        name: name.into(),
+        is_primary: false,
+        lsn: Some(lsn),
+        nofailover: false,
+    }
+}
+
+#[test]
+fn primary_holding_the_lease_renews_it() {
+    let r = decide(&obs("a", primary(), Some(dcs(held("a")))), &cfg());
+    assert_eq!(r.action, Action::RenewLease);
+    assert_eq!(r.reason, "renewed the leader lease as primary");
+}
+
+#[test]
+fn primary_that_fails_to_renew_demotes_immediately_without_release() {
+    let mut o = obs("a", primary(), Some(dcs(held("a"))));
+    o.renew_failed = true;
+    let r = decide(&o, &cfg());
+    assert_eq!(
+        r.action,
+        Action::Demote {
+            mode: StopMode::Immediate,
+            release: false
+        }
+    );
+    assert_eq!(r.reason, "demoting: failed to renew the leader lease");
+}
+
+#[test]
+fn primary_that_cannot_reach_the_apiserver_demotes() {
+    let r = decide(&obs("a", primary(), None), &cfg());
+    assert!(matches!(
+        r.action,
+        Action::Demote {
+            mode: StopMode::Immediate,
+            ..
+        }
+    ));
+    assert!(
+        r.reason.contains("apiserver cannot be reached"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn replica_that_cannot_reach_the_apiserver_waits() {
+    let r = decide(&obs("b", replica(100), None), &cfg());
+    assert_eq!(r.action, Action::Nothing);
+}
+
+#[test]
+fn primary_that_sees_another_holder_demotes() {
+    let r = decide(&obs("a", primary(), Some(dcs(held("b")))), &cfg());
+    assert!(matches!(
+        r.action,
+        Action::Demote {
+            mode: StopMode::Immediate,
+            release: false
+        }
+    ));
+    assert_eq!(r.reason, "demoting: b holds the leader lease");
+}
+
+#[test]
+fn replica_follows_the_valid_leader() {
+    let r = decide(&obs("b", replica(100), Some(dcs(held("a")))), &cfg());
+    assert_eq!(
+        r.action,
+        Action::Follow {
+            leader: Some("a".into())
+        }
+    );
+    assert_eq!(r.reason, "following leader a");
+}
+
+#[test]
+fn healthiest_replica_races_for_an_expired_lease() {
+    let mut o = obs("b", replica(100), Some(dcs(expired("a"))));
+    o.peers = vec![peer("c", 90)];
+    let r = decide(&o, &cfg());
+    assert_eq!(r.action, Action::AcquireLease);
+    assert_eq!(
+        r.reason,
+        "promoting: the leader lease is free and this member is the healthiest"
+    );
+}
+
+#[test]
+fn replica_behind_a_peer_does_not_race() {
+    let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+    o.peers = vec![peer("c", 200)];
+    let r = decide(&o, &cfg());
+    assert_eq!(r.action, Action::Follow { leader: None });
+    assert_eq!(r.reason, "not racing for the lease: c is ahead (200 > 100)");
+}
+
+#[test]
+fn a_peer_that_is_still_primary_stops_the_race() {
+    let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+    o.peers = vec![PeerAnswer {
+        is_primary: true,
+        ..peer("a", 100)
+    }];
+    let r = decide(&o, &cfg());
+    assert_eq!(
+        r.reason,
+        "not racing for the lease: a is still running as primary"
+    );
+}
+
+#[test]
+fn a_nofailover_peer_ahead_does_not_block() {
+    let mut o = obs("b", replica(100), Some(dcs(LeaseView::Free)));
+    o.peers = vec![PeerAnswer {
+        nofailover: true,
+        ..peer("c", 500)
+    }];
+    assert_eq!(decide(&o, &cfg()).action, Action::AcquireLease);
+}
+
+#[test]
+fn lagging_replica_is_never_promoted() {
+    let mut d = dcs(expired("a"));
+    d.leader_optime = Some(100 + 2_000_000);
+    let r = decide(&obs("b", replica(100), Some(d)), &cfg());
+    assert_eq!(r.action, Action::Follow { leader: None });
+    assert!(
+        r.reason.contains("exceeds maximumLagOnFailover"),
+        "{}",
+        r.reason
+    );
+}
+
+#[test]
+fn nofailover_member_is_never_promoted() {
+    let mut c = cfg();
+    c.nofailover = true;
+    let r = decide(&obs("b", replica(100), Some(dcs(LeaseView::Free))), &c);
+    assert_eq!(
+        r.reason,
+        "not racing for the lease: this member is tagged nofailover"
+    );
+}
+
+#[test]
+fn required_watchdog_that_does_not_work_blocks_promotion() {
+    let mut c = cfg();
+    c.watchdog_blocks_promotion = true;
+    let r = decide(&obs("b", replica(100), Some(dcs(LeaseView::Free))), &c);
+    assert_eq!(
+        r.reason,
+        "not racing for the lease: the watchdog is required but not working"
+    );
+}
+
+#[test]
+fn synchronous_mode_only_lets_sync_standbys_race() {
+    let mut c = cfg();
+    c.synchronous_mode = SynchronousMode::On;
+    let mut d = dcs(LeaseView::Free);
+    d.sync_standbys = vec!["c".into()];
+    let r = decide(&obs("b", replica(100), Some(d.clone())), &c);
+    assert!(
+        r.reason.contains("not a synchronous standby"),
+        "{}",
+        r.reason
+    );
+    d.sync_standbys = vec!["b".into()];
+    assert_eq!(
+        decide(&obs("b", replica(100), Some(d)), &c).action,
+        Action::AcquireLease
+    );
+}
+
+#[test]
+fn holding_the_lease_in_recovery_promotes() {
+    let r = decide(&obs("b", replica(100), Some(dcs(held("b")))), &cfg());
+    assert_eq!(r.action, Action::Promote);
+}
+
+#[test]
+fn stopped_postgres_with_the_lease_restarts_as_primary() {
+    let mut l = primary();
+    l.running = false;
+    l.in_recovery = None;
+    let r = decide(&obs("a", l, Some(dcs(held("a")))), &cfg());
+    assert_eq!(r.action, Action::StartPostgres(StartAs::Primary));
+}
+
+#[test]
+fn former_primary_on_an_old_timeline_rewinds_before_following() {
+    let l = LocalPostgres {
+        data: DataDir::Initialized {
+            sysid: "7".into(),
+            was_primary: true,
+            timeline: 1,
+        },
+        running: false,
+        in_recovery: None,
+        timeline: None,
+        lsn: None,
+        following: None,
+    };
+    let mut d = dcs(held("b"));
+    d.cluster_timeline = 2;
+    let r = decide(&obs("a", l, Some(d)), &cfg());
+    assert_eq!(
+        r.action,
+        Action::StartPostgres(StartAs::Replica {
+            leader: Some("b".into()),
+            rewind: true
+        })
+    );
+}
+
+#[test]
+fn stopped_replica_without_leader_starts_read_only() {
+    let mut l = replica(100);
+    l.running = false;
+    let r = decide(&obs("b", l, Some(dcs(LeaseView::Free))), &cfg());
+    assert_eq!(
+        r.action,
+        Action::StartPostgres(StartAs::Replica {
+            leader: None,
+            rewind: false
+        })
+    );
+}
+
+#[test]
+fn empty_member_races_for_initialize_when_no_cluster_exists() {
+    let l = LocalPostgres {
+        data: DataDir::Empty,
+        running: false,
+        in_recovery: None,
+        timeline: None,
+        lsn: None,
+        following: None,
+    };
+    let mut d = dcs(LeaseView::Free);
+    d.initialize = Initialize::Absent;
+    let r = decide(&obs("a", l.clone(), Some(d.clone())), &cfg());
+    assert_eq!(r.action, Action::ClaimInitialize);
+
+    d.initialize = Initialize::Claimed { member: "a".into() };
+    assert_eq!(
+        decide(&obs("a", l.clone(), Some(d.clone())), &cfg()).action,
+        Action::Bootstrap
+    );
+    let r = decide(&obs("b", l.clone(), Some(d.clone())), &cfg());
+    assert_eq!(r.reason, "waiting for a to bootstrap the cluster");
+
+    d.initialize = Initialize::Done { sysid: "7".into() };
+    d.lease = held("a");
+    assert_eq!(
+        decide(&obs("b", l, Some(d)), &cfg()).action,
+        Action::CloneFrom { leader: "a".into() }
+    );
+}
+
+#[test]
+fn foreign_system_identifier_is_never_joined() {
+    let mut d = dcs(held("a"));
+    d.initialize = Initialize::Done { sysid: "8".into() };
+    let r = decide(&obs("b", replica(1), Some(d)), &cfg());
+    assert_eq!(r.action, Action::Halt);
+}
+
+#[test]
+fn switchover_to_a_running_candidate_demotes_gracefully_and_releases() {
+    let mut d = dcs(held("a"));
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: Some("c".into()),
+    });
+    let r = decide(&obs("a", primary(), Some(d)), &cfg());
+    assert_eq!(
+        r.action,
+        Action::Demote {
+            mode: StopMode::Fast,
+            release: true
+        }
+    );
+}
+
+#[test]
+fn during_a_switchover_only_the_candidate_races() {
+    let mut d = dcs(LeaseView::Free);
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: Some("c".into()),
+    });
+    let r = decide(&obs("b", replica(100), Some(d.clone())), &cfg());
+    assert_eq!(
+        r.reason,
+        "not racing for the lease: a switchover to c is in progress"
+    );
+    assert_eq!(
+        decide(&obs("c", replica(100), Some(d)), &cfg()).action,
+        Action::AcquireLease
+    );
+}
+
+#[test]
+fn the_old_primary_does_not_race_after_a_switchover_without_candidate() {
+    let mut d = dcs(LeaseView::Free);
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: None,
+    });
+    let r = decide(&obs("a", replica(100), Some(d)), &cfg());
+    assert_eq!(
+        r.reason,
+        "not racing for the lease: this member is the one being switched away from"
+    );
+}
+
+#[test]
+fn failsafe_keeps_a_confirmed_primary_without_the_apiserver() {
+    let mut c = cfg();
+    c.failsafe_mode = true;
+    let mut o = obs("a", primary(), None);
+    o.failsafe_confirmed = Some(true);
+    assert_eq!(decide(&o, &c).action, Action::KeepPrimary);
+    // One member did not confirm: demote.
+    o.failsafe_confirmed = Some(false);
+    assert!(matches!(
+        decide(&o, &c).action,
+        Action::Demote {
+            mode: StopMode::Immediate,
+            ..
+        }
+    ));
+    // Failsafe off: confirmations do not matter.
+    o.failsafe_confirmed = Some(true);
+    assert!(matches!(decide(&o, &cfg()).action, Action::Demote { .. }));
+}
+
+#[test]
+fn a_leader_that_pinged_failsafe_keeps_its_expired_lease() {
+    let mut o = obs("b", replica(100), Some(dcs(expired("a"))));
+    o.failsafe_leader = Some("a".into());
+    assert_eq!(
+        decide(&o, &cfg()).action,
+        Action::Follow {
+            leader: Some("a".into())
+        }
+    );
+}
+
+#[test]
+fn paused_manages_nothing() {
+    let mut o = obs("a", primary(), None);
+    o.paused = true;
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+}
