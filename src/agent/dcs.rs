@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
 
 use crate::api::state::DynamicConfig;
 pub use crate::api::state::keys;
+use crate::common::lease::{self, LeaseClock, is_conflict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
@@ -35,10 +36,6 @@ pub enum DcsError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
-}
-
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -141,13 +138,6 @@ impl Snapshot {
     }
 }
 
-/// Remembers when the Lease last changed, on our own monotonic clock.
-#[derive(Debug)]
-struct LeaseClock {
-    seen: Option<String>,
-    changed_at: Instant,
-}
-
 pub struct Dcs {
     leases: Api<Lease>,
     config_maps: Api<ConfigMap>,
@@ -179,10 +169,7 @@ impl Dcs {
             ttl,
             timeout,
             // A restarted member waits a full ttl before it trusts an unchanged lease is dead.
-            clock: LeaseClock {
-                seen: None,
-                changed_at: Instant::now(),
-            },
+            clock: LeaseClock::new(),
             published_status: None,
             published_role: None,
         }
@@ -302,11 +289,7 @@ impl Dcs {
     }
 
     fn observe_lease(&mut self, lease: Option<&Lease>) -> LeaseView {
-        let key = lease.map(|l| l.metadata.resource_version.clone().unwrap_or_default());
-        if key != self.clock.seen {
-            self.clock.seen = key;
-            self.clock.changed_at = Instant::now();
-        }
+        self.clock.observe(lease, Instant::now());
         let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
             return LeaseView::Free;
         };
@@ -322,7 +305,7 @@ impl Dcs {
                     .max(self.ttl);
                 LeaseView::Held {
                     holder: holder.to_string(),
-                    expired: self.clock.changed_at.elapsed() > duration,
+                    expired: self.clock.expired(duration, Instant::now()),
                 }
             }
         }
@@ -330,7 +313,7 @@ impl Dcs {
 
     /// How long until the Lease we saw expires on our clock (for scheduling the next cycle).
     pub fn lease_expires_in(&self) -> Duration {
-        self.ttl.saturating_sub(self.clock.changed_at.elapsed())
+        self.clock.expires_in(self.ttl, Instant::now())
     }
 
     fn lease_for(
@@ -340,7 +323,6 @@ impl Dcs {
         optime: Option<u64>,
         acquire: bool,
     ) -> Lease {
-        let now = MicroTime(jiff::Timestamp::now());
         let mut lease = previous.cloned().unwrap_or_else(|| Lease {
             metadata: ObjectMeta {
                 name: Some(self.names.lease()),
@@ -349,17 +331,7 @@ impl Dcs {
             },
             spec: Some(LeaseSpec::default()),
         });
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let previous_holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
-        if acquire {
-            spec.acquire_time = Some(now.clone());
-            if previous_holder.as_deref() != holder {
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-            }
-        }
-        spec.holder_identity = holder.map(str::to_string);
-        spec.lease_duration_seconds = Some(self.ttl.as_secs() as i32);
-        spec.renew_time = Some(now);
+        lease::stamp(&mut lease, holder, self.ttl, acquire);
         if let Some(optime) = optime {
             lease
                 .metadata
@@ -390,28 +362,16 @@ impl Dcs {
             _ => {}
         }
         let lease = self.lease_for(current.as_ref(), Some(&self.me.clone()), optime, true);
-        let result = match current {
-            Some(_) => {
-                self.bounded(self.leases.replace(
-                    &self.names.lease(),
-                    &PostParams::default(),
-                    &lease,
-                ))
-                .await
-            }
-            None => {
-                self.bounded(self.leases.create(&PostParams::default(), &lease))
-                    .await
-            }
-        };
+        let name = self.names.lease();
+        let result = self
+            .bounded(lease::write(&self.leases, &name, current.is_some(), &lease))
+            .await;
         match result {
             Ok(written) => {
                 self.observe_lease(Some(&written));
                 Ok(())
             }
-            Err(DcsError::Kube(e))
-                if is_conflict(&e) || matches!(&e, kube::Error::Api(s) if s.code == 409) =>
-            {
+            Err(DcsError::Kube(e)) if is_conflict(&e) => {
                 Err(DcsError::Conflict(format!("lease {}", self.names.lease())))
             }
             Err(e) => Err(e),
@@ -440,11 +400,9 @@ impl Dcs {
                 )));
             }
             let lease = self.lease_for(base.as_ref(), Some(&self.me.clone()), optime, false);
+            let name = self.names.lease();
             match self
-                .bounded(
-                    self.leases
-                        .replace(&self.names.lease(), &PostParams::default(), &lease),
-                )
+                .bounded(lease::write(&self.leases, &name, true, &lease))
                 .await
             {
                 Ok(written) => {
@@ -478,11 +436,9 @@ impl Dcs {
         if let Some(spec) = lease.spec.as_mut() {
             spec.acquire_time = None;
         }
+        let name = self.names.lease();
         match self
-            .bounded(
-                self.leases
-                    .replace(&self.names.lease(), &PostParams::default(), &lease),
-            )
+            .bounded(lease::write(&self.leases, &name, true, &lease))
             .await
         {
             Ok(_) => Ok(()),
