@@ -74,6 +74,8 @@ impl Agent {
             }
             Action::RenewLease => {
                 self.renew(snap, lsn).await?;
+                // The watchdog is fed only after an acknowledged renew.
+                self.fence.renewed();
                 if live.is_some_and(|l| !l.in_recovery)
                     && let Some(s) = snap
                 {
@@ -113,12 +115,7 @@ impl Agent {
             }
             Action::StartPostgres(StartAs::Primary) => {
                 // Only with a lease renewed just now: never start a primary on a stale lease.
-                let lease = snap.and_then(|s| s.lease_object.as_ref());
-                let started = Instant::now();
-                let renewed = self.dcs.renew(lease, None).await;
-                self.telemetry
-                    .lease_renewed(started.elapsed(), renewed.is_ok());
-                renewed.map_err(ActError::RenewFailed)?;
+                self.renew(snap, None).await?;
                 self.fence.arm()?;
                 self.fence.holding();
                 self.pg.start(&self.settings(None), false).await?;
@@ -187,16 +184,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Renew the held Lease; only an acknowledged renew feeds the fence.
+    /// Renew the held Lease (compare-and-swap on the version read this cycle), timed for
+    /// `/metrics`.
     async fn renew(&mut self, snap: Option<&Snapshot>, lsn: Option<u64>) -> Result<(), ActError> {
         let lease = snap.and_then(|s| s.lease_object.as_ref());
         let started = Instant::now();
         let renewed = self.dcs.renew(lease, lsn).await;
         self.telemetry
             .lease_renewed(started.elapsed(), renewed.is_ok());
-        renewed.map_err(ActError::RenewFailed)?;
-        self.fence.renewed();
-        Ok(())
+        renewed.map_err(ActError::RenewFailed)
     }
 
     /// A renewed primary's housekeeping: replication slots and the synchronous standby.
