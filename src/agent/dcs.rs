@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::agent::ha::{DcsView, Initialize, LeaseView, MemberView, SwitchoverRequest};
@@ -42,25 +41,7 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-pub use crate::api::state::HistoryEntry;
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-pub struct SyncState {
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub sync_standby: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct SwitchoverKey {
-    #[serde(default)]
-    pub leader: Option<String>,
-    #[serde(default)]
-    pub candidate: Option<String>,
-    /// RFC 3339 time of a scheduled switchover (Patroni's `scheduled_at`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled_at: Option<String>,
-}
+pub use crate::api::state::{HistoryEntry, SwitchoverKey, SyncState};
 
 /// What one read of the DCS returns.
 #[derive(Debug, Clone)]

@@ -59,6 +59,29 @@ impl DynamicConfig {
     }
 }
 
+/// The `sync` key: the synchronous standbys the primary `leader` waits for. Only its members
+/// may be promoted in synchronous mode; the primary adds a standby here only after PostgreSQL
+/// reports it synchronous, and removes it here before it leaves `synchronous_standby_names`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SyncState {
+    pub leader: Option<String>,
+    #[serde(default)]
+    pub sync_standby: Vec<String>,
+}
+
+/// The `switchover` key: a switchover (`leader` set) or manual failover request.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverKey {
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// Patroni's own key calls it `member`; both are read.
+    #[serde(default, alias = "member")]
+    pub candidate: Option<String>,
+    /// RFC 3339 time of a scheduled switchover (Patroni's `scheduled_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
+}
+
 /// One row of the timeline history: `[timeline, switch LSN, reason, timestamp, new leader]`
 /// (Patroni's shape). The reason is `switchover` for a planned change.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

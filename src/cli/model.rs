@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::PostgresCluster;
 use crate::api::member::{MemberRole, MemberStatus, MemberTags, url_host_port};
 use crate::api::names::ANNOTATION_STATUS;
-use crate::api::state::keys;
+use crate::api::state::{SwitchoverKey, SyncState, keys};
 
 use super::error::{CliError, Result};
 
@@ -144,14 +143,6 @@ impl Topology {
     }
 }
 
-#[derive(Deserialize, Default)]
-struct SyncKey {
-    #[serde(default)]
-    leader: Option<String>,
-    #[serde(default)]
-    sync_standby: Vec<String>,
-}
-
 /// Build the topology from what was read. Never fails: what cannot be read shows as unknown and
 /// adds a warning.
 pub fn topology(snap: &Snapshot) -> Topology {
@@ -167,7 +158,7 @@ pub fn topology(snap: &Snapshot) -> Topology {
 
     let sync_standbys = match snap.state.get(keys::SYNC) {
         None => vec![],
-        Some(raw) => match serde_json::from_str::<SyncKey>(raw) {
+        Some(raw) => match serde_json::from_str::<SyncState>(raw) {
             Ok(s) if s.leader.is_none() || s.leader == leader => s.sync_standby,
             Ok(_) => vec![],
             Err(e) => {
@@ -179,25 +170,21 @@ pub fn topology(snap: &Snapshot) -> Topology {
         },
     };
 
-    let switchover =
-        snap.state
-            .get(keys::SWITCHOVER)
-            .and_then(|raw| match serde_json::from_str::<Value>(raw) {
-                Ok(Value::Object(o)) => {
-                    let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-                    Some(PendingSwitchover {
-                        from: s("leader"),
-                        to: s("candidate").or_else(|| s("member")),
-                        scheduled_at: s("scheduled_at"),
-                    })
-                }
-                _ => {
-                    warnings.push(format!(
-                        "ignoring the corrupt switchover key of {cluster}-state"
-                    ));
-                    None
-                }
-            });
+    let switchover = snap.state.get(keys::SWITCHOVER).and_then(|raw| {
+        match serde_json::from_str::<SwitchoverKey>(raw) {
+            Ok(k) => Some(PendingSwitchover {
+                from: k.leader,
+                to: k.candidate,
+                scheduled_at: k.scheduled_at,
+            }),
+            Err(_) => {
+                warnings.push(format!(
+                    "ignoring the corrupt switchover key of {cluster}-state"
+                ));
+                None
+            }
+        }
+    });
 
     let paused =
         snap.cluster.spec.pause || snap.state.get(keys::PAUSE).is_some_and(|v| v == "true");
