@@ -24,6 +24,7 @@ pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
 use crate::api::state::DynamicConfig;
 pub use crate::api::state::keys;
 use crate::common::lease::{self, LeaseClock, is_conflict};
+use crate::common::throttle::Throttle;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DcsError {
@@ -622,6 +623,7 @@ pub fn watch_lease_holder(
     cluster: &str,
 ) -> std::sync::Arc<tokio::sync::Notify> {
     use futures::StreamExt;
+    use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
     let wake = notify.clone();
@@ -632,17 +634,24 @@ pub fn watch_lease_holder(
     ));
     tokio::spawn(async move {
         let mut holder: Option<Option<String>> = None;
-        let mut stream = watcher::watcher(api, config).boxed();
+        let mut errors = Throttle::new(Duration::from_secs(30));
+        // The watcher does not back off by itself: without this it retries a failed connection
+        // at once, forever (tens of thousands of attempts a minute while the apiserver is away).
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
         while let Some(event) = stream.next().await {
             let now = match event {
-                Ok(Event::Apply(l) | Event::InitApply(l)) => l
-                    .spec
-                    .and_then(|s| s.holder_identity)
-                    .filter(|h| !h.is_empty()),
+                Ok(Event::Apply(l) | Event::InitApply(l)) => {
+                    errors.reset();
+                    l.spec
+                        .and_then(|s| s.holder_identity)
+                        .filter(|h| !h.is_empty())
+                }
                 Ok(Event::Delete(_)) => None,
                 Ok(_) => continue,
-                Err(_) => {
-                    // The watcher backs off and retries by itself.
+                Err(e) => {
+                    if let Some(n) = errors.hit(Instant::now()) {
+                        warn!(error = %e, failures = n, "the Lease watch failed; retrying with backoff");
+                    }
                     continue;
                 }
             };

@@ -3,3 +3,4 @@
 //! the Prometheus text writer). Wings import `api` and `common`, never each other.
 pub mod lease;
 pub mod prom;
+pub mod throttle;
