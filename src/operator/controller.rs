@@ -171,27 +171,29 @@ async fn reconcile_inner(
         // Owner references take the children with it.
         return Ok(Action::await_change());
     }
+    // 1. validate (pure); an invalid spec is reported, observed and shown in the status only.
     let validated = validate::validate(cluster, &ctx.agent_image, &ctx.agent_image_pull_policy)
         .ok_or(ReconcileError::Incomplete("name, namespace or uid"))?;
     report_invalid(ctx, cluster, &validated).await;
+    // 2. observe.
     let observed = observe::observe(&ctx.client, validated.identity()).await?;
     let mut step = Step::Idle;
     if let Some(c) = validated.buildable() {
         let (replicas, planned) = decide(cluster, c, &observed);
+        // 3. build (pure) and 4. apply.
         apply::children(ctx, cluster, c, &build::children(c, replicas)).await?;
+        // 5. step, unless the cluster is paused.
         if !cluster.spec.pause {
             step = step::run(ctx, cluster, c, &observed, planned).await?;
         }
     }
-    let rolling = step.describe();
-    let spec_problem = validated.spec_problem();
-    let now = Time(jiff::Timestamp::now());
+    // 6. status.
     let new_status = status::compute(
         cluster,
         &observed,
-        spec_problem.as_deref(),
-        rolling.as_deref(),
-        &now,
+        validated.spec_problem().as_deref(),
+        step.describe().as_deref(),
+        &Time(jiff::Timestamp::now()),
     );
     apply::status(&ctx.client, cluster, validated.identity(), new_status).await?;
     // Status follows the members even when no watched object changes (lag, timelines).

@@ -361,6 +361,50 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_problem_and_a_roll_show_in_phase_and_conditions() {
+        let c = cluster(serde_json::json!({"instances": 1}));
+        let observed = Observed {
+            pods: vec![pod("main-0", "primary", 1000, true)],
+            lease_holder: Some("main-0".into()),
+            ..Default::default()
+        };
+        let condition = |s: &PostgresClusterStatus, t: &str| {
+            let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let invalid = compute(&c, &observed, Some("spec.ha: x"), None, &now());
+        assert_eq!(invalid.phase.as_deref(), Some("Invalid"));
+        assert_eq!(
+            condition(&invalid, SPEC_VALID),
+            ("False".into(), "Invalid".into(), "spec.ha: x".into())
+        );
+        let rolling = compute(&c, &observed, None, Some("restarting main-0: r"), &now());
+        assert_eq!(rolling.phase.as_deref(), Some("Updating"));
+        assert_eq!(
+            condition(&rolling, PROGRESSING),
+            (
+                "True".into(),
+                "RollingUpdate".into(),
+                "restarting main-0: r".into()
+            )
+        );
+        let healthy = compute(&c, &observed, None, None, &now());
+        assert_eq!(healthy.phase.as_deref(), Some("Healthy"));
+        assert_eq!(
+            condition(&healthy, SPEC_VALID),
+            (
+                "True".into(),
+                "Valid".into(),
+                "the spec can be satisfied".into()
+            )
+        );
+        assert_eq!(
+            condition(&healthy, PROGRESSING).2,
+            "every instance runs the current spec"
+        );
+    }
+
+    #[test]
     fn transition_time_moves_only_on_a_flip() {
         let t0 = Time("2026-11-26T01:00:00Z".parse().unwrap());
         let first = merge_conditions(
