@@ -167,22 +167,8 @@ impl From<WatchdogArg> for WatchdogMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "loopWait ({loop_wait}s) + 2*retryTimeout ({retry_timeout}s) must not exceed ttl ({ttl}s)"
-    )]
-    Timing {
-        ttl: u64,
-        loop_wait: u64,
-        retry_timeout: u64,
-    },
-    #[error(
-        "watchdog safety margin {margin}s leaves no time for a loop (ttl {ttl}s, loopWait {loop_wait}s)"
-    )]
-    Watchdog {
-        ttl: u64,
-        loop_wait: u64,
-        margin: u64,
-    },
+    #[error(transparent)]
+    Timing(#[from] crate::api::timing::TimingError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -200,26 +186,13 @@ pub enum ConfigError {
 impl AgentArgs {
     /// Patroni's timing rule, enforced at start as at admission.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.loop_wait < 1
-            || self.retry_timeout < 1
-            || self.loop_wait + 2 * self.retry_timeout > self.ttl
-        {
-            return Err(ConfigError::Timing {
-                ttl: self.ttl,
-                loop_wait: self.loop_wait,
-                retry_timeout: self.retry_timeout,
-            });
+        Ok(crate::api::timing::HaTiming {
+            ttl: seconds(self.ttl),
+            loop_wait: seconds(self.loop_wait),
+            retry_timeout: seconds(self.retry_timeout),
+            safety_margin: seconds(self.watchdog_safety_margin),
         }
-        if self.ttl <= self.watchdog_safety_margin
-            || self.ttl - self.watchdog_safety_margin < self.loop_wait
-        {
-            return Err(ConfigError::Watchdog {
-                ttl: self.ttl,
-                loop_wait: self.loop_wait,
-                margin: self.watchdog_safety_margin,
-            });
-        }
-        Ok(())
+        .check()?)
     }
 
     /// This member's tags: the flags, plus its entry in `--instance-tags`.
@@ -275,6 +248,11 @@ impl AgentArgs {
     pub fn watchdog_timeout(&self) -> Duration {
         Duration::from_secs(self.ttl - self.watchdog_safety_margin)
     }
+}
+
+/// A flag's seconds as the timing rules count them (no real flag comes near `i64::MAX`).
+fn seconds(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A secret from a file: the first line, without the newline.

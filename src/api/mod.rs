@@ -5,5 +5,6 @@ pub mod cluster;
 pub mod member;
 pub mod names;
 pub mod state;
+pub mod timing;
 
 pub use cluster::{PostgresCluster, PostgresClusterSpec, PostgresClusterStatus};

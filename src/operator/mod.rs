@@ -4,13 +4,17 @@
 //! Lease `pgwarden-operator` reconciles and relabels; the other waits, ready to take over.
 
 pub mod agent_client;
+pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod observe;
+pub mod remembered;
 pub mod rolling;
 pub mod status;
+pub mod step;
 pub mod validate;
 
 use std::sync::{Arc, Mutex};
@@ -148,9 +152,7 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
             },
         ),
         agents: agent_client::AgentClient::new(Duration::from_secs(2)),
-        failures: Mutex::new(Default::default()),
-        last_step: Mutex::new(Default::default()),
-        last_config: Mutex::new(Default::default()),
+        remembered: Mutex::new(Default::default()),
     });
     let ours = watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME}"));
     let mut tasks = vec![];

@@ -1,9 +1,13 @@
-//! Rolling changes and safe scaling, decided purely from the members' state: replicas first, one
-//! at a time, each back to Ready and streaming before the next; then a switchover to an
-//! up-to-date replica; the old primary last. Never more than one instance down, and the primary
-//! is never removed by a scale-down without a switchover first.
+//! Which rolling or scaling step comes next (pure, no client; `step` runs it), decided from the
+//! members' state: replicas first, one at a time, each back to Ready and streaming before the
+//! next; then a switchover to an up-to-date replica; the old primary last. Never more than one
+//! instance down, and the primary is never removed by a scale-down without a switchover first.
 
-use super::status::ordinal;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::status::{self, ordinal};
+use crate::api::member::MemberRole;
 
 /// One member as the rolling logic needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,11 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step takes an instance down (and so must wait for the last one to settle).
+    pub fn is_disruptive(&self) -> bool {
+        !matches!(self, Step::Idle | Step::Wait(_))
+    }
+
     /// A sentence for status and Events while a change rolls.
     pub fn describe(&self) -> Option<String> {
         match self {
@@ -53,6 +62,30 @@ impl Step {
             }
         }
     }
+}
+
+/// The members as the pods and their agents' status annotations show them; `config` is the
+/// fingerprint of the dynamic configuration the spec asks for.
+pub fn members(pods: &[Pod], update_revision: Option<&str>, config: &str) -> Vec<Member> {
+    pods.iter()
+        .map(|p| {
+            let s = status::member_status(p);
+            Member {
+                name: p.name_any(),
+                ready: status::pod_ready(p),
+                streaming: s.as_ref().is_some_and(|s| {
+                    s.role == MemberRole::Primary
+                        || s.replication_state.as_deref() == Some("streaming")
+                }),
+                updated: status::pod_updated(p, update_revision),
+                pending_restart: s.as_ref().is_some_and(|s| s.pending_restart),
+                nofailover: s.as_ref().is_some_and(|s| s.tags.nofailover),
+                config_current: s
+                    .as_ref()
+                    .is_some_and(|s| s.config.as_deref() == Some(config)),
+            }
+        })
+        .collect()
 }
 
 /// The best switchover target: ready, streaming, eligible; up to date and without a pending
@@ -175,6 +208,29 @@ pub fn replicas_and_step(
     (keep, Some(step))
 }
 
+/// The StatefulSet's replicas and the one step of this reconcile: a scaling step if scaling
+/// must wait for a switchover, else the rolling step among the pods that stay (pods the
+/// StatefulSet is about to remove do not hold a roll up).
+pub fn plan(
+    instances: i32,
+    current: i32,
+    members: Vec<Member>,
+    primary: Option<&str>,
+) -> (i32, Step) {
+    let (replicas, scale_step) = replicas_and_step(instances, current, &members, primary);
+    let step = match scale_step {
+        Some(s) => s,
+        None => {
+            let staying: Vec<Member> = members
+                .into_iter()
+                .filter(|m| (ordinal(&m.name) as i64) < replicas as i64)
+                .collect();
+            next_step(&staying, primary)
+        }
+    };
+    (replicas, step)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +336,142 @@ mod tests {
         assert!(matches!(step, Some(Step::Switchover { to, .. }) if to == "c-0"));
         assert_eq!(replicas_and_step(2, 5, &ms, Some("c-1")), (2, None));
         assert_eq!(replicas_and_step(5, 3, &ms, Some("c-0")), (5, None));
+    }
+
+    #[test]
+    fn plan_chooses_the_step_for_the_observed_state() {
+        let five: Vec<Member> = (0..5).map(|i| m(&format!("c-{i}"))).collect();
+        let mut old_c4 = five.clone();
+        old_c4[4].updated = false;
+        let mut old_c1 = five.clone();
+        old_c1[1].updated = false;
+        let mut old_primary = five[..3].to_vec();
+        old_primary[0].updated = false;
+        let delete = |pod: &str| Step::DeletePod {
+            pod: pod.into(),
+            reason: "replica runs an old pod template".into(),
+        };
+        // (case, instances, current replicas, members, primary, (replicas, step))
+        type Case = (
+            &'static str,
+            i32,
+            i32,
+            Vec<Member>,
+            Option<&'static str>,
+            (i32, Step),
+        );
+        let table: Vec<Case> = vec![
+            ("steady", 5, 5, five.clone(), Some("c-0"), (5, Step::Idle)),
+            (
+                "scale up",
+                5,
+                3,
+                five[..3].to_vec(),
+                Some("c-0"),
+                (5, Step::Idle),
+            ),
+            (
+                "scale down",
+                3,
+                5,
+                five.clone(),
+                Some("c-0"),
+                (3, Step::Idle),
+            ),
+            (
+                "scale down away from the primary first",
+                2,
+                5,
+                five.clone(),
+                Some("c-3"),
+                (
+                    5,
+                    Step::Switchover {
+                        from: "c-3".into(),
+                        to: "c-0".into(),
+                        reason: "scaling to 2 instances removes the primary".into(),
+                    },
+                ),
+            ),
+            (
+                "an old pod that goes away holds nothing up",
+                4,
+                5,
+                old_c4.clone(),
+                Some("c-0"),
+                (4, Step::Idle),
+            ),
+            (
+                "an old pod that stays rolls",
+                5,
+                5,
+                old_c4,
+                Some("c-0"),
+                (5, delete("c-4")),
+            ),
+            (
+                "roll while scaling down",
+                3,
+                5,
+                old_c1,
+                Some("c-0"),
+                (3, delete("c-1")),
+            ),
+            (
+                "the primary last",
+                3,
+                3,
+                old_primary,
+                Some("c-0"),
+                (
+                    3,
+                    Step::Switchover {
+                        from: "c-0".into(),
+                        to: "c-1".into(),
+                        reason: "primary runs an old pod template".into(),
+                    },
+                ),
+            ),
+            (
+                "no primary: create what the spec asks",
+                3,
+                0,
+                vec![],
+                None,
+                (3, Step::Idle),
+            ),
+        ];
+        for (case, instances, current, members, primary, want) in table {
+            assert_eq!(plan(instances, current, members, primary), want, "{case}");
+        }
+    }
+
+    #[test]
+    fn members_read_the_pods_and_their_agents() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c-1", "labels": {"controller-revision-hash": "r0"}, "annotations": {
+                crate::api::names::ANNOTATION_STATUS: serde_json::json!({
+                    "conn_url": "postgres://10.0.0.2:5432/postgres", "api_url": "http://10.0.0.2:8008/patroni",
+                    "state": "running", "role": "replica", "replication_state": "streaming",
+                    "pending_restart": true, "config": "f1", "tags": {"nofailover": true}, "version": "0.1.0"
+                }).to_string()
+            }},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}
+        }))
+        .expect("pod parses");
+        let got = members(std::slice::from_ref(&pod), Some("r1"), "f1");
+        assert_eq!(
+            got,
+            [Member {
+                name: "c-1".into(),
+                ready: true,
+                streaming: true,
+                updated: false,
+                pending_restart: true,
+                nofailover: true,
+                config_current: true,
+            }]
+        );
+        assert!(!members(&[pod], Some("r0"), "f2")[0].config_current);
     }
 }

@@ -1,10 +1,11 @@
-//! The cluster's status from what the operator observed (pods, their member annotations, the
-//! Lease holder, the timeline history): pure. Conditions keep their `lastTransitionTime` unless
-//! their status flips.
+//! Reconcile step 6, status (pure, no client; `apply::status` writes it): the cluster's status
+//! from what the operator observed (pods, their member annotations, the Lease holder, the
+//! timeline history). Conditions keep their `lastTransitionTime` unless their status flips.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use super::observe::Observed;
 use crate::api::PostgresCluster;
 use crate::api::cluster::{InstanceStatus, PostgresClusterStatus, PrimaryChange};
 use crate::api::member::{MemberRole, MemberStatus};
@@ -16,19 +17,6 @@ pub const READY: &str = "Ready";
 pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const PROGRESSING: &str = "Progressing";
-
-/// Everything the status is made from.
-#[derive(Debug, Default)]
-pub struct Observed {
-    pub pods: Vec<Pod>,
-    pub lease_holder: Option<String>,
-    pub history: Vec<HistoryEntry>,
-    pub update_revision: Option<String>,
-    /// `Err(message)` when the spec cannot be satisfied.
-    pub spec_problem: Option<String>,
-    /// What a rolling change is doing now, if one is under way.
-    pub rolling: Option<String>,
-}
 
 /// A pod's member status, if its annotation parses.
 pub fn member_status(pod: &Pod) -> Option<MemberStatus> {
@@ -124,9 +112,13 @@ pub fn merge_conditions(
         .collect()
 }
 
+/// The status from what was observed, the spec's problems (`None` when it can be satisfied) and
+/// what a rolling change is doing now (`None` when nothing rolls).
 pub fn compute(
     cluster: &PostgresCluster,
     observed: &Observed,
+    spec_problem: Option<&str>,
+    rolling: Option<&str>,
     now: &Time,
 ) -> PostgresClusterStatus {
     let old = cluster.status.clone().unwrap_or_default();
@@ -188,7 +180,7 @@ pub fn compute(
         .and_then(|p| instances.iter().find(|i| &i.name == p))
         .and_then(|i| i.timeline);
 
-    let phase = if observed.spec_problem.is_some() {
+    let phase = if spec_problem.is_some() {
         "Invalid"
     } else if cluster.spec.pause {
         "Paused"
@@ -198,7 +190,7 @@ pub fn compute(
         } else {
             "NoPrimary"
         }
-    } else if observed.rolling.is_some() {
+    } else if rolling.is_some() {
         "Updating"
     } else if ready == desired && instances.len() as i32 == desired {
         "Healthy"
@@ -234,29 +226,26 @@ pub fn compute(
             ),
             condition(
                 SPEC_VALID,
-                observed.spec_problem.is_none(),
-                if observed.spec_problem.is_none() {
+                spec_problem.is_none(),
+                if spec_problem.is_none() {
                     "Valid"
                 } else {
                     "Invalid"
                 },
-                observed
-                    .spec_problem
-                    .clone()
-                    .unwrap_or_else(|| "the spec can be satisfied".into()),
+                spec_problem.map_or_else(|| "the spec can be satisfied".into(), str::to_string),
             ),
             condition(
                 PROGRESSING,
-                observed.rolling.is_some(),
-                if observed.rolling.is_some() {
+                rolling.is_some(),
+                if rolling.is_some() {
                     "RollingUpdate"
                 } else {
                     "UpToDate"
                 },
-                observed
-                    .rolling
-                    .clone()
-                    .unwrap_or_else(|| "every instance runs the current spec".into()),
+                rolling.map_or_else(
+                    || "every instance runs the current spec".into(),
+                    str::to_string,
+                ),
             ),
         ],
         cluster.metadata.generation,
@@ -290,7 +279,7 @@ mod tests {
     use super::*;
     use crate::operator::build::fixtures::cluster;
 
-    pub(crate) fn pod(name: &str, role: &str, lsn: u64, ready: bool) -> Pod {
+    fn pod(name: &str, role: &str, lsn: u64, ready: bool) -> Pod {
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {"controller-revision-hash": "r1"}, "annotations": {
                 ANNOTATION_STATUS: serde_json::json!({
@@ -327,7 +316,7 @@ mod tests {
             update_revision: Some("r1".into()),
             ..Default::default()
         };
-        let s = compute(&c, &observed, &now());
+        let s = compute(&c, &observed, None, None, &now());
         assert_eq!(s.phase.as_deref(), Some("Healthy"));
         assert_eq!(s.current_primary.as_deref(), Some("main-0"));
         assert_eq!(s.ready_instances, 3);
@@ -365,10 +354,54 @@ mod tests {
             )],
             ..Default::default()
         };
-        let s = compute(&c, &observed, &now());
+        let s = compute(&c, &observed, None, None, &now());
         assert_eq!(s.current_primary, None);
         assert_eq!(s.phase.as_deref(), Some("NoPrimary"));
         assert_eq!(s.instances_status[0].role, None);
+    }
+
+    #[test]
+    fn a_spec_problem_and_a_roll_show_in_phase_and_conditions() {
+        let c = cluster(serde_json::json!({"instances": 1}));
+        let observed = Observed {
+            pods: vec![pod("main-0", "primary", 1000, true)],
+            lease_holder: Some("main-0".into()),
+            ..Default::default()
+        };
+        let condition = |s: &PostgresClusterStatus, t: &str| {
+            let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let invalid = compute(&c, &observed, Some("spec.ha: x"), None, &now());
+        assert_eq!(invalid.phase.as_deref(), Some("Invalid"));
+        assert_eq!(
+            condition(&invalid, SPEC_VALID),
+            ("False".into(), "Invalid".into(), "spec.ha: x".into())
+        );
+        let rolling = compute(&c, &observed, None, Some("restarting main-0: r"), &now());
+        assert_eq!(rolling.phase.as_deref(), Some("Updating"));
+        assert_eq!(
+            condition(&rolling, PROGRESSING),
+            (
+                "True".into(),
+                "RollingUpdate".into(),
+                "restarting main-0: r".into()
+            )
+        );
+        let healthy = compute(&c, &observed, None, None, &now());
+        assert_eq!(healthy.phase.as_deref(), Some("Healthy"));
+        assert_eq!(
+            condition(&healthy, SPEC_VALID),
+            (
+                "True".into(),
+                "Valid".into(),
+                "the spec can be satisfied".into()
+            )
+        );
+        assert_eq!(
+            condition(&healthy, PROGRESSING).2,
+            "every instance runs the current spec"
+        );
     }
 
     #[test]

@@ -1,47 +1,132 @@
-//! What admission cannot check (the CRD's schema and CEL rules catch the rest, with the field
-//! named): pure checks whose failure becomes a `SpecValid=False` condition and a Warning Event,
-//! never a crash loop.
+//! Reconcile step 1, validate (pure, no client): what admission cannot check (the CRD's schema
+//! and CEL rules catch the rest); a problem becomes a `SpecValid=False` condition and a Warning
+//! Event, never a crash loop. See docs/architecture.md.
 
+use super::build::Cluster;
 use crate::api::PostgresCluster;
 use crate::api::cluster::{RESERVED_PARAMETERS, SynchronousMode};
 use crate::api::names::ObjectNames;
+use crate::api::timing::{HaTiming, TimingError};
+
+/// One thing wrong with a spec; its text starts with the field it names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("spec.postgresql.parameters.{0} is managed by pgwarden")]
+    ReservedParameter(String),
+    #[error(
+        "spec.instanceTags.{pod}: not an instance of cluster {cluster} (expected {cluster}-<ordinal>)"
+    )]
+    UnknownInstance { pod: String, cluster: String },
+    #[error(
+        "spec.ha.synchronousNodeCount ({count}) must be less than spec.instances ({instances})"
+    )]
+    SynchronousNodeCount { count: i32, instances: i32 },
+    #[error("spec.ha: loopWait + 2*retryTimeout must not exceed ttl")]
+    Renew,
+    #[error("spec.ha.watchdog.safetyMargin leaves the watchdog less than a loopWait")]
+    WatchdogMargin,
+}
+
+impl Problem {
+    /// The field the problem is about, as the spec spells it.
+    pub fn field(&self) -> String {
+        match self {
+            Problem::ReservedParameter(key) => format!("spec.postgresql.parameters.{key}"),
+            Problem::UnknownInstance { pod, .. } => format!("spec.instanceTags.{pod}"),
+            Problem::SynchronousNodeCount { .. } => "spec.ha.synchronousNodeCount".into(),
+            Problem::Renew => "spec.ha".into(),
+            Problem::WatchdogMargin => "spec.ha.watchdog.safetyMargin".into(),
+        }
+    }
+}
+
+impl From<TimingError> for Problem {
+    fn from(e: TimingError) -> Self {
+        match e {
+            TimingError::Renew { .. } => Problem::Renew,
+            TimingError::Watchdog { .. } => Problem::WatchdogMargin,
+        }
+    }
+}
+
+/// The cluster as the builders see it, with every problem of its spec.
+pub struct ValidatedCluster<'a> {
+    cluster: Cluster<'a>,
+    pub problems: Vec<Problem>,
+}
+
+impl<'a> ValidatedCluster<'a> {
+    /// The builders' view, only when the spec can be satisfied.
+    pub fn buildable(&self) -> Option<&Cluster<'a>> {
+        self.problems.is_empty().then_some(&self.cluster)
+    }
+
+    /// Names and namespace, valid or not (what the operator reads and reports on).
+    pub fn identity(&self) -> &Cluster<'a> {
+        &self.cluster
+    }
+
+    /// The problems as one message (status condition, Event), `None` when there are none.
+    pub fn spec_problem(&self) -> Option<String> {
+        (!self.problems.is_empty()).then(|| {
+            self.problems
+                .iter()
+                .map(Problem::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// `None` when the cluster has no name, namespace or uid yet (never for an object read from the
+/// apiserver).
+pub fn validate<'a>(
+    cluster: &'a PostgresCluster,
+    agent_image: &str,
+    agent_image_pull_policy: &str,
+) -> Option<ValidatedCluster<'a>> {
+    Some(ValidatedCluster {
+        cluster: Cluster::new(cluster, agent_image, agent_image_pull_policy)?,
+        problems: problems(cluster),
+    })
+}
 
 /// Every problem found, each naming its field; empty when the spec can be satisfied.
-pub fn problems(cluster: &PostgresCluster) -> Vec<String> {
+pub fn problems(cluster: &PostgresCluster) -> Vec<Problem> {
     let spec = &cluster.spec;
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let names = ObjectNames::new(&name);
     let mut out = vec![];
     for key in spec.postgresql.parameters.keys() {
         if RESERVED_PARAMETERS.contains(&key.as_str()) {
-            out.push(format!(
-                "spec.postgresql.parameters.{key} is managed by pgwarden"
-            ));
+            out.push(Problem::ReservedParameter(key.clone()));
         }
     }
     for pod in spec.instance_tags.keys() {
         let known = (0..16u32).any(|i| names.pod(i) == *pod);
         if !known {
-            out.push(format!(
-                "spec.instanceTags.{pod}: not an instance of cluster {name} (expected {name}-<ordinal>)"
-            ));
+            out.push(Problem::UnknownInstance {
+                pod: pod.clone(),
+                cluster: name.clone(),
+            });
         }
     }
     if spec.ha.synchronous_mode != SynchronousMode::Off
         && spec.ha.synchronous_node_count >= spec.instances
     {
-        out.push(format!(
-            "spec.ha.synchronousNodeCount ({}) must be less than spec.instances ({})",
-            spec.ha.synchronous_node_count, spec.instances
-        ));
+        out.push(Problem::SynchronousNodeCount {
+            count: spec.ha.synchronous_node_count,
+            instances: spec.instances,
+        });
     }
     let ha = &spec.ha;
-    if ha.loop_wait + 2 * ha.retry_timeout > ha.ttl {
-        out.push("spec.ha: loopWait + 2*retryTimeout must not exceed ttl".into());
-    }
-    if ha.ttl - ha.watchdog.safety_margin < ha.loop_wait {
-        out.push("spec.ha.watchdog.safetyMargin leaves the watchdog less than a loopWait".into());
-    }
+    let timing = HaTiming {
+        ttl: ha.ttl.into(),
+        loop_wait: ha.loop_wait.into(),
+        retry_timeout: ha.retry_timeout.into(),
+        safety_margin: ha.watchdog.safety_margin.into(),
+    };
+    out.extend(timing.problems().into_iter().map(Problem::from));
     out
 }
 
@@ -63,7 +148,7 @@ mod tests {
             "instanceTags": {"other-0": {"nofailover": true}},
             "ha": {"synchronousMode": "on", "synchronousNodeCount": 2, "ttl": 8, "watchdog": {"safetyMargin": 7}}
         }));
-        let p = problems(&c);
+        let p: Vec<String> = problems(&c).iter().map(Problem::to_string).collect();
         assert!(
             p.iter()
                 .any(|m| m.starts_with("spec.postgresql.parameters.port")),
@@ -83,5 +168,37 @@ mod tests {
                 .any(|m| m.starts_with("spec.ha.watchdog.safetyMargin")),
             "{p:?}"
         );
+        for problem in problems(&c) {
+            assert!(
+                problem.to_string().starts_with(&problem.field()),
+                "{problem}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_messages_are_the_ones_status_and_events_carry() {
+        let c = cluster(serde_json::json!({
+            "instances": 2,
+            "postgresql": {"parameters": {"port": "5433"}},
+            "instanceTags": {"other-0": {}},
+            "ha": {"synchronousMode": "on", "synchronousNodeCount": 2, "ttl": 8, "loopWait": 4, "watchdog": {"safetyMargin": 7}}
+        }));
+        let v = validate(&c, "img", "IfNotPresent").expect("fixture has name, namespace, uid");
+        assert!(v.buildable().is_none());
+        assert_eq!(
+            v.spec_problem().as_deref(),
+            Some(
+                "spec.postgresql.parameters.port is managed by pgwarden; \
+                 spec.instanceTags.other-0: not an instance of cluster main (expected main-<ordinal>); \
+                 spec.ha.synchronousNodeCount (2) must be less than spec.instances (2); \
+                 spec.ha: loopWait + 2*retryTimeout must not exceed ttl; \
+                 spec.ha.watchdog.safetyMargin leaves the watchdog less than a loopWait"
+            )
+        );
+        let ok = cluster(serde_json::json!({}));
+        let v = validate(&ok, "img", "IfNotPresent").expect("fixture has name, namespace, uid");
+        assert!(v.buildable().is_some());
+        assert_eq!(v.spec_problem(), None);
     }
 }

@@ -1,6 +1,6 @@
-//! Pure builders: one function per Kubernetes object of a cluster, each returning the k8s-openapi
-//! object to server-side apply. Labels and the controller owner reference are set here, in one
-//! place; nothing in this module does I/O.
+//! Reconcile step 3, build (pure, no client): one function per Kubernetes object of a cluster,
+//! each returning the k8s-openapi object to server-side apply. Labels and the controller owner
+//! reference are set here, in one place.
 
 pub mod rbac;
 pub mod secrets;
@@ -10,15 +10,21 @@ pub mod statefulset;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 
-use crate::api::PostgresCluster;
 use crate::api::names::{ObjectNames, cluster_labels};
+use crate::api::{PostgresCluster, PostgresClusterSpec};
 
-/// What every builder needs: the cluster, its names, its owner reference.
-pub struct Ctx<'a> {
-    pub cluster: &'a PostgresCluster,
+/// What every builder needs: the cluster's spec, its names, its owner reference. The reconciler
+/// builds only from a spec that passed validation (see `validate::ValidatedCluster`).
+pub struct Cluster<'a> {
+    pub spec: &'a PostgresClusterSpec,
     pub names: ObjectNames,
     pub namespace: String,
     pub owner: OwnerReference,
@@ -27,7 +33,7 @@ pub struct Ctx<'a> {
     pub agent_image_pull_policy: String,
 }
 
-impl<'a> Ctx<'a> {
+impl<'a> Cluster<'a> {
     /// `None` when the cluster has no name, namespace or uid yet (never for an object read from
     /// the apiserver).
     pub fn new(
@@ -39,7 +45,7 @@ impl<'a> Ctx<'a> {
         let namespace = cluster.metadata.namespace.clone()?;
         let owner = cluster.controller_owner_ref(&())?;
         Some(Self {
-            cluster,
+            spec: &cluster.spec,
             names: ObjectNames::new(name),
             namespace,
             owner,
@@ -61,6 +67,33 @@ impl<'a> Ctx<'a> {
 
     pub fn labels(&self) -> BTreeMap<String, String> {
         cluster_labels(self.names.cluster())
+    }
+}
+
+/// The children the operator server-side applies, but the Secrets (created once, with random
+/// values, by the apply step).
+pub struct Children {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+    pub services: Vec<Service>,
+    pub pod_disruption_budget: PodDisruptionBudget,
+    pub lease: Lease,
+    pub state_config_map: ConfigMap,
+    pub statefulset: StatefulSet,
+}
+
+/// Reconcile step 3, build (pure, no client): every child for a valid spec and `replicas` pods.
+pub fn children(cluster: &Cluster, replicas: i32) -> Children {
+    Children {
+        service_account: rbac::service_account(cluster),
+        role: rbac::role(cluster),
+        role_binding: rbac::role_binding(cluster),
+        services: services::services(cluster),
+        pod_disruption_budget: statefulset::pod_disruption_budget(cluster),
+        lease: state::lease(cluster),
+        state_config_map: state::state_config_map(cluster),
+        statefulset: statefulset::statefulset(cluster, replicas),
     }
 }
 

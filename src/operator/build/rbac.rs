@@ -4,14 +4,14 @@
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 
-use super::Ctx;
+use super::Cluster;
 
 /// Highest ordinal a cluster can have (`spec.instances` is at most 16).
 const MAX_INSTANCES: u32 = 16;
 
-pub fn service_account(ctx: &Ctx) -> ServiceAccount {
+pub fn service_account(cluster: &Cluster) -> ServiceAccount {
     ServiceAccount {
-        metadata: ctx.meta(ctx.names.agent_rbac()),
+        metadata: cluster.meta(cluster.names.agent_rbac()),
         automount_service_account_token: Some(true),
         ..Default::default()
     }
@@ -27,11 +27,11 @@ fn rule(group: &str, resource: &str, verbs: &[&str], names: Option<Vec<String>>)
     }
 }
 
-pub fn role(ctx: &Ctx) -> Role {
-    let n = &ctx.names;
+pub fn role(cluster: &Cluster) -> Role {
+    let n = &cluster.names;
     let pods: Vec<String> = (0..MAX_INSTANCES).map(|i| n.pod(i)).collect();
     Role {
-        metadata: ctx.meta(n.agent_rbac()),
+        metadata: cluster.meta(n.agent_rbac()),
         rules: Some(vec![
             // `create` cannot be limited by name; everything else is.
             rule("coordination.k8s.io", "leases", &["create"], None),
@@ -57,10 +57,10 @@ pub fn role(ctx: &Ctx) -> Role {
     }
 }
 
-pub fn role_binding(ctx: &Ctx) -> RoleBinding {
-    let name = ctx.names.agent_rbac();
+pub fn role_binding(cluster: &Cluster) -> RoleBinding {
+    let name = cluster.names.agent_rbac();
     RoleBinding {
-        metadata: ctx.meta(name.clone()),
+        metadata: cluster.meta(name.clone()),
         role_ref: RoleRef {
             api_group: "rbac.authorization.k8s.io".into(),
             kind: "Role".into(),
@@ -69,7 +69,7 @@ pub fn role_binding(ctx: &Ctx) -> RoleBinding {
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name,
-            namespace: Some(ctx.namespace.clone()),
+            namespace: Some(cluster.namespace.clone()),
             ..Default::default()
         }]),
     }
@@ -83,8 +83,8 @@ mod tests {
     #[test]
     fn the_agent_role_names_only_its_own_cluster_objects() {
         let c = cluster(serde_json::json!({}));
-        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
-        let r = role(&ctx);
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let r = role(&cluster);
         let rules = r.rules.unwrap();
         let lease = rules
             .iter()

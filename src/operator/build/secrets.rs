@@ -8,7 +8,7 @@ use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::Ctx;
+use super::Cluster;
 use super::statefulset::REPLICATION_USER;
 
 /// 24 random bytes → 32 URL-safe characters: no quoting trouble in libpq or shells.
@@ -16,9 +16,9 @@ pub fn password_from(random: &[u8; 24]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
 }
 
-fn basic_auth(ctx: &Ctx, name: String, username: &str, password: &str) -> Secret {
+fn basic_auth(cluster: &Cluster, name: String, username: &str, password: &str) -> Secret {
     Secret {
-        metadata: ctx.meta(name),
+        metadata: cluster.meta(name),
         type_: Some("kubernetes.io/basic-auth".into()),
         data: Some(BTreeMap::from([
             (
@@ -35,10 +35,10 @@ fn basic_auth(ctx: &Ctx, name: String, username: &str, password: &str) -> Secret
 }
 
 /// The four Secrets with the given secret values (superuser, replication, app, api token).
-pub fn secrets(ctx: &Ctx, values: [&str; 4]) -> Vec<Secret> {
-    let n = &ctx.names;
+pub fn secrets(cluster: &Cluster, values: [&str; 4]) -> Vec<Secret> {
+    let n = &cluster.names;
     let api = Secret {
-        metadata: ctx.meta(n.secret_api()),
+        metadata: cluster.meta(n.secret_api()),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(
             "token".to_string(),
@@ -47,12 +47,12 @@ pub fn secrets(ctx: &Ctx, values: [&str; 4]) -> Vec<Secret> {
         ..Default::default()
     };
     vec![
-        basic_auth(ctx, n.secret_superuser(), "postgres", values[0]),
-        basic_auth(ctx, n.secret_replication(), REPLICATION_USER, values[1]),
+        basic_auth(cluster, n.secret_superuser(), "postgres", values[0]),
+        basic_auth(cluster, n.secret_replication(), REPLICATION_USER, values[1]),
         basic_auth(
-            ctx,
+            cluster,
             n.secret_app(),
-            &ctx.cluster.spec.bootstrap.owner,
+            &cluster.spec.bootstrap.owner,
             values[2],
         ),
         api,
@@ -67,8 +67,8 @@ mod tests {
     #[test]
     fn secrets_follow_the_contract() {
         let c = cluster(serde_json::json!({}));
-        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
-        let s = secrets(&ctx, ["a", "b", "c", "d"]);
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let s = secrets(&cluster, ["a", "b", "c", "d"]);
         let names: Vec<_> = s.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
         assert_eq!(
             names,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::Ctx;
+use super::Cluster;
 use crate::api::cluster::ServiceTemplate;
 use crate::api::names::{LABEL_ROLE, POSTGRES_PORT, REST_PORT, ROLE_PRIMARY, ROLE_REPLICA};
 
@@ -22,16 +22,16 @@ fn port(name: &str, number: u16) -> ServicePort {
 }
 
 fn client_service(
-    ctx: &Ctx,
+    cluster: &Cluster,
     name: String,
     role: Option<&str>,
     template: &ServiceTemplate,
 ) -> Service {
-    let mut selector = ctx.labels();
+    let mut selector = cluster.labels();
     if let Some(role) = role {
         selector.insert(LABEL_ROLE.into(), role.into());
     }
-    let mut meta = ctx.meta(name);
+    let mut meta = cluster.meta(name);
     if !template.annotations.is_empty() {
         meta.annotations = Some(template.annotations.clone());
     }
@@ -48,16 +48,16 @@ fn client_service(
 }
 
 /// The four Services, in the order they are applied.
-pub fn services(ctx: &Ctx) -> Vec<Service> {
-    let s = &ctx.cluster.spec.services;
-    let n = &ctx.names;
+pub fn services(cluster: &Cluster) -> Vec<Service> {
+    let s = &cluster.spec.services;
+    let n = &cluster.names;
     let headless = Service {
-        metadata: ctx.meta(n.service_pods()),
+        metadata: cluster.meta(n.service_pods()),
         spec: Some(ServiceSpec {
             cluster_ip: Some("None".into()),
             // Members must reach each other (basebackup, peers' REST) before they are Ready.
             publish_not_ready_addresses: Some(true),
-            selector: Some(ctx.labels()),
+            selector: Some(cluster.labels()),
             ports: Some(vec![
                 port("postgresql", POSTGRES_PORT),
                 port("api", REST_PORT),
@@ -68,9 +68,9 @@ pub fn services(ctx: &Ctx) -> Vec<Service> {
     };
     vec![
         headless,
-        client_service(ctx, n.service_rw(), Some(ROLE_PRIMARY), &s.rw),
-        client_service(ctx, n.service_ro(), Some(ROLE_REPLICA), &s.ro),
-        client_service(ctx, n.service_r(), None, &s.r),
+        client_service(cluster, n.service_rw(), Some(ROLE_PRIMARY), &s.rw),
+        client_service(cluster, n.service_ro(), Some(ROLE_REPLICA), &s.ro),
+        client_service(cluster, n.service_r(), None, &s.r),
     ]
 }
 
@@ -91,8 +91,8 @@ mod tests {
         let c = cluster(serde_json::json!({
             "services": {"rw": {"type": "LoadBalancer", "annotations": {"lb": "internal"}}}
         }));
-        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
-        let all = services(&ctx);
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let all = services(&cluster);
         let names: Vec<_> = all
             .iter()
             .map(|s| s.metadata.name.clone().unwrap())

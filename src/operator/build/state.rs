@@ -8,30 +8,30 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::Ctx;
+use super::Cluster;
 use crate::api::state::{DynamicConfig, keys};
 
-pub fn lease(ctx: &Ctx) -> Lease {
+pub fn lease(cluster: &Cluster) -> Lease {
     Lease {
-        metadata: ctx.meta(ctx.names.lease()),
+        metadata: cluster.meta(cluster.names.lease()),
         spec: None,
     }
 }
 
-pub fn dynamic_config(ctx: &Ctx) -> DynamicConfig {
-    let pg = &ctx.cluster.spec.postgresql;
+pub fn dynamic_config(cluster: &Cluster) -> DynamicConfig {
+    let pg = &cluster.spec.postgresql;
     DynamicConfig {
         parameters: pg.parameters.clone(),
         pg_hba: pg.pg_hba.clone(),
     }
 }
 
-pub fn state_config_map(ctx: &Ctx) -> ConfigMap {
+pub fn state_config_map(cluster: &Cluster) -> ConfigMap {
     ConfigMap {
-        metadata: ctx.meta(ctx.names.state_config_map()),
+        metadata: cluster.meta(cluster.names.state_config_map()),
         data: Some(BTreeMap::from([
-            (keys::CONFIG.to_string(), dynamic_config(ctx).to_json()),
-            (keys::PAUSE.to_string(), ctx.cluster.spec.pause.to_string()),
+            (keys::CONFIG.to_string(), dynamic_config(cluster).to_json()),
+            (keys::PAUSE.to_string(), cluster.spec.pause.to_string()),
         ])),
         ..Default::default()
     }
@@ -48,8 +48,8 @@ mod tests {
             "pause": true,
             "postgresql": {"parameters": {"work_mem": "8MB"}, "pgHba": ["host all all 10.0.0.0/8 scram-sha-256"]}
         }));
-        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
-        let cm = state_config_map(&ctx);
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let cm = state_config_map(&cluster);
         let data = cm.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["config", "pause"]);
         assert_eq!(data["pause"], "true");
@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(config.parameters["work_mem"], "8MB");
         assert_eq!(config.pg_hba.len(), 1);
         assert!(
-            lease(&ctx).spec.is_none(),
+            lease(&cluster).spec.is_none(),
             "the Lease spec belongs to the agents"
         );
     }

@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::Ctx;
-use crate::api::cluster::{SynchronousMode, WatchdogMode};
+use super::Cluster;
+use crate::api::cluster::WatchdogMode;
 use crate::api::names::{POSTGRES_PORT, REST_PORT};
 
 /// Where things live inside the PostgreSQL container.
@@ -126,16 +126,16 @@ fn lower<T: std::fmt::Debug>(v: T) -> String {
 }
 
 /// The agent's environment: identity from the downward API, everything else from the spec.
-fn agent_env(ctx: &Ctx) -> Vec<EnvVar> {
-    let spec = &ctx.cluster.spec;
+fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
+    let spec = cluster.spec;
     let ha = &spec.ha;
     let s = paths::SECRETS;
     let mut env = vec![
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_IP", "status.podIP"),
-        env("PGWARDEN_CLUSTER", ctx.names.cluster()),
-        env("PGWARDEN_CLUSTER_UID", ctx.owner.uid.clone()),
+        env("PGWARDEN_CLUSTER", cluster.names.cluster()),
+        env("PGWARDEN_CLUSTER_UID", cluster.owner.uid.clone()),
         env("PGDATA", paths::PGDATA),
         env(
             "PGWARDEN_PG_BIN_DIR",
@@ -210,9 +210,9 @@ fn agent_env(ctx: &Ctx) -> Vec<EnvVar> {
     env
 }
 
-fn pod_spec(ctx: &Ctx) -> PodSpec {
-    let spec = &ctx.cluster.spec;
-    let n = &ctx.names;
+fn pod_spec(cluster: &Cluster) -> PodSpec {
+    let spec = cluster.spec;
+    let n = &cluster.names;
     let host_device = spec
         .ha
         .watchdog
@@ -261,8 +261,8 @@ fn pod_spec(ctx: &Ctx) -> PodSpec {
     }
     let install = Container {
         name: "install-pgwarden".into(),
-        image: Some(ctx.agent_image.clone()),
-        image_pull_policy: Some(ctx.agent_image_pull_policy.clone()),
+        image: Some(cluster.agent_image.clone()),
+        image_pull_policy: Some(cluster.agent_image_pull_policy.clone()),
         command: Some(vec![
             paths::IMAGE_BINARY.into(),
             "install".into(),
@@ -277,7 +277,7 @@ fn pod_spec(ctx: &Ctx) -> PodSpec {
         image: Some(spec.image.clone()),
         image_pull_policy: spec.image_pull_policy.clone(),
         command: Some(vec![paths::BINARY.into(), "agent".into()]),
-        env: Some(agent_env(ctx)),
+        env: Some(agent_env(cluster)),
         ports: Some(vec![
             ContainerPort {
                 name: Some("postgresql".into()),
@@ -334,9 +334,9 @@ fn pod_spec(ctx: &Ctx) -> PodSpec {
 
 /// The StatefulSet with `replicas` pods (the caller decides: scaling down waits for a switchover
 /// when the primary would be removed).
-pub fn statefulset(ctx: &Ctx, replicas: i32) -> StatefulSet {
-    let spec = &ctx.cluster.spec;
-    let labels = ctx.labels();
+pub fn statefulset(cluster: &Cluster, replicas: i32) -> StatefulSet {
+    let spec = cluster.spec;
+    let labels = cluster.labels();
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("pgdata".into()),
@@ -358,10 +358,10 @@ pub fn statefulset(ctx: &Ctx, replicas: i32) -> StatefulSet {
         ..Default::default()
     };
     StatefulSet {
-        metadata: ctx.meta(ctx.names.statefulset()),
+        metadata: cluster.meta(cluster.names.statefulset()),
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
-            service_name: Some(ctx.names.service_pods()),
+            service_name: Some(cluster.names.service_pods()),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 ..Default::default()
@@ -390,7 +390,7 @@ pub fn statefulset(ctx: &Ctx, replicas: i32) -> StatefulSet {
                     labels: Some(labels),
                     ..Default::default()
                 }),
-                spec: Some(pod_spec(ctx)),
+                spec: Some(pod_spec(cluster)),
             },
             volume_claim_templates: Some(vec![claim]),
             ..Default::default()
@@ -401,26 +401,19 @@ pub fn statefulset(ctx: &Ctx, replicas: i32) -> StatefulSet {
 
 /// At most one instance down by voluntary disruption (drains); the operator's own rolling
 /// steps keep to the same rule.
-pub fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {
+pub fn pod_disruption_budget(cluster: &Cluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
-        metadata: ctx.meta(ctx.names.pod_disruption_budget()),
+        metadata: cluster.meta(cluster.names.pod_disruption_budget()),
         spec: Some(PodDisruptionBudgetSpec {
             max_unavailable: Some(IntOrString::Int(1)),
             selector: Some(LabelSelector {
-                match_labels: Some(ctx.labels()),
+                match_labels: Some(cluster.labels()),
                 ..Default::default()
             }),
             ..Default::default()
         }),
         ..Default::default()
     }
-}
-
-/// Whether synchronous mode asks for more standbys than can exist (a condition, not a crash).
-pub fn synchronous_unsatisfiable(ctx: &Ctx) -> bool {
-    let ha = &ctx.cluster.spec.ha;
-    ha.synchronous_mode != SynchronousMode::Off
-        && ha.synchronous_node_count >= ctx.cluster.spec.instances
 }
 
 #[cfg(test)]
@@ -442,8 +435,8 @@ mod tests {
     #[test]
     fn the_statefulset_follows_the_design() {
         let c = cluster(serde_json::json!({"instances": 3}));
-        let ctx = Ctx::new(&c, "pgwarden.local/pgwarden:dev", "IfNotPresent").unwrap();
-        let sts = statefulset(&ctx, 3);
+        let cluster = Cluster::new(&c, "pgwarden.local/pgwarden:dev", "IfNotPresent").unwrap();
+        let sts = statefulset(&cluster, 3);
         let spec = sts.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
@@ -518,8 +511,8 @@ mod tests {
             "storage": {"size": "1Gi", "retainOnDelete": true},
             "instanceTags": {"main-2": {"nofailover": true}}
         }));
-        let ctx = Ctx::new(&c, "img", "IfNotPresent").unwrap();
-        let sts = statefulset(&ctx, 3);
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let sts = statefulset(&cluster, 3);
         let env = env_of(&sts);
         assert_eq!(env["PGWARDEN_WATCHDOG_DEVICE"], "/dev/watchdog");
         assert_eq!(env["PGWARDEN_WATCHDOG_MODE"], "required");

@@ -1,0 +1,73 @@
+//! Reconcile step 2, observe (needs the client): read what the cluster looks like now, its pods,
+//! StatefulSet, leader Lease and state ConfigMap, into an [`Observed`] the pure steps decide from.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::ListParams;
+use kube::{Api, Client};
+
+use super::build::Cluster;
+use super::controller::ReconcileError;
+use crate::api::names::LABEL_CLUSTER;
+use crate::api::state::{HistoryEntry, keys};
+
+/// What the operator read of one cluster.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Every pod of the cluster; terminating pods stay in view: they count as not ready, so no
+    /// second pod goes down.
+    pub pods: Vec<Pod>,
+    /// The StatefulSet's replicas now (0 before it exists).
+    pub replicas: i32,
+    pub update_revision: Option<String>,
+    pub lease_holder: Option<String>,
+    /// The timeline history the agents keep in the state ConfigMap.
+    pub history: Vec<HistoryEntry>,
+}
+
+fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
+    move |source| ReconcileError::Observe { kind, name, source }
+}
+
+pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, ReconcileError> {
+    let ns = &c.namespace;
+    let selector = format!("{LABEL_CLUSTER}={}", c.names.cluster());
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(failed("Pod", selector.clone()))?
+        .items;
+    let sts = Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get_opt(&c.names.statefulset())
+        .await
+        .map_err(failed("StatefulSet", c.names.statefulset()))?;
+    let lease = Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(&c.names.lease())
+        .await
+        .map_err(failed("Lease", c.names.lease()))?;
+    let state = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get_opt(&c.names.state_config_map())
+        .await
+        .map_err(failed("ConfigMap", c.names.state_config_map()))?;
+    Ok(Observed {
+        pods,
+        replicas: sts
+            .as_ref()
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0),
+        update_revision: sts.and_then(|s| s.status).and_then(|s| s.update_revision),
+        lease_holder: lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()),
+        history: state
+            .and_then(|c| c.data)
+            .and_then(|d| {
+                d.get(keys::HISTORY)
+                    .and_then(|h| serde_json::from_str(h).ok())
+            })
+            .unwrap_or_default(),
+    })
+}
