@@ -2,11 +2,12 @@
 //! Needs `e2e/cluster up --control-plane`, root, and KUBECONFIG; `make integration` provides all
 //! three and runs these with `--ignored`. In the plain unit run they are listed as ignored.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::{Cluster, TOKEN};
+use support::agents::{self, Cluster, TOKEN};
+use support::k8s;
 
 const SLOW: Duration = Duration::from_secs(90);
 
@@ -332,7 +333,7 @@ async fn frozen_primary_is_fenced_by_the_softdog_before_promotion() {
     let writer = tokio::spawn(async move {
         let mut last_ok: Option<jiff::Timestamp> = None;
         let deadline = Instant::now() + Duration::from_secs(40);
-        let mut client = common::connect(&ip).await.ok();
+        let mut client = agents::connect(&ip).await.ok();
         while Instant::now() < deadline {
             if let Some(cl) = &client {
                 match tokio::time::timeout(
@@ -342,10 +343,10 @@ async fn frozen_primary_is_fenced_by_the_softdog_before_promotion() {
                 .await
                 {
                     Ok(Ok(())) => last_ok = Some(jiff::Timestamp::now()),
-                    _ => client = common::connect(&ip).await.ok(),
+                    _ => client = agents::connect(&ip).await.ok(),
                 }
             } else {
-                client = common::connect(&ip).await.ok();
+                client = agents::connect(&ip).await.ok();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -427,7 +428,7 @@ async fn bad_input_gets_4xx_and_corrupt_annotations_are_survived() {
     assert_eq!(c.http(p, "GET", "/no-such-endpoint", &[], None).0, 404);
     // Corrupt a replica's status annotation: the others log it, skip it, and carry on.
     let r = (0..3).find(|i| *i != p).unwrap();
-    common::kubectl(
+    k8s::kubectl_ok(
         &[
             "-n",
             &c.ns,
@@ -637,7 +638,7 @@ async fn partitioned_primary_demotes_before_anyone_takes_over_and_rejoins() {
     let writer = tokio::spawn(async move {
         let mut last_ok: Option<jiff::Timestamp> = None;
         let deadline = Instant::now() + Duration::from_secs(30);
-        let mut client = common::connect(&ip).await.ok();
+        let mut client = agents::connect(&ip).await.ok();
         while Instant::now() < deadline {
             match &client {
                 Some(cl) => match tokio::time::timeout(
@@ -647,9 +648,9 @@ async fn partitioned_primary_demotes_before_anyone_takes_over_and_rejoins() {
                 .await
                 {
                     Ok(Ok(())) => last_ok = Some(jiff::Timestamp::now()),
-                    _ => client = common::connect(&ip).await.ok(),
+                    _ => client = agents::connect(&ip).await.ok(),
                 },
-                None => client = common::connect(&ip).await.ok(),
+                None => client = agents::connect(&ip).await.ok(),
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -759,7 +760,7 @@ listen pg_replicas\n    bind 127.0.0.10:5001\n    balance roundrobin\n    option
         cfg.host("127.0.0.10")
             .port(port)
             .user("postgres")
-            .password(common::SUPERUSER_PASSWORD)
+            .password(agents::SUPERUSER_PASSWORD)
             .dbname("postgres");
         cfg.connect_timeout(Duration::from_secs(2));
         let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.ok()?;
@@ -828,7 +829,7 @@ async fn synchronous_mode_loses_no_acknowledged_commit_on_failover() {
         .await
         .unwrap();
     let writer = tokio::spawn(async move {
-        let client = common::connect(&ip).await.unwrap();
+        let client = agents::connect(&ip).await.unwrap();
         let mut acked = Vec::new();
         for id in 0.. {
             match tokio::time::timeout(
