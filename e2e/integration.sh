@@ -3,10 +3,8 @@
 # (three agents as processes on 127.0.0.1-3, real PostgreSQL 15), then `down`.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-CLUSTER=$E2E_DIR/cluster
 trap '"$CLUSTER" down' EXIT
-"$CLUSTER" up --control-plane
-eval "$("$CLUSTER" env)"
+testbed_up --control-plane
 phase "integration: cargo test --test ha -- --ignored"
 cd "$REPO_DIR"
 # One scenario at a time: they share the loopback addresses and ports.
