@@ -558,7 +558,7 @@ async fn benchmark() {
             r.writes_per_min
         );
     }
-    md.push_str("\nTargets from shared/DESIGN.md: hard failover ≤ 12 s, graceful ≤ 2 s, switchover gap ≤ 1 s, agent memory ≤ 12 MiB, CPU ≤ 0.05 s/min.\n");
+    md.push_str("\nTargets (docs/architecture.md): hard failover ≤ 12 s, graceful ≤ 2 s, switchover gap ≤ 1 s, agent memory ≤ 12 MiB, CPU ≤ 0.05 s/min.\n");
     let out = std::env::var("BENCH_OUT")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
     // Hand-written notes below the marker survive a regeneration.
