@@ -1,9 +1,9 @@
 //! End-to-end harness: a full single-node Kubernetes (`e2e/cluster up`), the chart installed
 //! with `helm install` (e2e/e2e.sh does both), and `PostgresCluster` objects applied with
-//! kubectl like a user would. Each test gets a fresh namespace, deleted when it ends (kept with
-//! `PGWARDEN_E2E_KEEP=1`) — also when the test fails. Faults are real: pod deletion, kill -9 and SIGSTOP of the pod's
-//! processes from the host (they are host processes, found by the pod identity in their
-//! environment).
+//! kubectl like a user would. Each test gets a fresh namespace, deleted when it ends, also when
+//! it fails (kept with `PGWARDEN_E2E_KEEP=1`). Faults are real: pod deletion, kill -9 and
+//! SIGSTOP of the pod's processes from the host (they are host processes, found by the pod
+//! identity in their environment).
 
 #![allow(dead_code)]
 
