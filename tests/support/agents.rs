@@ -435,6 +435,24 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
     }
 }
 
+/// Bootstrap three members, waiting up to `limit` for a primary and again for two streaming
+/// replicas, and return the cluster and the primary's index.
+pub async fn three(tag: &str, limit: Duration) -> (Cluster, usize) {
+    let mut c = Cluster::new(tag, 3).await;
+    c.start_all();
+    let p = c.wait_primary(limit).await;
+    c.wait_until(limit, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    (c, p)
+}
+
+/// The first column of each row, as `i32`.
+pub fn rows_on(v: &[tokio_postgres::Row]) -> Vec<i32> {
+    v.iter().map(|r| r.get(0)).collect()
+}
+
 /// Connect to member `ip` as the superuser.
 pub async fn connect(ip: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
     super::postgres::connect(ip, "postgres", SUPERUSER_PASSWORD, "postgres").await
