@@ -4,7 +4,6 @@
 # user cannot execute a python under root's home).
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-CLUSTER=$E2E_DIR/cluster
 VENV=$PGWARDEN_CACHE/patroni-venv
 PATRONI_PIN=${PATRONI_PIN:-patroni[kubernetes,psycopg3]==4.1.5}
 phase "patroni venv"
@@ -15,8 +14,7 @@ fi
 "$VENV/bin/patroni" --version
 chmod -R o+rX "$VENV"
 trap '"$CLUSTER" down' EXIT
-"$CLUSTER" up --control-plane
-eval "$("$CLUSTER" env)"
+testbed_up --control-plane
 phase "benchmark"
 cd "$REPO_DIR"
 PATRONI_VENV=$VENV cargo test --release --locked --test bench -- --ignored --nocapture

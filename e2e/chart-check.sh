@@ -12,19 +12,8 @@ source "$(dirname "$0")/lib/common.sh"
 
 CHART=$REPO_DIR/charts/pgwarden
 CRD_NAME=pgwarden.io_postgresclusters.yaml
-HELM=${HELM:-$HELM_BIN/helm}
-# The test bed's helm is built without Helm's k8sVersion link flags, so its default Kubernetes
-# version is v1.20.0, below the chart's kubeVersion; check against the version the test bed runs.
-KUBE_VERSION=${K8S_VERSION#v}
-
-failures=0
-fail() {
-    echo "chart-check: FAIL: $*" >&2
-    failures=$((failures + 1))
-}
-ok() { echo "    ok: $*"; }
-
-[ -x "$HELM" ] || die "helm not found at $HELM (helm $HELM_VERSION); build it with: e2e/cluster build"
+checks_begin chart-check
+need_testbed_helm
 [ -d "$CHART" ] || die "no chart at $CHART"
 
 work=$(mktemp -d)
@@ -148,8 +137,4 @@ else
     echo "    skip: examples/demo.yaml field check (python3 without PyYAML)"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "chart-check: $failures check(s) failed" >&2
-    exit 1
-fi
-echo "chart-check: all checks passed"
+checks_end

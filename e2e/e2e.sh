@@ -6,7 +6,6 @@
 #   PGWARDEN_E2E_KEEP=1   leave the test bed and the namespaces up for a look
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-CLUSTER=$E2E_DIR/cluster
 
 cleanup() {
     local rc=$?
@@ -22,8 +21,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$CLUSTER" image build pgwarden
-"$CLUSTER" up
-eval "$("$CLUSTER" env)"
+testbed_up
 # A second tag of the PostgreSQL image, so an image change can roll (same bits, new reference).
 ctr -a "$CONTAINERD_SOCK" -n k8s.io images tag --force "pgwarden.local/postgres:$PG_MAJOR" \
     "pgwarden.local/postgres:$PG_MAJOR-b" >/dev/null

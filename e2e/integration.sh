@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The integration tier: `e2e/cluster up --control-plane`, then the agents' scenarios in tests/ha.rs
-# (three agents as processes on 127.0.0.1-3, real PostgreSQL 15), then `down`.
+# and tests/ha_api.rs (three agents as processes on 127.0.0.1-3, real PostgreSQL 15), then `down`.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-CLUSTER=$E2E_DIR/cluster
 trap '"$CLUSTER" down' EXIT
-"$CLUSTER" up --control-plane
-eval "$("$CLUSTER" env)"
-phase "integration: cargo test --test ha -- --ignored"
+testbed_up --control-plane
+phase "integration: cargo test --test ha --test ha_api -- --ignored"
 cd "$REPO_DIR"
-# One scenario at a time: they share the loopback addresses and ports.
-cargo test --locked --test ha -- --ignored --test-threads=1 ${IT_FILTER:-}
+# One scenario at a time: they share the loopback addresses and ports. --no-fail-fast: a failure
+# in tests/ha.rs still lets tests/ha_api.rs run, as when they were one file.
+cargo test --locked --no-fail-fast --test ha --test ha_api -- --ignored --test-threads=1 ${IT_FILTER:-}
 phase_end

@@ -14,22 +14,13 @@ source "$(dirname "$0")/lib/common.sh"
 
 MON=$REPO_DIR/monitoring
 CHART=$REPO_DIR/charts/pgwarden
-HELM=${HELM:-$HELM_BIN/helm}
 PROMTOOL=${PROMTOOL:-promtool}
-# As in chart-check.sh: the test bed's helm defaults to Kubernetes v1.20, below the chart's kubeVersion.
-KUBE_VERSION=${K8S_VERSION#v}
-
-failures=0
-fail() {
-    echo "monitoring-check: FAIL: $*" >&2
-    failures=$((failures + 1))
-}
-ok() { echo "    ok: $*"; }
+checks_begin monitoring-check
 
 command -v "$PROMTOOL" >/dev/null ||
     die "promtool not found; install Debian's prometheus package (apt-get install --no-install-recommends prometheus, with a policy-rc.d that keeps its daemon from starting; e2e/cluster does this)"
 command -v jq >/dev/null || die "jq not found"
-[ -x "$HELM" ] || die "helm not found at $HELM (helm $HELM_VERSION); build it with: e2e/cluster build"
+need_testbed_helm
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -157,8 +148,4 @@ else
     echo "    skip: comparing the rendered PrometheusRule and ConfigMap with monitoring/ (python3 without PyYAML)"
 fi
 
-if [ "$failures" -ne 0 ]; then
-    echo "monitoring-check: $failures check(s) failed" >&2
-    exit 1
-fi
-echo "monitoring-check: all checks passed"
+checks_end

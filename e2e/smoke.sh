@@ -5,7 +5,6 @@
 # default StorageClass and check the volume goes away with its claim; delete, bring the node down.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-CLUSTER=$E2E_DIR/cluster
 NS=smoke
 
 cleanup() {
@@ -28,8 +27,7 @@ trap cleanup EXIT
 
 # The pgwarden image comes from the static release binary (make release); up imports it.
 "$CLUSTER" image build pgwarden
-"$CLUSTER" up
-eval "$("$CLUSTER" env)"
+testbed_up
 
 phase "smoke: node"
 kubectl get nodes -o wide

@@ -5,15 +5,16 @@
 //! new primary, write gaps during a switchover, time to a bootstrapped cluster, RSS/CPU at rest,
 //! and apiserver writes per minute at rest.
 
-mod common;
+mod support;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, PG_BIN, SUPERUSER_PASSWORD, TOKEN};
 use futures::StreamExt;
+use support::agents::{self, Cluster, PG_BIN, SUPERUSER_PASSWORD, TOKEN};
+use support::k8s;
 
 const SLOW: Duration = Duration::from_secs(120);
 
@@ -181,7 +182,7 @@ fn grant_patroni(c: &Cluster) {
         ns = c.ns,
         name = c.name
     );
-    common::kubectl(&["apply", "-f", "-"], Some(&yaml));
+    k8s::kubectl_ok(&["apply", "-f", "-"], Some(&yaml));
 }
 
 async fn wait_healthy(c: &Cluster) -> usize {
@@ -216,7 +217,7 @@ async fn wait_single_primary(c: &Cluster) -> usize {
 /// Try one INSERT on `ip`, with a short connect timeout.
 async fn try_write(ip: &str) -> bool {
     let fut = async {
-        let client = common::connect(ip).await.ok()?;
+        let client = agents::connect(ip).await.ok()?;
         client
             .batch_execute("INSERT INTO bench VALUES (now())")
             .await
@@ -427,7 +428,7 @@ async fn measure(engine: Engine, trials: usize) -> Row {
             let mut cur = start_ip;
             let mut last = Instant::now();
             let mut gap = Duration::ZERO;
-            let mut client = common::connect(&ips[cur]).await.ok();
+            let mut client = agents::connect(&ips[cur]).await.ok();
             while !flag.load(std::sync::atomic::Ordering::SeqCst) {
                 let ok = match &client {
                     Some(cl) => matches!(
@@ -447,7 +448,7 @@ async fn measure(engine: Engine, trials: usize) -> Row {
                     cur = (cur + 1) % ips.len();
                     client = tokio::time::timeout(
                         Duration::from_millis(300),
-                        common::connect(&ips[cur]),
+                        agents::connect(&ips[cur]),
                     )
                     .await
                     .ok()
@@ -557,7 +558,7 @@ async fn benchmark() {
             r.writes_per_min
         );
     }
-    md.push_str("\nTargets from shared/DESIGN.md: hard failover ≤ 12 s, graceful ≤ 2 s, switchover gap ≤ 1 s, agent memory ≤ 12 MiB, CPU ≤ 0.05 s/min.\n");
+    md.push_str("\nTargets (docs/architecture.md): hard failover ≤ 12 s, graceful ≤ 2 s, switchover gap ≤ 1 s, agent memory ≤ 12 MiB, CPU ≤ 0.05 s/min.\n");
     let out = std::env::var("BENCH_OUT")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
     // Hand-written notes below the marker survive a regeneration.

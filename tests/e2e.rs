@@ -2,20 +2,17 @@
 //! `helm install` (run by e2e/e2e.sh: `make e2e`). Every test is `#[ignore]` so `cargo test`
 //! alone does not need a cluster; the e2e tier runs them all with `--ignored`.
 
-mod e2e_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e_support::*;
+use support::cluster::*;
+use support::k8s::kubectl;
+use support::process::signal;
+use support::wait::{log, wait_until};
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn spec(instances: i32, extra: &str) -> String {
-    format!(
-        "  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 100Mi}}\n{extra}"
-    )
-}
 
 /// Write a row through `-rw`, read it back through `-ro` once replicated.
 async fn write_and_read_back(pg: &Pg, table: &str) {

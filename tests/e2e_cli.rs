@@ -3,22 +3,18 @@
 //! the tests; it finds the test bed through $KUBECONFIG like kubectl. Every test is `#[ignore]`
 //! and has its own namespace.
 
-mod e2e_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use e2e_support::*;
 use serde_json::Value;
+use support::cluster::*;
+use support::process::signal;
+use support::wait::{log, wait_until};
 
 const MIN: Duration = Duration::from_secs(60);
-
-fn spec(instances: i32, extra: &str) -> String {
-    format!(
-        "  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 100Mi}}\n{extra}"
-    )
-}
 
 /// What one run of the plugin printed.
 struct Run {

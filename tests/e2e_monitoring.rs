@@ -11,16 +11,18 @@
 //! builds its Prometheus 2.42 without kubernetes_sd): the agents with the `namespace` label a
 //! PodMonitor would set, the operator with `honor_labels` as the rules file asks.
 
-mod e2e_support;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use e2e_support::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::{Value, json};
+use support::cluster::*;
+use support::process::signal;
+use support::wait::{log, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MIN: Duration = Duration::from_secs(60);

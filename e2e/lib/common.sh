@@ -76,3 +76,41 @@ wait_for() {
         sleep 0.5
     done
 }
+
+# The test bed's command, and `testbed_up [up's options]`: bring it up and take its environment
+# (KUBECONFIG, PATH) into this shell.
+CLUSTER=$E2E_DIR/cluster
+testbed_up() {
+    "$CLUSTER" up "$@"
+    eval "$("$CLUSTER" env)"
+}
+
+# Static checks (chart-check.sh, monitoring-check.sh): `checks_begin NAME`, then `ok WHAT` for
+# each check that passes and `fail WHAT` for each that does not (the script goes on), and
+# `checks_end` last: it reports and exits 1 if any failed.
+checks_begin() {
+    _checks_name=$1
+    failures=0
+}
+fail() {
+    echo "$_checks_name: FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+ok() { echo "    ok: $*"; }
+checks_end() {
+    if [ "$failures" -ne 0 ]; then
+        echo "$_checks_name: $failures check(s) failed" >&2
+        exit 1
+    fi
+    echo "$_checks_name: all checks passed"
+}
+
+# need_testbed_helm: the test bed's helm as $HELM (unless set) or die, and $KUBE_VERSION for
+# `--kube-version`: that helm is built without Helm's k8sVersion link flags, so its default
+# Kubernetes version is v1.20.0, below the chart's kubeVersion; check against the version the
+# test bed runs.
+need_testbed_helm() {
+    HELM=${HELM:-$HELM_BIN/helm}
+    KUBE_VERSION=${K8S_VERSION#v}
+    [ -x "$HELM" ] || die "helm not found at $HELM (helm $HELM_VERSION); build it with: e2e/cluster build"
+}

@@ -1,14 +1,13 @@
 //! End-to-end harness: a full single-node Kubernetes (`e2e/cluster up`), the chart installed
 //! with `helm install` (e2e/e2e.sh does both), and `PostgresCluster` objects applied with
-//! kubectl like a user would. Each test gets a fresh namespace, deleted when it ends (kept with
-//! `PGWARDEN_E2E_KEEP=1`). Faults are real: pod deletion, kill -9 and SIGSTOP of the pod's
-//! processes from the host (they are host processes, found by the pod identity in their
-//! environment).
+//! kubectl like a user would. Each test gets a fresh namespace, deleted when it ends, also when
+//! it fails (kept with `PGWARDEN_E2E_KEEP=1`). Faults are real: pod deletion, kill -9 and
+//! SIGSTOP of the pod's processes from the host (they are host processes, found by the pod
+//! identity in their environment).
 
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -18,63 +17,22 @@ use kube::{Api, Client};
 use pgwarden::api::PostgresCluster;
 use serde_json::Value;
 
+use super::k8s::{self, TempNamespace, delete_leftover_namespace, kubectl};
+use super::postgres::{connect, connect_retry};
+use super::process::{parent_pid, pids_with_env, signal};
+use super::wait::wait_until;
+
 pub const IMAGE: &str = "pgwarden.local/postgres:15";
 
-/// Run kubectl; `Ok(stdout)` on success, `Err(stderr)` otherwise.
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl on PATH (eval \"$(e2e/cluster env)\")");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
+/// Set, it leaves each scenario's namespace up for a look.
+const KEEP: &str = "PGWARDEN_E2E_KEEP";
 
-pub fn log(msg: impl AsRef<str>) {
-    eprintln!(
-        "[{}] {}",
-        jiff::Timestamp::now().strftime("%H:%M:%S%.3f"),
-        msg.as_ref()
-    );
-}
-
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f().await {
-            log(format!(
-                "ok: {what} ({:.1}s)",
-                start.elapsed().as_secs_f64()
-            ));
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("timed out after {limit:?} waiting for {what}");
+/// The spec of a scenario's cluster: `instances` on the test image with 100Mi volumes, then
+/// `extra` (indented two spaces).
+pub fn spec(instances: i32, extra: &str) -> String {
+    format!(
+        "  instances: {instances}\n  image: {IMAGE}\n  imagePullPolicy: Never\n  storage: {{size: 100Mi}}\n{extra}"
+    )
 }
 
 /// One `PostgresCluster` in its own namespace.
@@ -82,7 +40,8 @@ pub struct Pg {
     pub client: Client,
     pub ns: String,
     pub name: String,
-    own_namespace: bool,
+    /// `ns` when this handle created it (deleted by `delete` or on drop).
+    namespace: Option<TempNamespace>,
 }
 
 impl Pg {
@@ -92,25 +51,15 @@ impl Pg {
         let client = Client::try_default()
             .await
             .expect("KUBECONFIG names the test bed");
-        let own_namespace = ns != "default";
-        if own_namespace {
-            let _ = kubectl(
-                &[
-                    "delete",
-                    "namespace",
-                    ns,
-                    "--wait=true",
-                    "--ignore-not-found",
-                ],
-                None,
-            );
-            kubectl(&["create", "namespace", ns], None).expect("create namespace");
-        }
+        let namespace = (ns != "default").then(|| {
+            delete_leftover_namespace(ns);
+            TempNamespace::create(ns, Some(KEEP))
+        });
         let pg = Pg {
             client,
             ns: ns.into(),
             name: name.into(),
-            own_namespace,
+            namespace,
         };
         pg.apply(spec_yaml).expect("the cluster is accepted");
         pg
@@ -121,7 +70,7 @@ impl Pg {
             client,
             ns: ns.into(),
             name: name.into(),
-            own_namespace: false,
+            namespace: None,
         }
     }
 
@@ -134,7 +83,7 @@ impl Pg {
             client,
             ns: ns.into(),
             name: name.into(),
-            own_namespace: false,
+            namespace: None,
         }
     }
 
@@ -330,8 +279,9 @@ impl Pg {
         })
     }
 
+    /// Delete the cluster and wait for it, then its namespace (if this handle created it).
     pub async fn delete(self) {
-        if std::env::var("PGWARDEN_E2E_KEEP").is_ok() {
+        if std::env::var(KEEP).is_ok() {
             return;
         }
         let _ = kubectl(
@@ -346,91 +296,9 @@ impl Pg {
             ],
             None,
         );
-        if self.own_namespace {
-            let _ = kubectl(
-                &[
-                    "delete",
-                    "namespace",
-                    &self.ns,
-                    "--wait=true",
-                    "--timeout=180s",
-                ],
-                None,
-            );
+        if let Some(namespace) = self.namespace {
+            namespace.delete_and_wait("180s");
         }
-    }
-}
-
-pub async fn connect(
-    host: &str,
-    user: &str,
-    password: &str,
-    db: &str,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(host)
-        .port(5432)
-        .user(user)
-        .password(password)
-        .dbname(db)
-        .connect_timeout(Duration::from_secs(2));
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
-}
-
-/// `connect`, retried for up to `limit` as a client behind a Service would: the Endpoints can
-/// list a ready pod a moment before kube-proxy has replaced the Service's "no endpoints" REJECT
-/// rule, and that moment answers "connection refused".
-pub async fn connect_retry(
-    host: &str,
-    user: &str,
-    password: &str,
-    db: &str,
-    limit: Duration,
-) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        match connect(host, user, password, db).await {
-            Ok(c) => return Ok(c),
-            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
-
-/// PIDs of host processes whose environment holds every `(key, value)`.
-pub fn pids_with_env(wanted: &[(&str, &str)]) -> Vec<i32> {
-    let mut out = vec![];
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        let vars: Vec<&[u8]> = env.split(|b| *b == 0).collect();
-        let all = wanted.iter().all(|(k, v)| {
-            let want = format!("{k}={v}");
-            vars.contains(&want.as_bytes())
-        });
-        if all {
-            out.push(pid);
-        }
-    }
-    out.sort();
-    out
-}
-
-pub fn signal(pid: i32, sig: i32) {
-    // SAFETY: kill(2) with a plain pid and signal number.
-    unsafe {
-        libc::kill(pid, sig);
     }
 }
 
@@ -612,15 +480,7 @@ impl WritableSampler {
 impl Pg {
     /// `holderIdentity` of the Lease `<c>-leader` (`None` when empty or absent).
     pub async fn lease_holder(&self) -> Option<String> {
-        use k8s_openapi::api::coordination::v1::Lease;
-        Api::<Lease>::namespaced(self.client.clone(), &self.ns)
-            .get_opt(&format!("{}-leader", self.name))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty())
+        k8s::lease_holder(&self.client, &self.ns, &self.name).await
     }
 
     /// A key of the ConfigMap `<c>-state`.
@@ -660,11 +520,4 @@ impl Pg {
             is_postgres && parent_pid(*pid) == Some(agent)
         })
     }
-}
-
-/// The parent of a host process (field 4 of /proc/PID/stat, after the command in parentheses).
-pub fn parent_pid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
 }

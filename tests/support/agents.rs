@@ -2,7 +2,7 @@
 //! real PostgreSQL 15 from Debian, and agents as plain processes running as the `postgres` user,
 //! each on its own loopback address 127.0.0.N (5432 and 8008). Each cluster lives in a fresh
 //! namespace with the agents' real RBAC and a service-account token, and is torn down on drop.
-//! Faults are real signals to real processes.
+//! Faults are real signals to real processes. The benchmark harness (tests/bench.rs) uses it too.
 
 #![allow(dead_code)]
 
@@ -17,38 +17,13 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, Client};
 use serde_json::Value;
 
+use super::k8s::{self, TempNamespace, kubectl_ok};
+use super::process::{alive, signal};
+use super::wait::retry;
+
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const SUPERUSER_PASSWORD: &str = "it-superuser-secret";
 pub const TOKEN: &str = "it-api-token";
-
-pub fn kubectl(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl on PATH (eval \"$(e2e/cluster env)\")");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn chown_postgres(path: &Path) {
     let st = Command::new("chown")
@@ -91,6 +66,8 @@ pub struct Cluster {
     pub client: Client,
     pub ttl: u64,
     kubeconfig: PathBuf,
+    /// `ns`, deleted on drop after the agents are killed (`None` once deleted).
+    namespace: Option<TempNamespace>,
 }
 
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -108,7 +85,7 @@ impl Cluster {
         let dir = PathBuf::from(format!("/tmp/pgwarden-it/{ns}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        kubectl(&["create", "namespace", &ns], None);
+        let namespace = TempNamespace::create(&ns, None);
         // The agent's Role, as the operator will create it: its cluster's Lease, ConfigMap, pods.
         let rbac = format!(
             r#"apiVersion: v1
@@ -139,8 +116,8 @@ roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}-agent}}
 subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
 "#
         );
-        kubectl(&["apply", "-f", "-"], Some(&rbac));
-        let token = kubectl(
+        kubectl_ok(&["apply", "-f", "-"], Some(&rbac));
+        let token = kubectl_ok(
             &[
                 "-n",
                 &ns,
@@ -152,7 +129,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
             ],
             None,
         );
-        let server = kubectl(
+        let server = kubectl_ok(
             &[
                 "config",
                 "view",
@@ -162,7 +139,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
             ],
             None,
         );
-        let ca = kubectl(
+        let ca = kubectl_ok(
             &[
                 "config",
                 "view",
@@ -195,7 +172,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
             let pod = format!(
                 "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {member}\n  namespace: {ns}\n  labels: {{pgwarden.io/cluster: {name}, app.kubernetes.io/name: pgwarden}}\nspec:\n  containers: [{{name: postgres, image: pgwarden.local/none:0}}]\n"
             );
-            kubectl(&["apply", "-f", "-"], Some(&pod));
+            kubectl_ok(&["apply", "-f", "-"], Some(&pod));
             let mdir = dir.join(&member);
             std::fs::create_dir_all(mdir.join("data")).unwrap();
             members.push(Member {
@@ -218,6 +195,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
             client,
             ttl: 8,
             kubeconfig,
+            namespace: Some(namespace),
         }
     }
 
@@ -283,7 +261,7 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
 
     pub fn signal_agent(&self, i: usize, sig: i32) {
         if let Some(pid) = self.members[i].agent_pid() {
-            unsafe { libc::kill(pid, sig) };
+            signal(pid, sig);
         }
     }
 
@@ -315,19 +293,11 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
     }
 
     pub async fn lease(&self) -> Option<Lease> {
-        Api::<Lease>::namespaced(self.client.clone(), &self.ns)
-            .get_opt(&format!("{}-leader", self.name))
-            .await
-            .ok()
-            .flatten()
+        k8s::lease(&self.client, &self.ns, &self.name).await
     }
 
     pub async fn holder(&self) -> Option<String> {
-        self.lease()
-            .await
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty())
+        k8s::lease_holder(&self.client, &self.ns, &self.name).await
     }
 
     pub async fn state(&self) -> ConfigMap {
@@ -370,33 +340,36 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
 
     /// Wait until exactly one member answers `/primary` and it holds the Lease.
     pub async fn wait_primary(&self, limit: Duration) -> usize {
-        let deadline = Instant::now() + limit;
-        loop {
+        retry(limit, Duration::from_millis(200), || async {
             let p = self.answering("/primary");
             if p.len() == 1
                 && self.holder().await.as_deref() == Some(self.members[p[0]].name.as_str())
             {
-                return p[0];
+                Ok(p[0])
+            } else {
+                Err(p)
             }
-            assert!(
-                Instant::now() < deadline,
+        })
+        .await
+        .unwrap_or_else(|p| {
+            panic!(
                 "no single primary within {limit:?} (answering: {p:?}); logs in {}",
                 self.dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            )
+        })
     }
 
     pub async fn wait_until<F: Fn(&Cluster) -> bool>(&self, limit: Duration, what: &str, f: F) {
-        let deadline = Instant::now() + limit;
-        while !f(self) {
-            assert!(
-                Instant::now() < deadline,
+        retry(limit, Duration::from_millis(200), || async {
+            if f(self) { Ok(()) } else { Err(()) }
+        })
+        .await
+        .unwrap_or_else(|()| {
+            panic!(
                 "timed out after {limit:?} waiting for {what}; logs in {}",
                 self.dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            )
+        })
     }
 
     /// Wait until the agents published an Event with `reason` whose note contains `text`
@@ -404,29 +377,34 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
     pub async fn wait_event(&self, reason: &str, text: &str) -> String {
         let api: Api<k8s_openapi::api::events::v1::Event> =
             Api::namespaced(self.client.clone(), &self.ns);
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let found = api.list(&Default::default()).await.ok().and_then(|l| {
-                l.items.into_iter().find_map(|e| {
-                    let regards = e.regarding.as_ref().is_some_and(|r| {
-                        r.kind.as_deref() == Some("PostgresCluster")
-                            && r.name.as_deref() == Some(self.name.as_str())
-                    });
-                    let note = e.note.unwrap_or_default();
-                    (regards && e.reason.as_deref() == Some(reason) && note.contains(text))
-                        .then_some(note)
-                })
-            });
-            if let Some(note) = found {
-                return note;
-            }
-            assert!(
-                Instant::now() < deadline,
+        let found = retry(
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || async {
+                api.list(&Default::default())
+                    .await
+                    .ok()
+                    .and_then(|l| {
+                        l.items.into_iter().find_map(|e| {
+                            let regards = e.regarding.as_ref().is_some_and(|r| {
+                                r.kind.as_deref() == Some("PostgresCluster")
+                                    && r.name.as_deref() == Some(self.name.as_str())
+                            });
+                            let note = e.note.unwrap_or_default();
+                            (regards && e.reason.as_deref() == Some(reason) && note.contains(text))
+                                .then_some(note)
+                        })
+                    })
+                    .ok_or(())
+            },
+        )
+        .await;
+        found.unwrap_or_else(|()| {
+            panic!(
                 "no Event {reason} saying '{text}'; logs in {}",
                 self.dir.display()
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+            )
+        })
     }
 
     /// Route member `i`'s apiserver traffic through a proxy the test can cut.
@@ -457,32 +435,27 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
     }
 }
 
-/// A process that exists and is not a zombie (a killed postmaster whose frozen parent has not
-/// reaped it yet is dead for every purpose here).
-pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            stat.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                != Some("Z")
-        }
-        Err(_) => false,
-    }
+/// Bootstrap three members, waiting up to `limit` for a primary and again for two streaming
+/// replicas, and return the cluster and the primary's index.
+pub async fn three(tag: &str, limit: Duration) -> (Cluster, usize) {
+    let mut c = Cluster::new(tag, 3).await;
+    c.start_all();
+    let p = c.wait_primary(limit).await;
+    c.wait_until(limit, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    (c, p)
 }
 
+/// The first column of each row, as `i32`.
+pub fn rows_on(v: &[tokio_postgres::Row]) -> Vec<i32> {
+    v.iter().map(|r| r.get(0)).collect()
+}
+
+/// Connect to member `ip` as the superuser.
 pub async fn connect(ip: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host(ip)
-        .port(5432)
-        .user("postgres")
-        .password(SUPERUSER_PASSWORD)
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(2));
-    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(client)
+    super::postgres::connect(ip, "postgres", SUPERUSER_PASSWORD, "postgres").await
 }
 
 /// A minimal HTTP/1.1 client: enough to probe the REST API like HAProxy or curl would.
@@ -535,9 +508,7 @@ impl Drop for Cluster {
             self.kill9(i);
         }
         // Softdogs exit by themselves once their agent is gone; postmasters are killed above.
-        let _ = Command::new("kubectl")
-            .args(["delete", "namespace", &self.ns, "--wait=false"])
-            .output();
+        drop(self.namespace.take());
         if std::env::var("PGWARDEN_IT_KEEP").is_err() && !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }

@@ -1,0 +1,43 @@
+//! Connections to PostgreSQL as a client would make them, with a short connect timeout.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use super::wait::retry;
+
+pub async fn connect(
+    host: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host(host)
+        .port(5432)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(2));
+    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// `connect`, retried every 500 ms for up to `limit` as a client behind a Service would: the
+/// Endpoints can list a ready pod a moment before kube-proxy has replaced the Service's "no
+/// endpoints" REJECT rule, and that moment answers "connection refused".
+pub async fn connect_retry(
+    host: &str,
+    user: &str,
+    password: &str,
+    db: &str,
+    limit: Duration,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    retry(limit, Duration::from_millis(500), || {
+        connect(host, user, password, db)
+    })
+    .await
+}
