@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::PostParams;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Client};
 use tracing::{info, warn};
+
+use crate::common::lease::{self, LeaseClock};
 
 pub const LEASE_NAME: &str = "pgwarden-operator";
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -19,8 +20,7 @@ pub const RETRY_PERIOD: Duration = Duration::from_secs(2);
 pub struct Elector {
     api: Api<Lease>,
     me: String,
-    seen: Option<String>,
-    seen_at: Instant,
+    clock: LeaseClock,
 }
 
 impl Elector {
@@ -28,32 +28,20 @@ impl Elector {
         Self {
             api: Api::namespaced(client, namespace),
             me: me.to_string(),
-            seen: None,
-            seen_at: Instant::now(),
+            clock: LeaseClock::new(),
         }
     }
 
     /// One attempt to take or keep the lease; `Ok(true)` while we hold it.
     pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(LEASE_NAME).await?;
-        let rv = current
-            .as_ref()
-            .and_then(|l| l.metadata.resource_version.clone());
-        if rv != self.seen {
-            self.seen = rv;
-            self.seen_at = Instant::now();
-        }
-        let holder = current
-            .as_ref()
-            .and_then(|l| l.spec.as_ref())
-            .and_then(|s| s.holder_identity.clone())
-            .filter(|h| !h.is_empty());
-        let mine = holder.as_deref() == Some(self.me.as_str());
-        let expired = self.seen_at.elapsed() > LEASE_DURATION;
+        self.clock.observe(current.as_ref(), Instant::now());
+        let holder = current.as_ref().and_then(lease::holder);
+        let mine = holder == Some(self.me.as_str());
+        let expired = self.clock.expired(LEASE_DURATION, Instant::now());
         if holder.is_some() && !mine && !expired {
             return Ok(false);
         }
-        let now = MicroTime(jiff::Timestamp::now());
         let mut lease = current.clone().unwrap_or_else(|| Lease {
             metadata: ObjectMeta {
                 name: Some(LEASE_NAME.into()),
@@ -61,32 +49,16 @@ impl Elector {
             },
             spec: None,
         });
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        if !mine {
-            spec.acquire_time = Some(now.clone());
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-        }
-        spec.holder_identity = Some(self.me.clone());
-        spec.lease_duration_seconds = Some(LEASE_DURATION.as_secs() as i32);
-        spec.renew_time = Some(now);
-        let written = match current {
-            Some(_) => {
-                self.api
-                    .replace(LEASE_NAME, &PostParams::default(), &lease)
-                    .await
-            }
-            None => self.api.create(&PostParams::default(), &lease).await,
-        };
-        match written {
-            Ok(l) => {
+        lease::stamp(&mut lease, Some(&self.me), LEASE_DURATION, !mine);
+        match lease::write(&self.api, LEASE_NAME, current.is_some(), &lease).await {
+            Ok(written) => {
                 if !mine {
                     info!(holder = %self.me, "became the operator leader");
                 }
-                self.seen = l.metadata.resource_version;
-                self.seen_at = Instant::now();
+                self.clock.observe(Some(&written), Instant::now());
                 Ok(true)
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) if lease::is_conflict(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }

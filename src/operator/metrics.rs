@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::prom::{Text, escape};
+
 /// One member as the label updater's last probe round found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberProbe {
@@ -73,11 +75,11 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
+        let mut out = Text::new();
         let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            out.head(name, kind, help);
             for (labels, value) in lines {
-                out.push_str(&format!("{name}{labels} {value}\n"));
+                out.sample(name, &labels, value);
             }
         };
         metric(
@@ -107,11 +109,11 @@ impl Metrics {
             "Agent health probes by the label updater, by whether the agent answered.",
             vec![
                 (
-                    "{answered=\"true\"}".into(),
+                    "answered=\"true\"".into(),
                     get(&self.probes_answered).to_string(),
                 ),
                 (
-                    "{answered=\"false\"}".into(),
+                    "answered=\"false\"".into(),
                     get(&self.probes_unanswered).to_string(),
                 ),
             ],
@@ -142,7 +144,7 @@ impl Metrics {
                 .map(|((ns, cluster, member), v)| {
                     (
                         format!(
-                            "{{namespace=\"{}\",cluster=\"{}\",member=\"{}\"}}",
+                            "namespace=\"{}\",cluster=\"{}\",member=\"{}\"",
                             escape(ns),
                             escape(cluster),
                             escape(member)
@@ -164,14 +166,8 @@ impl Metrics {
             "1 if the member's agent answered the last probe and its status annotation says PostgreSQL is running, 0 otherwise.",
             per_member(|v| v.1),
         );
-        out
+        out.finish()
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
