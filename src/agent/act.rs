@@ -267,13 +267,13 @@ impl Agent {
             Some(_) => "switchover",
             None => "no recovery target specified",
         };
-        let entry = HistoryEntry(
-            old_tl,
+        let entry = HistoryEntry {
+            timeline: old_tl,
             switch_lsn,
-            reason.into(),
-            jiff::Timestamp::now().to_string(),
-            self.args.name.clone(),
-        );
+            reason: reason.into(),
+            time: jiff::Timestamp::now().to_string(),
+            new_leader: self.args.name.clone(),
+        };
         self.dcs
             .record_promotion(entry)
             .await

@@ -68,7 +68,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// `cluster.timeline` in Patroni: last history timeline + 1, or 1.
     pub fn cluster_timeline(&self) -> u32 {
-        self.history.last().map(|h| h.0 + 1).unwrap_or(1)
+        self.history.last().map(|h| h.timeline + 1).unwrap_or(1)
     }
 
     pub fn member_views(&self) -> Vec<MemberView> {
@@ -521,7 +521,7 @@ impl Dcs {
         self.update_state(|data| {
             let mut history: Vec<HistoryEntry> =
                 parse_key(data, keys::HISTORY, &cluster).unwrap_or_default();
-            if history.iter().any(|h| h.0 == entry.0) {
+            if history.iter().any(|h| h.timeline == entry.timeline) {
                 data.remove(keys::SWITCHOVER);
                 return true;
             }

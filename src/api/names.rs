@@ -1,6 +1,6 @@
 //! The stable names of pgwarden's contract: API group, labels, annotations, ports and the names
 //! of the objects that belong to a cluster. Users, tests and all three wings (operator, agent,
-//! CLI) rely on these; changing one is a breaking change (see DESIGN.md "Contracts").
+//! CLI) rely on these; changing one is a breaking change (docs/architecture.md, "The contract").
 
 use std::collections::BTreeMap;
 

@@ -82,14 +82,46 @@ pub struct SwitchoverKey {
     pub scheduled_at: Option<String>,
 }
 
-/// One row of the timeline history: `[timeline, switch LSN, reason, timestamp, new leader]`
-/// (Patroni's shape). The reason is `switchover` for a planned change.
+/// One row of the timeline history (the `history` key): the timeline that ended, the LSN where
+/// it ended, why, when, and the member promoted onto the next timeline. Stored as Patroni's row
+/// `[timeline, switch LSN, reason, timestamp, new leader]`; the reason is `switchover` for a
+/// planned change.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct HistoryEntry(pub u32, pub u64, pub String, pub String, pub String);
+#[serde(from = "HistoryRow", into = "HistoryRow")]
+pub struct HistoryEntry {
+    pub timeline: u32,
+    pub switch_lsn: u64,
+    pub reason: String,
+    /// RFC 3339.
+    pub time: String,
+    pub new_leader: String,
+}
+
+/// The stored shape of a [`HistoryEntry`].
+#[derive(Serialize, Deserialize, Clone)]
+struct HistoryRow(u32, u64, String, String, String);
+
+impl From<HistoryRow> for HistoryEntry {
+    fn from(HistoryRow(timeline, switch_lsn, reason, time, new_leader): HistoryRow) -> Self {
+        Self {
+            timeline,
+            switch_lsn,
+            reason,
+            time,
+            new_leader,
+        }
+    }
+}
+
+impl From<HistoryEntry> for HistoryRow {
+    fn from(e: HistoryEntry) -> Self {
+        HistoryRow(e.timeline, e.switch_lsn, e.reason, e.time, e.new_leader)
+    }
+}
 
 impl HistoryEntry {
     pub fn is_switchover(&self) -> bool {
-        self.2 == "switchover"
+        self.reason == "switchover"
     }
 }
 
@@ -112,5 +144,17 @@ mod tests {
         assert_eq!(c.fingerprint(), c.clone().fingerprint());
         assert_ne!(c.fingerprint(), DynamicConfig::default().fingerprint());
         assert_eq!(c.fingerprint().len(), 16);
+    }
+
+    #[test]
+    fn history_rows_keep_patronis_array_shape() {
+        let raw =
+            r#"[[1,25165984,"no recovery target specified","2026-11-26T01:00:00Z","demo-1"]]"#;
+        let rows: Vec<HistoryEntry> = serde_json::from_str(raw).unwrap();
+        assert_eq!(rows[0].timeline, 1);
+        assert_eq!(rows[0].switch_lsn, 25165984);
+        assert_eq!(rows[0].new_leader, "demo-1");
+        assert!(!rows[0].is_switchover());
+        assert_eq!(serde_json::to_string(&rows).unwrap(), raw);
     }
 }

@@ -65,13 +65,13 @@ fn primary_change(history: &[HistoryEntry], switchover: bool) -> Option<PrimaryC
     let entry = &history[index];
     let from = index
         .checked_sub(1)
-        .map(|i| history[i].4.clone())
+        .map(|i| history[i].new_leader.clone())
         .filter(|s| !s.is_empty());
-    let time = entry.3.parse::<jiff::Timestamp>().ok()?;
+    let time = entry.time.parse::<jiff::Timestamp>().ok()?;
     Some(PrimaryChange {
         from,
-        to: entry.4.clone(),
-        timeline: i64::from(entry.0) + 1,
+        to: entry.new_leader.clone(),
+        timeline: i64::from(entry.timeline) + 1,
         time: Time(time),
     })
 }
@@ -306,13 +306,13 @@ mod tests {
                 pod("main-2", "replica", 1000, true),
             ],
             lease_holder: Some("main-0".into()),
-            history: vec![HistoryEntry(
-                1,
-                100,
-                "no recovery target specified".into(),
-                "2026-11-26T02:00:00Z".into(),
-                "main-0".into(),
-            )],
+            history: vec![HistoryEntry {
+                timeline: 1,
+                switch_lsn: 100,
+                reason: "no recovery target specified".into(),
+                time: "2026-11-26T02:00:00Z".into(),
+                new_leader: "main-0".into(),
+            }],
             update_revision: Some("r1".into()),
             ..Default::default()
         };
@@ -345,13 +345,13 @@ mod tests {
                 pod("main-1", "replica", 1000, true),
             ],
             lease_holder: Some("main-1".into()),
-            history: vec![HistoryEntry(
-                1,
-                1,
-                "x".into(),
-                "2026-11-26T02:00:00Z".into(),
-                "main-0".into(),
-            )],
+            history: vec![HistoryEntry {
+                timeline: 1,
+                switch_lsn: 1,
+                reason: "x".into(),
+                time: "2026-11-26T02:00:00Z".into(),
+                new_leader: "main-0".into(),
+            }],
             ..Default::default()
         };
         let s = compute(&c, &observed, None, None, &now());
@@ -433,20 +433,20 @@ mod tests {
     #[test]
     fn switchovers_and_failovers_are_told_apart() {
         let h = vec![
-            HistoryEntry(
-                1,
-                1,
-                "no recovery target specified".into(),
-                "2026-11-26T01:00:00Z".into(),
-                "main-1".into(),
-            ),
-            HistoryEntry(
-                2,
-                2,
-                "switchover".into(),
-                "2026-11-26T02:00:00Z".into(),
-                "main-2".into(),
-            ),
+            HistoryEntry {
+                timeline: 1,
+                switch_lsn: 1,
+                reason: "no recovery target specified".into(),
+                time: "2026-11-26T01:00:00Z".into(),
+                new_leader: "main-1".into(),
+            },
+            HistoryEntry {
+                timeline: 2,
+                switch_lsn: 2,
+                reason: "switchover".into(),
+                time: "2026-11-26T02:00:00Z".into(),
+                new_leader: "main-2".into(),
+            },
         ];
         let s = primary_change(&h, true).unwrap();
         assert_eq!(
