@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::health::health_check;
 use super::{RestContext, auth, write};
+use crate::api::patroni::paths;
 
 /// Health endpoints: GET, HEAD and OPTIONS, 200 or 503.
 pub const HEALTH_PATHS: &[&str] = &[
@@ -34,33 +35,33 @@ pub const HEALTH_PATHS: &[&str] = &[
 
 /// Every other route and its methods; `openapi/agent.yaml` must describe exactly these.
 pub const ROUTES: &[(&str, &[&str])] = &[
-    ("/patroni", &["get"]),
-    ("/cluster", &["get"]),
+    (paths::PATRONI, &["get"]),
+    (paths::CLUSTER, &["get"]),
     ("/history", &["get"]),
     ("/metrics", &["get"]),
     ("/config", &["get"]),
-    ("/switchover", &["post", "delete"]),
-    ("/failover", &["post"]),
-    ("/restart", &["post", "delete"]),
-    ("/reload", &["post"]),
-    ("/reinitialize", &["post"]),
-    ("/failsafe", &["post"]),
+    (paths::SWITCHOVER, &["post", "delete"]),
+    (paths::FAILOVER, &["post"]),
+    (paths::RESTART, &["post", "delete"]),
+    (paths::RELOAD, &["post"]),
+    (paths::REINITIALIZE, &["post"]),
+    (paths::FAILSAFE, &["post"]),
 ];
 
 pub fn router(ctx: Arc<RestContext>) -> Router {
     let writes: [(&str, MethodRouter<Arc<RestContext>>); 6] = [
         (
-            "/switchover",
+            paths::SWITCHOVER,
             post(write::switchover).delete(write::delete_switchover),
         ),
-        ("/failover", post(write::failover)),
+        (paths::FAILOVER, post(write::failover)),
         (
-            "/restart",
+            paths::RESTART,
             post(write::restart).delete(write::delete_restart),
         ),
-        ("/reload", post(write::reload)),
-        ("/reinitialize", post(write::reinitialize)),
-        ("/failsafe", post(write::failsafe)),
+        (paths::RELOAD, post(write::reload)),
+        (paths::REINITIALIZE, post(write::reinitialize)),
+        (paths::FAILSAFE, post(write::failsafe)),
     ];
     let mut r = Router::new();
     for path in HEALTH_PATHS {
@@ -72,8 +73,8 @@ pub fn router(ctx: Arc<RestContext>) -> Router {
     for (path, methods) in writes {
         r = r.route(path, methods.route_layer(guard.clone()));
     }
-    r.route("/patroni", get(patroni))
-        .route("/cluster", get(cluster))
+    r.route(paths::PATRONI, get(patroni))
+        .route(paths::CLUSTER, get(cluster))
         .route("/history", get(history))
         .route("/metrics", get(metrics))
         .route("/config", get(config))

@@ -24,14 +24,16 @@ pub(super) async fn failover(State(ctx): State<Arc<RestContext>>, body: Bytes) -
 
 /// Patroni's `do_POST_failover`: validate, write the switchover key, wait for the outcome.
 async fn manual_failover(ctx: Arc<RestContext>, body: Bytes, failover: bool) -> Response {
-    let paused = ctx.view.read().await.paused;
+    let (paused, loop_wait) = {
+        let v = ctx.view.read().await;
+        (v.paused, v.loop_wait)
+    };
     let req = match checks::manual_failover_request(&body, failover, paused, jiff::Timestamp::now())
     {
         Ok(req) => req,
         Err(refusal) => return refusal.into_response(),
     };
     // Validate against the DCS as it is now, not the last cycle's snapshot.
-    let loop_wait = ctx.view.read().await.loop_wait;
     let (members, holder) = match ctx.dcs.lock().await.read().await {
         Ok(snap) => (snap.members.clone(), snap.holder().map(str::to_string)),
         Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the DCS cannot be read"),
