@@ -40,16 +40,17 @@ impl AgentClient {
     }
 
     /// Send `req` and read the whole answer (reading it lets the connection be reused) →
-    /// (status, body), `None` when there is no full answer within `timeout`.
+    /// (status, body; `None` when the body broke off), `None` when there is no answer within
+    /// `timeout`.
     async fn exchange(
         &self,
         req: hyper::Request<Full<Bytes>>,
         timeout: Duration,
-    ) -> Option<(u16, Bytes)> {
+    ) -> Option<(u16, Option<Bytes>)> {
         let fut = async {
             let resp = self.client.request(req).await.ok()?;
             let status = resp.status().as_u16();
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            let body = resp.into_body().collect().await.ok().map(|b| b.to_bytes());
             Some((status, body))
         };
         tokio::time::timeout(timeout, fut).await.ok().flatten()
@@ -62,7 +63,7 @@ impl AgentClient {
     /// `GET url` → its JSON body read as `T`, whatever the status; `None` on any failure.
     pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Option<T> {
         let (_, body) = self.exchange(Self::get(url)?, self.timeout).await?;
-        serde_json::from_slice(&body).ok()
+        serde_json::from_slice(&body?).ok()
     }
 
     /// `GET path` on the agent at `ip` → the status code, `None` when it does not answer in time.
@@ -72,24 +73,26 @@ impl AgentClient {
     }
 
     /// `POST url` with a JSON body and, when given, the API token as a bearer token →
-    /// (status, body), `None` when there is no answer within `timeout`.
+    /// (status, body; `None` when the body broke off), `None` when there is no answer within
+    /// `timeout`.
     pub async fn post_url(
         &self,
         url: &str,
         body: &serde_json::Value,
         token: Option<&str>,
         timeout: Duration,
-    ) -> Option<(u16, String)> {
+    ) -> Option<(u16, Option<String>)> {
         let mut req = hyper::Request::post(url).header("Content-Type", "application/json");
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
         }
         let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
         let (code, body) = self.exchange(req, timeout).await?;
-        Some((code, String::from_utf8_lossy(&body).into_owned()))
+        Some((code, body.map(|b| String::from_utf8_lossy(&b).into_owned())))
     }
 
-    /// `POST path` on the agent at `ip` with the API token → (status, body).
+    /// `POST path` on the agent at `ip` with the API token → (status, body), `None` without a
+    /// whole answer.
     pub async fn post(
         &self,
         ip: &str,
@@ -98,8 +101,13 @@ impl AgentClient {
         token: &str,
         timeout: Duration,
     ) -> Option<(u16, String)> {
-        self.post_url(&agent_url(ip, path), body, Some(token), timeout)
-            .await
+        match self
+            .post_url(&agent_url(ip, path), body, Some(token), timeout)
+            .await?
+        {
+            (code, Some(text)) => Some((code, text)),
+            (_, None) => None,
+        }
     }
 
     /// The timeout given to [`AgentClient::new`].
