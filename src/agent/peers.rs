@@ -1,64 +1,23 @@
 //! Asking peers over their REST API (`GET /patroni`, 2 s, no retries) before racing for a free
-//! lease, as Patroni's `_is_healthiest_node` does. Unreachable peers simply do not answer.
+//! lease, as Patroni's `_is_healthiest_node` does, and asking them to confirm a failsafe
+//! primary. Unreachable peers simply do not answer. The HTTP is `common::agent_client`'s.
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
-
 use crate::agent::ha::PeerAnswer;
 use crate::api::member::MemberStatus;
+use crate::api::patroni::{PatroniStatus, paths};
+use crate::common::agent_client::AgentClient;
 
 pub struct PeerClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-    timeout: Duration,
+    agents: AgentClient,
 }
 
 impl PeerClient {
     pub fn new(timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            timeout,
+            agents: AgentClient::new(timeout),
         }
-    }
-
-    /// `GET url` → JSON, or `None` on any failure within the timeout.
-    pub async fn get_json(&self, url: &str) -> Option<Value> {
-        let uri: hyper::Uri = url.parse().ok()?;
-        let fut = async {
-            let resp = self.client.get(uri).await.ok()?;
-            let body = resp.into_body().collect().await.ok()?.to_bytes();
-            serde_json::from_slice(&body).ok()
-        };
-        tokio::time::timeout(self.timeout, fut).await.ok().flatten()
-    }
-
-    /// `POST url` with a JSON body and a bearer token → the status code, or `None`.
-    pub async fn post(
-        &self,
-        url: &str,
-        body: &serde_json::Value,
-        token: Option<&str>,
-    ) -> Option<u16> {
-        let mut req = hyper::Request::post(url).header("Content-Type", "application/json");
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("Bearer {t}"));
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_string()))).ok()?;
-        let fut = async {
-            self.client
-                .request(req)
-                .await
-                .ok()
-                .map(|r| r.status().as_u16())
-        };
-        tokio::time::timeout(self.timeout, fut).await.ok().flatten()
     }
 
     /// Failsafe: do all `members` accept this primary? Each `POST /failsafe` must answer 200.
@@ -70,9 +29,15 @@ impl PeerClient {
     ) -> bool {
         let body = serde_json::json!({ "name": me });
         let asks = members.iter().filter(|(n, _)| n != me).map(|(_, s)| {
-            let url = s.api_url.replace("/patroni", "/failsafe");
+            let url = s.api_url.replace(paths::PATRONI, paths::FAILSAFE);
             let body = body.clone();
-            async move { self.post(&url, &body, token).await == Some(200) }
+            async move {
+                let answer = self
+                    .agents
+                    .post_url(&url, &body, token, self.agents.timeout())
+                    .await;
+                matches!(answer, Some((200, _)))
+            }
         });
         futures::future::join_all(asks)
             .await
@@ -82,13 +47,13 @@ impl PeerClient {
 
     /// Ask every other member in parallel.
     pub async fn ask_all(&self, members: &[(String, MemberStatus)], me: &str) -> Vec<PeerAnswer> {
-        let asks =
-            members
-                .iter()
-                .filter(|(name, _)| name != me)
-                .map(|(name, s)| async move {
-                    self.get_json(&s.api_url).await.map(|v| answer(name, &v))
-                });
+        let asks = members
+            .iter()
+            .filter(|(name, _)| name != me)
+            .map(|(name, s)| async move {
+                let status = self.agents.get_json::<PatroniStatus>(&s.api_url).await;
+                status.map(|st| answer(name, &st))
+            });
         futures::future::join_all(asks)
             .await
             .into_iter()
@@ -98,18 +63,12 @@ impl PeerClient {
 }
 
 /// A peer's `/patroni` document as a `PeerAnswer`.
-pub fn answer(name: &str, v: &Value) -> PeerAnswer {
-    let xlog = &v["xlog"];
-    let lsn = xlog["location"].as_u64().or_else(|| {
-        xlog["received_location"]
-            .as_u64()
-            .max(xlog["replayed_location"].as_u64())
-    });
+pub fn answer(name: &str, status: &PatroniStatus) -> PeerAnswer {
     PeerAnswer {
         name: name.to_string(),
-        is_primary: v["role"] == "primary" && v["state"] == "running",
-        lsn,
-        nofailover: v["tags"]["nofailover"].as_bool().unwrap_or(false),
+        is_primary: status.is_running_primary(),
+        lsn: status.wal_position(),
+        nofailover: status.tags.nofailover,
     }
 }
 
@@ -117,10 +76,20 @@ pub fn answer(name: &str, v: &Value) -> PeerAnswer {
 mod tests {
     use super::*;
 
+    fn status(v: serde_json::Value) -> PatroniStatus {
+        let mut doc = serde_json::json!({"dcs_last_seen": 0,
+            "patroni": {"version": "1", "scope": "c", "name": "n"}});
+        if let (Some(d), serde_json::Value::Object(extra)) = (doc.as_object_mut(), v) {
+            d.extend(extra);
+        }
+        serde_json::from_value(doc).expect("a /patroni document")
+    }
+
     #[test]
     fn replica_answer_takes_the_furthest_position() {
-        let v = serde_json::json!({"role": "replica", "state": "running",
-            "xlog": {"received_location": 200, "replayed_location": 150}});
+        let v = status(serde_json::json!({"role": "replica", "state": "running",
+            "xlog": {"received_location": 200, "replayed_location": 150,
+                     "replayed_timestamp": null, "paused": false}}));
         let a = answer("b", &v);
         assert_eq!(a.lsn, Some(200));
         assert!(!a.is_primary);
@@ -128,8 +97,8 @@ mod tests {
 
     #[test]
     fn primary_answer_is_recognised() {
-        let v = serde_json::json!({"role": "primary", "state": "running", "xlog": {"location": 7},
-            "tags": {"nofailover": true}});
+        let v = status(serde_json::json!({"role": "primary", "state": "running",
+            "xlog": {"location": 7}, "tags": {"nofailover": true}}));
         let a = answer("a", &v);
         assert!(a.is_primary && a.nofailover);
         assert_eq!(a.lsn, Some(7));

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod member;
 pub mod names;
+pub mod patroni;
 pub mod state;
 pub mod timing;
 

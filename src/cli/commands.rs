@@ -5,7 +5,9 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use http::Method;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::api::patroni::{PatroniStatus, paths};
 
 use super::error::{CliError, Result, capitalize};
 use super::k8s::Session;
@@ -382,7 +384,13 @@ async fn restart(
     let mut failed = vec![];
     for name in &names {
         match s
-            .agent(name, Method::POST, "restart", Some(&body), Some(&token))
+            .agent(
+                name,
+                Method::POST,
+                paths::RESTART,
+                Some(&body),
+                Some(&token),
+            )
             .await
         {
             Ok(r) => match r.code {
@@ -430,7 +438,7 @@ async fn reinit(s: &Session, cluster: &str, pod: &str, force: bool) -> Result<()
         .agent(
             pod,
             Method::POST,
-            "reinitialize",
+            paths::REINITIALIZE,
             Some(&json!({"force": force})),
             Some(&token),
         )
@@ -466,7 +474,7 @@ async fn reload(s: &Session, cluster: &str, force: bool) -> Result<()> {
     let mut failed = vec![];
     for name in &names {
         match s
-            .agent(name, Method::POST, "reload", None, Some(&token))
+            .agent(name, Method::POST, paths::RELOAD, None, Some(&token))
             .await
         {
             Ok(r) if r.code == 200 => outln(&format!("No changes to apply on member {name}")),
@@ -491,12 +499,11 @@ async fn reload(s: &Session, cluster: &str, force: bool) -> Result<()> {
 /// answer.
 async fn member_paused(s: &Session, pod: &str) -> Option<bool> {
     let r = s
-        .agent(pod, Method::GET, "patroni", None, None)
+        .agent(pod, Method::GET, paths::PATRONI, None, None)
         .await
         .ok()?;
-    let v = r.json()?;
-    v.get("patroni")?;
-    Some(v.get("pause").and_then(Value::as_bool).unwrap_or(false))
+    let status: PatroniStatus = serde_json::from_str(&r.body).ok()?;
+    Some(status.pause)
 }
 
 async fn toggle_pause(s: &Session, cluster: &str, pause: bool, wait: bool) -> Result<()> {

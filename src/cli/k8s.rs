@@ -18,13 +18,10 @@ use serde_json::Value;
 
 use crate::api::PostgresCluster;
 use crate::api::names::{LABEL_CLUSTER, ObjectNames, REST_PORT};
+use crate::api::patroni::TOKEN_HEADER;
 
 use super::error::{CliError, Result};
 use super::model::Snapshot;
-
-/// Header the agent accepts the cluster's API token in (the apiserver strips `Authorization`
-/// before proxying).
-pub const TOKEN_HEADER: &str = "X-Pgwarden-Token";
 
 /// How long one request to an agent may take (a switchover answers after up to ~20 s, a
 /// restart after up to 120 s).
@@ -47,10 +44,6 @@ pub struct AgentReply {
 impl AgentReply {
     pub fn ok(&self) -> bool {
         (200..300).contains(&self.code)
-    }
-
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_str(&self.body).ok()
     }
 }
 

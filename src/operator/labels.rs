@@ -16,10 +16,11 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
-use super::agent_client::AgentClient;
 use super::metrics::{MemberProbe, Metrics};
 use crate::api::member::{MemberState, MemberStatus};
 use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use crate::api::patroni::paths;
+use crate::common::agent_client::AgentClient;
 
 /// What one round of probing found for one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,10 @@ async fn probe(agents: &AgentClient, pod: &Pod) -> Probe {
         .cloned();
     let (primary, replica) = match pod_ip(pod) {
         Some(ip) if pod.metadata.deletion_timestamp.is_none() => {
-            let (p, r) = tokio::join!(agents.probe(&ip, "/primary"), agents.probe(&ip, "/replica"));
+            let (p, r) = tokio::join!(
+                agents.probe(&ip, paths::PRIMARY),
+                agents.probe(&ip, paths::REPLICA)
+            );
             (p.map(|c| c == 200), r.map(|c| c == 200))
         }
         _ => (None, None),

@@ -99,16 +99,8 @@ pub struct LiveState {
     pub archive_recovery: bool,
 }
 
-/// A standby's row in `pg_stat_replication`.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ReplicationRow {
-    pub usename: String,
-    pub application_name: String,
-    pub client_addr: Option<String>,
-    pub state: String,
-    pub sync_state: String,
-    pub sync_priority: i32,
-}
+/// A standby's row in `pg_stat_replication`: part of the `/patroni` contract.
+pub use crate::api::patroni::ReplicationRow;
 
 pub struct Postgres {
     pub bin_dir: PathBuf,
