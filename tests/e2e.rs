@@ -59,6 +59,16 @@ async fn demo_is_ready_and_the_services_route_by_role() {
     );
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..5], ["demo", "3", "3", primary.as_str(), "Healthy"]);
+    // The EndpointSlice controller follows pod readiness a moment later than the status does
+    // (seen: demo-r with 2 of 3 right after Healthy); a client sees the Services once it did.
+    wait_until(
+        MIN,
+        "the Services' endpoints follow the ready pods",
+        || async {
+            pg.endpoints("demo-r").await.len() == 3 && pg.endpoints("demo-ro").await.len() == 2
+        },
+    )
+    .await;
     assert_eq!(
         pg.endpoints("demo-rw").await,
         BTreeSet::from([primary.clone()])
