@@ -14,7 +14,6 @@ use kube::runtime::events::{EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use super::agent_client::AgentClient;
 use super::build::{self, Cluster, state};
 use super::metrics::Metrics;
 use super::observe::{self, Observed};
@@ -23,6 +22,7 @@ use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
 use super::{apply, status, step};
 use crate::api::PostgresCluster;
+use crate::common::agent_client::AgentClient;
 
 /// The one field manager for everything the operator applies.
 pub const MANAGER: &str = "pgwarden-operator";

@@ -17,8 +17,8 @@ use kube::{Api, Client};
 use tracing::{debug, info, warn};
 
 use super::metrics::{MemberProbe, Metrics};
-use crate::api::member::{MemberState, MemberStatus};
-use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY, ROLE_REPLICA};
+use crate::api::member::{MemberState, MemberStatus, role_label};
+use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY};
 use crate::api::patroni::paths;
 use crate::common::agent_client::AgentClient;
 
@@ -39,13 +39,12 @@ pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'sta
     let mut first = vec![];
     let mut last = vec![];
     for p in probes {
-        let want = if p.primary == Some(true) && holder == Some(p.pod.as_str()) {
-            Some(ROLE_PRIMARY)
-        } else if p.replica == Some(true) {
-            Some(ROLE_REPLICA)
-        } else {
-            None
-        };
+        // The rule the agents follow for their own pods too.
+        let want = role_label(
+            p.primary == Some(true),
+            holder == Some(p.pod.as_str()),
+            p.replica == Some(true),
+        );
         if p.current.as_deref() == want {
             continue;
         }

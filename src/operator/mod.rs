@@ -3,7 +3,6 @@
 //! `/healthz`, `/readyz`, `/metrics` on one port. Two replicas are safe: only the holder of the
 //! Lease `pgwarden-operator` reconciles and relabels; the other waits, ready to take over.
 
-pub mod agent_client;
 pub mod apply;
 pub mod build;
 pub mod controller;
@@ -151,7 +150,7 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
                 instance: Some(args.pod_name.clone()),
             },
         ),
-        agents: agent_client::AgentClient::new(Duration::from_secs(2)),
+        agents: crate::common::agent_client::AgentClient::new(Duration::from_secs(2)),
         remembered: Mutex::new(Default::default()),
     });
     let ours = watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME}"));

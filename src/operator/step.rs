@@ -18,6 +18,7 @@ use super::rolling::Step;
 use super::status;
 use crate::api::PostgresCluster;
 use crate::api::names::ANNOTATION_SWITCHOVER_TO;
+use crate::api::patroni::paths;
 
 /// Why an agent did not do what it was asked; the text goes into a Warning Event.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +113,7 @@ async fn switchover(
         c,
         pods,
         from,
-        "/switchover",
+        paths::SWITCHOVER,
         body,
         Duration::from_secs(30),
     )
@@ -154,7 +155,7 @@ async fn execute(
                 c,
                 pods,
                 pod,
-                "/restart",
+                paths::RESTART,
                 body,
                 Duration::from_secs(120),
             )

@@ -4,18 +4,7 @@ use super::*;
 use crate::agent::ha::StopMode;
 
 fn replica() -> RestView {
-    let mut v = RestView::new(
-        "main",
-        "main-1",
-        Duration::from_secs(8),
-        Duration::from_secs(2),
-        1 << 20,
-    );
-    v.role = MemberRole::Replica;
-    v.state = MemberState::Running;
-    v.streaming = true;
-    v.holds_lease = false;
-    v.lease_holder = Some("main-0".into());
+    let mut v = crate::agent::rest::fixtures::replica_view();
     v.timeline = Some(3);
     v.leader_optime = Some(50_000_000);
     v.received_lsn = Some(50_000_000);
