@@ -585,11 +585,11 @@ fn error_messages() {
             ),
         ),
         (
-            "switchover demo --scheduled (agent)",
+            "switchover demo --scheduled (agent: in the past)",
             CliError::agent_refused(
                 "switchover",
-                400,
-                "Scheduled switchovers are not supported yet",
+                422,
+                "Cannot schedule switchover in the past",
             ),
         ),
         (
