@@ -586,11 +586,7 @@ fn error_messages() {
         ),
         (
             "switchover demo --scheduled (agent: in the past)",
-            CliError::agent_refused(
-                "switchover",
-                422,
-                "Cannot schedule switchover in the past",
-            ),
+            CliError::agent_refused("switchover", 422, "Cannot schedule switchover in the past"),
         ),
         (
             "switchover demo, answered n",
