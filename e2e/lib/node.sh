@@ -493,3 +493,46 @@ remove_iptables_chains() {
         grep -vE '^:(KUBE-|CNI-)|^-A .*(KUBE-|CNI-)' <<<"$dump" | $restore 2>/dev/null || true
     done
 }
+
+# ---------------------------------------------------------------------------------------------
+# Control-plane faults, for the tests that check pgwarden survives them: the kube-apiserver
+# killed (SIGKILL, as a crash or an OOM kill), started again with the same flags, or frozen.
+
+apiserver_kill() {
+    running kube-apiserver || die "kube-apiserver is not running"
+    local pid
+    pid=$(cat "$PIDS/kube-apiserver.pid")
+    kill -KILL "$pid"
+    while alive "$pid"; do sleep 0.05; done
+    rm -f "$PIDS/kube-apiserver.pid"
+    log "kube-apiserver killed (pid $pid)"
+}
+
+apiserver_cmd() {
+    local cmd=${1:-} after=0
+    shift || true
+    case "$cmd" in
+    stop) apiserver_kill ;;
+    start)
+        running kube-apiserver && die "kube-apiserver is already running"
+        start_apiserver
+        ;;
+    restart)
+        if [ "${1:-}" = --after ]; then after=${2:?--after needs seconds}; fi
+        apiserver_kill
+        sleep "$after"
+        start_apiserver
+        ;;
+    freeze)
+        local secs=${1:?freeze needs seconds} pid
+        running kube-apiserver || die "kube-apiserver is not running"
+        pid=$(cat "$PIDS/kube-apiserver.pid")
+        kill -STOP "$pid"
+        log "kube-apiserver frozen for ${secs}s (pid $pid)"
+        sleep "$secs"
+        kill -CONT "$pid"
+        log "kube-apiserver thawed"
+        ;;
+    *) die "usage: e2e/cluster apiserver stop | start | restart [--after N] | freeze N" ;;
+    esac
+}
