@@ -6,5 +6,4 @@ pub mod api;
 pub mod cli;
 pub mod common;
 pub mod crd;
-pub mod events;
 pub mod operator;

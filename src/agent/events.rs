@@ -177,7 +177,7 @@ impl Events {
                 instance: Some(member.into()),
             },
         );
-        let reference = crate::events::cluster_reference(namespace, cluster, cluster_uid);
+        let reference = crate::common::events::cluster_reference(namespace, cluster, cluster_uid);
         tokio::spawn(publish(recorder, reference, rx));
         Self { tx: Some(tx) }
     }
@@ -218,7 +218,7 @@ async fn publish(
             } else {
                 EventType::Normal
             };
-            let ev = crate::events::event(type_, notice.reason, note);
+            let ev = crate::common::events::event(type_, notice.reason, note);
             // A black-holed apiserver must not hold the queue for the client's long timeout.
             let sent = tokio::time::timeout(ATTEMPT, recorder.publish(&ev, &reference))
                 .await

@@ -3,6 +3,7 @@
 //! the Prometheus text writer). Wings import `api` and `common`, never each other.
 
 pub mod agent_client;
+pub mod events;
 pub mod lease;
 pub mod prom;
 pub mod throttle;

@@ -118,7 +118,7 @@ pub(super) async fn event(
     reason: &str,
     note: String,
 ) {
-    let ev = crate::events::event(type_, reason, note);
+    let ev = crate::common::events::event(type_, reason, note);
     if let Err(e) = rec.publish(&ev, &cluster.object_ref(&())).await {
         warn!(cluster = %cluster.name_any(), error = %e, "cannot publish an event");
     }
