@@ -73,9 +73,9 @@ impl Agent {
                 }
             }
             Action::RenewLease => {
-                self.renew(snap, lsn).await?;
+                let sent = self.renew(snap, lsn).await?;
                 // The watchdog is fed only after an acknowledged renew.
-                self.fence.renewed();
+                self.fence.renewed(sent);
                 if live.is_some_and(|l| !l.in_recovery)
                     && let Some(s) = snap
                 {
@@ -84,18 +84,21 @@ impl Agent {
             }
             Action::AcquireLease => {
                 self.fence.arm()?;
+                let sent = Instant::now();
                 if let Err(e) = self.dcs.acquire(lsn).await {
                     self.fence.stopped();
                     return Err(ActError::Dcs(e));
                 }
-                self.fence.holding();
+                self.fence.holding(sent);
                 if live.is_some_and(|l| l.in_recovery) {
                     self.promote(snap, live).await?;
                 }
             }
             Action::Promote => {
+                // The fence counts from a renew of this cycle, never from an older one.
+                let sent = self.renew(snap, lsn).await?;
                 self.fence.arm()?;
-                self.fence.holding();
+                self.fence.holding(sent);
                 self.promote(snap, live).await?;
             }
             Action::Demote { mode, release } => {
@@ -115,9 +118,9 @@ impl Agent {
             }
             Action::StartPostgres(StartAs::Primary) => {
                 // Only with a lease renewed just now: never start a primary on a stale lease.
-                self.renew(snap, None).await?;
+                let sent = self.renew(snap, None).await?;
                 self.fence.arm()?;
-                self.fence.holding();
+                self.fence.holding(sent);
                 self.pg.start(&self.settings(None), false).await?;
                 self.upstream = Upstream::Nobody;
             }
@@ -175,7 +178,9 @@ impl Agent {
                     .map_err(ActError::Dcs)?;
             }
             // Confirmed by every member this cycle: as good as a renew for the fences.
-            Action::KeepPrimary => self.fence.confirmed(),
+            Action::KeepPrimary => self
+                .fence
+                .confirmed(self.failsafe_asked.unwrap_or_else(Instant::now)),
             Action::Halt => {
                 let _ = self.pg.stop(StopMode::Immediate).await;
                 return Err(ActError::Halt(decision.reason.clone()));
@@ -185,14 +190,19 @@ impl Agent {
     }
 
     /// Renew the held Lease (compare-and-swap on the version read this cycle), timed for
-    /// `/metrics`.
-    async fn renew(&mut self, snap: Option<&Snapshot>, lsn: Option<u64>) -> Result<(), ActError> {
+    /// `/metrics`; returns when the renew was sent, where the fence counts from.
+    async fn renew(
+        &mut self,
+        snap: Option<&Snapshot>,
+        lsn: Option<u64>,
+    ) -> Result<Instant, ActError> {
         let lease = snap.and_then(|s| s.lease_object.as_ref());
-        let started = Instant::now();
+        let sent = Instant::now();
         let renewed = self.dcs.renew(lease, lsn).await;
         self.telemetry
-            .lease_renewed(started.elapsed(), renewed.is_ok());
-        renewed.map_err(ActError::RenewFailed)
+            .lease_renewed(sent.elapsed(), renewed.is_ok());
+        renewed.map_err(ActError::RenewFailed)?;
+        Ok(sent)
     }
 
     /// A renewed primary's housekeeping: replication slots and the synchronous standby.
@@ -293,9 +303,10 @@ impl Agent {
         self.rest.view.write().await.state = MemberState::Initializing;
         let _ = self.pg.stop(StopMode::Immediate).await;
         self.pg.initdb(&self.settings(None).initdb).await?;
+        let sent = Instant::now();
         self.dcs.acquire(None).await.map_err(ActError::Dcs)?;
         self.fence.arm()?;
-        self.fence.holding();
+        self.fence.holding(sent);
         self.pg.start(&self.settings(None), false).await?;
         self.upstream = Upstream::Nobody;
         let statements = bootstrap::statements(&BootstrapObjects {

@@ -121,13 +121,13 @@ pub fn for_decision(
 }
 
 /// The fencing task killed postgres: the primary went `overdue` without a renew.
-pub fn fenced_by_timeout(me: &str, overdue: Duration, retry_timeout: Duration) -> Notice {
+pub fn fenced_by_timeout(me: &str, overdue: Duration, deadline: Duration) -> Notice {
     Notice::warning(
         "Fenced",
         format!(
-            "{me} killed its PostgreSQL: no leader lease renew for {:.1}s, more than retryTimeout ({}s)",
+            "{me} killed its PostgreSQL: no leader lease renew for {:.1}s, more than the fence deadline ({}s)",
             overdue.as_secs_f64(),
-            retry_timeout.as_secs()
+            deadline.as_secs()
         ),
     )
 }
@@ -334,10 +334,10 @@ mod tests {
 
     #[test]
     fn the_fencing_task_says_how_long_it_waited() {
-        let n = fenced_by_timeout("pg-0", Duration::from_millis(3100), Duration::from_secs(3));
+        let n = fenced_by_timeout("pg-0", Duration::from_millis(6100), Duration::from_secs(6));
         assert_eq!(
             n.note,
-            "pg-0 killed its PostgreSQL: no leader lease renew for 3.1s, more than retryTimeout (3s)"
+            "pg-0 killed its PostgreSQL: no leader lease renew for 6.1s, more than the fence deadline (6s)"
         );
         assert!(n.warning);
     }

@@ -1,11 +1,15 @@
 //! The fencing invariant, in one place: a member that may be primary either renews the leader
 //! Lease in time or loses PostgreSQL before any other member may take the Lease. Two clocks
 //! enforce it, and every arm, feed and disarm in the agent goes through [`Fence`]:
-//! - the fencing thread: postgres is killed once the last acknowledged renew is older than the
-//!   fence deadline (`retryTimeout`, or the watchdog timeout in failsafe mode);
+//! - the fencing thread: postgres is killed once the last acknowledged renew was SENT longer ago
+//!   than the fence deadline `ttl - safetyMargin`. The apiserver accepted that renew no earlier
+//!   than it was sent, and no other member may take the Lease before `ttl` has passed on its own
+//!   clock since it saw that renew: so the kill comes at least `safetyMargin` before any takeover,
+//!   however late the answer arrived.
 //! - the watchdog (in-pod softdog or host device), armed from before postgres can be primary until
-//!   after it stopped, fed only after a renew, with timeout `ttl - safetyMargin`; it fires even when
-//!   the whole agent is frozen.
+//!   after it stopped, with timeout `ttl - safetyMargin`, fires even when the whole agent is
+//!   frozen. It can only count from when it is fed, so it is fed only after a renew answered
+//!   within half the safety margin: its expiry then also comes before any takeover.
 //!
 //! docs/architecture.md ("Fencing") has the timing arithmetic.
 
@@ -34,13 +38,17 @@ pub enum FenceError {
 pub struct Fence {
     watchdog: Watchdog,
     clock: RenewClock,
+    /// A renew answered later than this after it was sent does not feed the watchdog.
+    feed_within: Duration,
 }
 
 impl Fence {
-    pub fn new(watchdog: Watchdog) -> Self {
+    /// `safety_margin`: how long before the earliest takeover the fences must have fired.
+    pub fn new(watchdog: Watchdog, safety_margin: Duration) -> Self {
         Self {
             watchdog,
             clock: Arc::new(Mutex::new(None)),
+            feed_within: safety_margin / 2,
         }
     }
 
@@ -67,6 +75,11 @@ impl Fence {
         self.clock.lock().map(|g| g.is_some()).unwrap_or(false)
     }
 
+    /// How long ago the last acknowledged renew was sent, while this member acts as primary.
+    pub fn since_renew(&self) -> Option<Duration> {
+        self.clock.lock().ok().and_then(|g| g.map(|t| t.elapsed()))
+    }
+
     /// Arm the watchdog before postgres may become primary. In mode `required` a watchdog that
     /// cannot be armed refuses the promotion; in `automatic` it is logged and the promotion goes on.
     pub fn arm(&mut self) -> Result<(), FenceError> {
@@ -82,26 +95,39 @@ impl Fence {
         }
     }
 
-    /// The Lease was just taken (acquired, or renewed right before starting a primary): start
-    /// the fencing clock. Call [`Fence::arm`] first.
-    pub fn holding(&mut self) {
-        self.set(Some(Instant::now()));
+    /// The Lease was just taken (acquired, or renewed right before starting or promoting a
+    /// primary) by a write sent at `sent`: start the fencing clock there. Call [`Fence::arm`]
+    /// first.
+    pub fn holding(&mut self, sent: Instant) {
+        self.set(Some(sent));
     }
 
-    /// The apiserver acknowledged a renew: feed the watchdog (only now) and restart the clock.
-    pub fn renewed(&mut self) {
-        if let Err(e) = self.watchdog.activate() {
-            warn!(error = %e, "watchdog keepalive failed");
+    /// The apiserver acknowledged a renew sent at `sent`: restart the clock from then, and feed
+    /// the watchdog (only now) if the answer came in time.
+    pub fn renewed(&mut self, sent: Instant) {
+        let took = sent.elapsed();
+        if took <= self.feed_within {
+            if let Err(e) = self.watchdog.activate() {
+                warn!(error = %e, "watchdog keepalive failed");
+            }
+        } else {
+            warn!(
+                took_s = took.as_secs_f64(),
+                "the renew was answered late: the watchdog is not fed this time"
+            );
         }
-        self.set(Some(Instant::now()));
+        self.set(Some(sent));
     }
 
-    /// Failsafe: every member confirmed this primary this cycle, as good as a renew.
-    pub fn confirmed(&mut self) {
-        if let Err(e) = self.watchdog.keepalive() {
+    /// Failsafe: every member confirmed this primary in a round started at `asked`, as good as a
+    /// renew sent then (members honour a confirmation for ttl from when they received it).
+    pub fn confirmed(&mut self, asked: Instant) {
+        if asked.elapsed() <= self.feed_within
+            && let Err(e) = self.watchdog.keepalive()
+        {
             warn!(error = %e, "watchdog keepalive failed");
         }
-        self.set(Some(Instant::now()));
+        self.set(Some(asked));
     }
 
     /// This member stops acting as primary: the fencing thread stands down so a clean stop is
@@ -151,7 +177,10 @@ impl Fence {
                     let Some(overdue) = overdue(&clock, deadline) else {
                         continue;
                     };
-                    error!("no lease renew for retryTimeout: fencing postgres");
+                    error!(
+                        deadline_s = deadline.as_secs_f64(),
+                        "no lease renew within the fence deadline: fencing postgres"
+                    );
                     softdog::fire(&pidfile);
                     if let Ok(mut g) = clock.lock() {
                         *g = None;
@@ -180,25 +209,39 @@ mod tests {
 
     fn fence() -> Fence {
         let dir = std::env::temp_dir().join("pgwarden-fence-test-absent");
-        Fence::new(Watchdog::new(
-            WatchdogMode::Automatic,
-            Device::Softdog(dir.join("watchdog")),
-            Duration::from_secs(5),
-        ))
+        Fence::new(
+            Watchdog::new(
+                WatchdogMode::Automatic,
+                Device::Softdog(dir.join("watchdog")),
+                Duration::from_secs(5),
+            ),
+            Duration::from_secs(2),
+        )
     }
 
     #[test]
     fn the_clock_runs_only_while_primary() {
         let mut f = fence();
         assert!(!f.is_primary());
-        f.holding();
+        f.holding(Instant::now());
         assert!(f.is_primary());
         f.leaving();
         assert!(!f.is_primary());
-        f.renewed();
+        f.renewed(Instant::now());
         assert!(f.is_primary());
         f.stand_down();
         assert!(!f.is_primary());
+    }
+
+    #[test]
+    fn the_clock_counts_from_when_the_renew_was_sent_not_answered() {
+        let mut f = fence();
+        let sent = Instant::now() - Duration::from_millis(2500);
+        f.renewed(sent);
+        assert!(f.since_renew().unwrap() >= Duration::from_millis(2500));
+        assert!(overdue(&f.clock(), Duration::from_secs(2)).is_some());
+        f.confirmed(sent);
+        assert!(f.since_renew().unwrap() >= Duration::from_millis(2500));
     }
 
     #[test]
@@ -217,11 +260,14 @@ mod tests {
         assert!(f.arm().is_ok());
         assert!(!f.is_armed());
         let dir = std::env::temp_dir().join("pgwarden-fence-test-absent");
-        let mut required = Fence::new(Watchdog::new(
-            WatchdogMode::Required,
-            Device::Softdog(dir.join("watchdog")),
-            Duration::from_secs(5),
-        ));
+        let mut required = Fence::new(
+            Watchdog::new(
+                WatchdogMode::Required,
+                Device::Softdog(dir.join("watchdog")),
+                Duration::from_secs(5),
+            ),
+            Duration::from_secs(2),
+        );
         assert!(required.blocks_promotion());
         assert!(matches!(
             required.arm(),

@@ -22,7 +22,14 @@ pub struct HaConfig {
     pub failsafe_mode: bool,
     /// Watchdog mode `required` and no working watchdog: never become primary.
     pub watchdog_blocks_promotion: bool,
+    /// The fence deadline: the fencing thread kills postgres this long after the last renew was
+    /// sent (`ttl - safetyMargin`: no other member may take the Lease before `ttl`).
+    pub fence_after: Duration,
 }
+
+/// How long a primary allows itself to stop postgres in an orderly way before the fencing
+/// thread would kill it: it stops holding on to an unrenewed lease this much before the fence.
+pub const STOP_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// The leader Lease as this member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +135,12 @@ pub struct Observation {
     pub peers: Vec<PeerAnswer>,
     /// The renew this cycle failed (conflict, lost holder, or timeout).
     pub renew_failed: bool,
+    /// The renew failed because the Lease is not ours any more (another holder, a lost
+    /// compare-and-swap): no grace.
+    pub lease_lost: bool,
+    /// How long ago the last acknowledged renew (or failsafe confirmation) was sent, while this
+    /// member acts as primary; `None` otherwise.
+    pub since_renew: Option<Duration>,
     /// Failsafe: with the apiserver unreachable, did every known member confirm this primary
     /// over REST this cycle? `None` when not asked.
     pub failsafe_confirmed: Option<bool>,
@@ -209,6 +222,26 @@ fn d(action: Action, reason: impl Into<String>) -> Decision {
     }
 }
 
+/// A primary that could not renew keeps running while no other member can have taken the
+/// Lease: until [`STOP_ALLOWANCE`] before the fence deadline, counted from when its last
+/// acknowledged renew was sent (the apiserver accepted it no earlier, and followers wait `ttl`
+/// from when they saw it).
+fn grace(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
+    let age = obs.since_renew?;
+    let keep_until = cfg.fence_after.saturating_sub(STOP_ALLOWANCE);
+    (age < keep_until).then(|| {
+        d(
+            Action::Nothing,
+            format!(
+                "cannot renew the leader lease now; staying primary: the last renew was sent {:.1}s ago, no one can take the lease before {}s, the fence comes at {}s",
+                age.as_secs_f64(),
+                cfg.ttl.as_secs(),
+                cfg.fence_after.as_secs()
+            ),
+        )
+    })
+}
+
 /// One HA decision. See the module documentation for the cascade.
 pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     if obs.paused {
@@ -220,12 +253,16 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     let Some(dcs) = &obs.dcs else {
         // Without the apiserver we cannot know whether someone else holds the lease: a primary
         // must stop accepting writes before anyone could have taken over, unless (failsafe)
-        // every member it knows has just confirmed over REST that none of them will.
+        // every member it knows has just confirmed over REST that none of them will. Until the
+        // fence deadline nobody can have taken it: a failed call is no reason to demote yet.
         if is_primary && cfg.failsafe_mode && obs.failsafe_confirmed == Some(true) {
             return d(
                 Action::KeepPrimary,
                 "failsafe: the apiserver cannot be reached, every member confirmed this primary; staying primary",
             );
+        }
+        if is_primary && let Some(grace) = grace(obs, cfg) {
+            return grace;
         }
         if is_primary {
             return d(
@@ -366,6 +403,13 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     }
 
     if i_hold_lease {
+        if obs.renew_failed
+            && !obs.lease_lost
+            && is_primary
+            && let Some(grace) = grace(obs, cfg)
+        {
+            return grace;
+        }
         if obs.renew_failed {
             return d(
                 Action::Demote {

@@ -67,6 +67,9 @@ impl From<ActError> for AgentError {
     }
 }
 
+/// How soon a primary that could not renew tries again.
+const RETRY_SOON: Duration = Duration::from_millis(500);
+
 /// Entry point of `pgwarden agent`.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     args.validate()?;
@@ -107,6 +110,10 @@ struct Agent {
     events: events::Events,
     /// What the running PostgreSQL streams from, as last configured.
     upstream: Upstream,
+    /// Failed DCS reads, logged once per interval with a count.
+    dcs_errors: crate::common::throttle::Throttle,
+    /// When this cycle's failsafe round began (a confirmation counts from then).
+    failsafe_asked: Option<Instant>,
     /// Members as last read from the DCS: the failsafe topology.
     known_members: Vec<(String, crate::api::member::MemberStatus)>,
     client: Client,
@@ -123,16 +130,10 @@ impl Agent {
             &self.args.namespace,
             &self.args.cluster,
         );
-        // Failsafe mode needs time to notice the apiserver is gone (a read times out after
-        // retryTimeout) and to ask every member; its fence is the watchdog's deadline instead,
-        // still short of ttl, and members that confirmed it do not race for ttl after.
-        let fence_after = if self.ha.failsafe_mode {
-            self.args.watchdog_timeout()
-        } else {
-            self.ha.retry_timeout
-        };
+        // The fence deadline counts from when the last acknowledged renew was sent: ttl minus
+        // the safety margin, so postgres is gone before any other member may take the Lease.
         self.fence.spawn_thread(
-            fence_after,
+            self.ha.fence_after,
             self.args.data_dir.join("postmaster.pid"),
             self.telemetry.clone(),
             (self.events.clone(), self.args.name.clone()),
@@ -169,11 +170,16 @@ impl Agent {
         let snap = match self.dcs.read().await {
             Ok(s) => Some(s),
             Err(e) => {
-                warn!(error = %e, "cannot read the DCS");
+                if let Some(n) = self.dcs_errors.hit(Instant::now()) {
+                    warn!(error = %e, failures = n, "cannot read the DCS");
+                }
                 self.dcs.forget_published();
                 None
             }
         };
+        if snap.is_some() {
+            self.dcs_errors.reset();
+        }
         self.telemetry.apiserver_reachable(snap.is_some());
         let running = self.pg.running();
         let data = self.pg.data_state().await?;
@@ -205,8 +211,10 @@ impl Agent {
             _ => vec![],
         };
         let is_primary = live.as_ref().is_some_and(|l| !l.in_recovery);
+        self.failsafe_asked = None;
         let failsafe_confirmed = match (&snap, self.ha.failsafe_mode && is_primary) {
             (None, true) => {
+                self.failsafe_asked = Some(Instant::now());
                 let token = self.rest.token.clone();
                 Some(
                     self.peers
@@ -246,6 +254,8 @@ impl Agent {
             local,
             peers,
             renew_failed: false,
+            lease_lost: false,
+            since_renew: self.fence.since_renew(),
             failsafe_confirmed,
             failsafe_leader,
         };
@@ -259,6 +269,8 @@ impl Agent {
             Err(ActError::RenewFailed(e)) => {
                 warn!(error = %e, "failed to renew the leader lease");
                 obs.renew_failed = true;
+                obs.lease_lost = matches!(e, dcs::DcsError::Conflict(_));
+                obs.since_renew = self.fence.since_renew();
                 let second = ha::decide(&obs, &self.ha);
                 self.act(&second, snap.as_ref(), live.as_ref()).await?;
                 (second, true)
@@ -286,6 +298,10 @@ impl Agent {
         info!(action = ?decision.action, "{}", decision.reason);
         self.publish(snap.as_ref(), &decision).await;
 
+        // A primary that could not renew tries again soon: it holds on only until its fence.
+        if self.fence.is_primary() && (snap.is_none() || obs.renew_failed) {
+            return Ok(RETRY_SOON);
+        }
         // A follower wakes as soon as the lease could have expired, not a whole loop later.
         let next = match &snap {
             Some(s) if s.holder() != Some(self.args.name.as_str()) && s.holder().is_some() => self
@@ -313,10 +329,11 @@ impl Agent {
             data: data.as_ref(),
             previous_state: self.rest.view.read().await.state,
             cloning: matches!(decision.action, Action::CloneFrom { .. }),
-            // Without the apiserver only a failsafe-confirmed primary still counts as the leader.
+            // Without the apiserver a primary still counts as the leader while its fence clock
+            // runs (no one else can have taken the Lease) or every member confirmed it.
             holds_lease: match snap {
                 Some(s) => s.holder() == Some(self.args.name.as_str()),
-                None => decision.action == Action::KeepPrimary,
+                None => decision.action == Action::KeepPrimary || self.fence.is_primary(),
             },
         };
         let identity = publish::Identity {

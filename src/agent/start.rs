@@ -84,7 +84,10 @@ impl Agent {
                 (Device::Softdog(fifo), Some(child))
             }
         };
-        let fence = Fence::new(Watchdog::new(mode, device, args.watchdog_timeout()));
+        let fence = Fence::new(
+            Watchdog::new(mode, device, args.watchdog_timeout()),
+            Duration::from_secs(args.watchdog_safety_margin),
+        );
 
         let ha = HaConfig {
             ttl: args.ttl(),
@@ -95,6 +98,7 @@ impl Agent {
             nofailover: tags.nofailover,
             failsafe_mode: args.failsafe_mode,
             watchdog_blocks_promotion: false,
+            fence_after: args.watchdog_timeout(),
         };
         let events = events::Events::spawn(
             client.clone(),
@@ -172,6 +176,8 @@ impl Agent {
             telemetry,
             events,
             upstream: Upstream::Unknown,
+            failsafe_asked: None,
+            dcs_errors: crate::common::throttle::Throttle::new(Duration::from_secs(10)),
             known_members: vec![],
             slot_orphans: Default::default(),
             client,

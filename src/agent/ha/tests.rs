@@ -12,6 +12,7 @@ fn cfg() -> HaConfig {
         nofailover: false,
         failsafe_mode: false,
         watchdog_blocks_promotion: false,
+        fence_after: Duration::from_secs(6),
     }
 }
 
@@ -82,6 +83,8 @@ fn obs(me: &str, local: LocalPostgres, dcs: Option<DcsView>) -> Observation {
         local,
         peers: vec![],
         renew_failed: false,
+        lease_lost: false,
+        since_renew: None,
         failsafe_confirmed: None,
         failsafe_leader: None,
     }
@@ -133,6 +136,49 @@ fn primary_that_cannot_reach_the_apiserver_demotes() {
         "{}",
         r.reason
     );
+}
+
+#[test]
+fn a_failed_call_costs_no_demotion_while_no_one_can_take_the_lease() {
+    // Last renew sent 2 s ago: the fence comes at 6 s, no one may take the lease before 8 s.
+    let mut o = obs("a", primary(), None);
+    o.since_renew = Some(Duration::from_secs(2));
+    let r = decide(&o, &cfg());
+    assert_eq!(r.action, Action::Nothing);
+    assert_eq!(
+        r.reason,
+        "cannot renew the leader lease now; staying primary: the last renew was sent 2.0s ago, no one can take the lease before 8s, the fence comes at 6s"
+    );
+    // The same for a renew that did not get through (a 5xx, a timeout).
+    let mut o = obs("a", primary(), Some(dcs(held("a"))));
+    o.renew_failed = true;
+    o.since_renew = Some(Duration::from_millis(4900));
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+}
+
+#[test]
+fn the_primary_stops_itself_one_allowance_before_the_fence() {
+    let demote = Action::Demote {
+        mode: StopMode::Immediate,
+        release: false,
+    };
+    let mut o = obs("a", primary(), None);
+    o.since_renew = Some(Duration::from_secs(5));
+    assert_eq!(decide(&o, &cfg()).action, demote);
+    let mut o = obs("a", primary(), Some(dcs(held("a"))));
+    o.renew_failed = true;
+    o.since_renew = Some(Duration::from_secs(5));
+    assert_eq!(decide(&o, &cfg()).action, demote);
+}
+
+#[test]
+fn a_lost_lease_gets_no_grace() {
+    let mut o = obs("a", primary(), Some(dcs(held("a"))));
+    o.renew_failed = true;
+    o.lease_lost = true;
+    o.since_renew = Some(Duration::from_millis(100));
+    let r = decide(&o, &cfg());
+    assert_eq!(r.reason, "demoting: failed to renew the leader lease");
 }
 
 #[test]
