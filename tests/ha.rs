@@ -672,3 +672,60 @@ async fn failsafe_keeps_the_primary_while_every_member_confirms_it() {
     );
     let _ = old;
 }
+
+/// The control plane is a fault domain: the kube-apiserver frozen for 2.5 s (SIGSTOP, then
+/// SIGCONT) costs no demotion. The primary keeps the same postmaster and accepts every write
+/// meanwhile, and still holds the Lease afterwards.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_frozen_apiserver_costs_no_demotion() {
+    let (c, p) = agents::three("apifreeze", SLOW).await;
+    let old = c.members[p].name.clone();
+    let postmaster = c.members[p]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    c.connect(p)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE f (at timestamptz)")
+        .await
+        .unwrap();
+    let ip = c.members[p].ip.clone();
+    let writer = tokio::spawn(async move {
+        let client = agents::connect(&ip).await.expect("connect to the primary");
+        let (mut ok, mut failed) = (0u32, 0u32);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(
+                Duration::from_secs(1),
+                client.batch_execute("INSERT INTO f VALUES (now())"),
+            )
+            .await
+            {
+                Ok(Ok(())) => ok += 1,
+                _ => failed += 1,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/cluster"))
+        .args(["apiserver", "freeze", "2.5"])
+        .status()
+        .expect("e2e/cluster apiserver freeze");
+    assert!(frozen.success());
+    let (ok, failed) = writer.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "writes failed on the primary during the stall ({ok} succeeded)"
+    );
+    assert!(ok > 50, "only {ok} writes in 8 s");
+    assert_eq!(
+        c.members[p].postmaster_pid(),
+        Some(postmaster),
+        "the primary's PostgreSQL was stopped or restarted"
+    );
+    assert_eq!(c.wait_primary(SLOW).await, p);
+    assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
+}
