@@ -26,12 +26,13 @@ pub const RENEW_BUCKETS: [f64; 11] = [
 /// Why the agent fenced its own postgres (stopped it at once, or killed it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FencingReason {
-    /// The fencing task: no lease renew for retryTimeout (in failsafe mode, the watchdog's
-    /// timeout), so postgres was SIGKILLed even if the loop itself was stuck.
+    /// The fencing task: no lease renew within the fence deadline, ttl - safetyMargin, so
+    /// postgres was SIGKILLed even if the loop itself was stuck. (The label keeps its old name.)
     RetryTimeout,
-    /// A renew failed (conflict or error): the primary demoted at once.
+    /// A renew failed (conflict or error): the primary demoted (a lost Lease at once, an
+    /// unanswered renew just before the fence deadline).
     RenewFailed,
-    /// The apiserver could not be read while primary: demoted at once.
+    /// The apiserver could not be read while primary: demoted just before the fence deadline.
     ApiserverUnreachable,
     /// Another member holds the lease while this one runs as primary.
     LeaseLost,
@@ -495,7 +496,7 @@ pub fn render(v: &RestView, s: &Sample) -> String {
         o.metric(
             "pgwarden_lease_seconds_since_renew",
             "gauge",
-            "Seconds since this primary last renewed (or took) the leader lease, present only while primary: the agent kills postgres when it exceeds retryTimeout.",
+            "Seconds since this primary sent its last acknowledged renew of the leader lease, present only while primary: the agent kills postgres when it exceeds ttl - safetyMargin.",
             num(age.as_secs_f64()),
         );
     }
@@ -519,7 +520,7 @@ pub fn render(v: &RestView, s: &Sample) -> String {
     o.head(
         "pgwarden_fencing_total",
         "counter",
-        "Times this agent fenced its own postgres, by reason (retry_timeout: killed by the fencing task; renew_failed, apiserver_unreachable, lease_lost: demoted at once).",
+        "Times this agent fenced its own postgres, by reason (retry_timeout: killed by the fencing task at the fence deadline; renew_failed, apiserver_unreachable: demoted before it; lease_lost: demoted at once).",
     );
     for r in FencingReason::ALL {
         o.line(

@@ -130,7 +130,7 @@ pgwarden_apiserver_reachable{{scope="main",name="main-1"}} 1
 # HELP pgwarden_watchdog_active Value is 1 while the watchdog is armed (this member is primary), 0 otherwise; mode is spec.ha.watchdog.mode.
 # TYPE pgwarden_watchdog_active gauge
 pgwarden_watchdog_active{{scope="main",name="main-1",mode="automatic"}} 0
-# HELP pgwarden_fencing_total Times this agent fenced its own postgres, by reason (retry_timeout: killed by the fencing task; renew_failed, apiserver_unreachable, lease_lost: demoted at once).
+# HELP pgwarden_fencing_total Times this agent fenced its own postgres, by reason (retry_timeout: killed by the fencing task at the fence deadline; renew_failed, apiserver_unreachable: demoted before it; lease_lost: demoted at once).
 # TYPE pgwarden_fencing_total counter
 pgwarden_fencing_total{{scope="main",name="main-1",reason="retry_timeout"}} 0
 pgwarden_fencing_total{{scope="main",name="main-1",reason="renew_failed"}} 0
