@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tracing::warn;
@@ -21,6 +21,7 @@ use crate::api::names::{self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, Obje
 /// Lease annotation with the primary's last WAL position (Patroni's `optime`).
 pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
 
+use crate::api::cluster::owner_reference;
 use crate::api::state::DynamicConfig;
 pub use crate::api::state::keys;
 use crate::common::lease::{self, LeaseClock, is_conflict};
@@ -131,6 +132,9 @@ pub struct Dcs {
     clock: LeaseClock,
     published_status: Option<String>,
     published_role: Option<Option<String>>,
+    /// The PostgresCluster's uid, when an operator runs the cluster: a Lease this member has to
+    /// create carries the cluster's owner reference, so deleting the cluster deletes it.
+    owner_uid: Option<String>,
 }
 
 impl Dcs {
@@ -154,7 +158,21 @@ impl Dcs {
             clock: LeaseClock::new(),
             published_status: None,
             published_role: None,
+            owner_uid: None,
         }
+    }
+
+    /// What an object this member creates carries: the cluster's owner reference, if known.
+    fn owner_references(&self) -> Option<Vec<OwnerReference>> {
+        self.owner_uid
+            .as_deref()
+            .map(|uid| vec![owner_reference(self.names.cluster(), uid)])
+    }
+
+    /// Owned by the PostgresCluster with this uid (see `owner_uid`).
+    pub fn owned_by(mut self, uid: Option<&str>) -> Self {
+        self.owner_uid = uid.map(str::to_string);
+        self
     }
 
     async fn bounded<T>(
@@ -309,6 +327,7 @@ impl Dcs {
             metadata: ObjectMeta {
                 name: Some(self.names.lease()),
                 labels: Some(names::cluster_labels(self.names.cluster())),
+                owner_references: self.owner_references(),
                 ..Default::default()
             },
             spec: Some(LeaseSpec::default()),
@@ -443,6 +462,7 @@ impl Dcs {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
                 labels: Some(names::cluster_labels(self.names.cluster())),
+                owner_references: self.owner_references(),
                 ..Default::default()
             },
             ..Default::default()

@@ -116,6 +116,7 @@ impl Agent {
                 args.ttl(),
                 args.retry_timeout(),
             )
+            .owned_by(args.cluster_uid.as_deref())
         };
         let mut view = RestView::new(
             &args.cluster,

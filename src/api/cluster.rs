@@ -515,6 +515,26 @@ pub struct PrimaryChange {
     pub time: Time,
 }
 
+/// The controller owner reference of every child of the cluster `name` with `uid`: what the
+/// operator's builders set, and what an agent sets on a Lease it has to create itself, so that
+/// deleting the cluster deletes it too.
+pub fn owner_reference(
+    name: &str,
+    uid: &str,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+    use kube::Resource;
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+        api_version: PostgresCluster::api_version(&()).into_owned(),
+        kind: PostgresCluster::kind(&()).into_owned(),
+        name: name.to_string(),
+        uid: uid.to_string(),
+        controller: Some(true),
+        // As kube's controller_owner_ref: blocking would need the right to update the
+        // cluster's finalizers, which the agents' Role does not grant.
+        block_owner_deletion: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,6 +546,16 @@ mod tests {
             "metadata": {"name": "main"},
             "spec": {"image": "pgwarden-postgres:15", "storage": {"size": "1Gi"}}
         })
+    }
+
+    #[test]
+    fn an_agent_made_lease_has_the_operators_owner_reference() {
+        let mut c: PostgresCluster = serde_json::from_value(minimal()).expect("valid spec");
+        c.metadata.uid = Some("u-1".into());
+        assert_eq!(
+            Some(owner_reference("main", "u-1")),
+            kube::Resource::controller_owner_ref(&c, &())
+        );
     }
 
     #[test]
