@@ -712,9 +712,13 @@ async fn a_frozen_apiserver_costs_no_demotion() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let frozen = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/cluster"))
         .args(["apiserver", "freeze", "2.5"])
-        .status()
+        .output()
         .expect("e2e/cluster apiserver freeze");
-    assert!(frozen.success());
+    assert!(
+        frozen.status.success(),
+        "e2e/cluster apiserver freeze: {}",
+        String::from_utf8_lossy(&frozen.stderr)
+    );
     let (ok, failed) = writer.await.unwrap();
     assert_eq!(
         failed, 0,
