@@ -309,6 +309,12 @@ async fn deleting_the_cluster_removes_its_children_and_keeps_volumes_on_request(
                 let left = pg
                     .kubectl(&["get", kinds, "-l", "pgwarden.io/cluster=pg", "-o", "name"])
                     .unwrap_or_default();
+                if !left.trim().is_empty() {
+                    log(format!(
+                        "still there: {}",
+                        left.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ));
+                }
                 left.trim().is_empty()
             },
         )
