@@ -32,10 +32,21 @@ enum Command {
     Install { dest: std::path::PathBuf },
 }
 
+/// The kube-client request tracing, silenced unless PGWARDEN_LOG names kube_client.
+const QUIET_KUBE_CLIENT: &str = "kube_client::client::builder=off";
+
 fn init_logging() {
     use std::io::IsTerminal;
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_env("PGWARDEN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube-client logs every failed request at ERROR, one line per call: through an apiserver
+    // outage that is several lines a second per agent. pgwarden logs each failure itself, once
+    // per interval with a count; a directive in PGWARDEN_LOG still turns it back on.
+    let named = std::env::var("PGWARDEN_LOG").is_ok_and(|v| v.contains("kube_client"));
+    let filter = match QUIET_KUBE_CLIENT.parse() {
+        Ok(quiet) if !named => filter.add_directive(quiet),
+        _ => filter,
+    };
     let json = std::env::var("PGWARDEN_LOG_FORMAT").is_ok_and(|v| v == "json");
     if json {
         fmt()

@@ -5,7 +5,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::cluster::*;
 use support::k8s::kubectl;
@@ -741,5 +741,152 @@ async fn parameters_and_image_changes_roll_one_instance_at_a_time() {
             && events.contains("RollingUpdate")
             && events.contains("Switchover")
     );
+    pg.delete().await;
+}
+
+/// The members' applied-configuration fingerprints all equal the cluster's dynamic configuration
+/// (the `config` key of the state ConfigMap): every agent has read and applied it.
+async fn every_member_applied_the_config(pg: &Pg) -> bool {
+    let Some(config) = pg.state_key("config").await else {
+        return false;
+    };
+    let Ok(config) = pgwarden::api::state::DynamicConfig::parse(&config) else {
+        return false;
+    };
+    let want = config.fingerprint();
+    for pod in pg.pods().await {
+        let name = pod.metadata.name.unwrap_or_default();
+        let applied = pg.member_status(&name).await;
+        if applied.as_ref().and_then(|s| s["config"].as_str()) != Some(want.as_str()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// 9. The control plane is a fault domain. With failsafe on (the default), the kube-apiserver
+/// killed for 20 s costs no write through `-rw`. With failsafe off (changed without a restart)
+/// and an outage longer than ttl, the primary stops in time and `-rw` never answers read-only:
+/// writes get connection errors, then go through again once a primary is elected.
+#[tokio::test]
+#[ignore]
+async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_without() {
+    let pg = Pg::create("e2e-apiserver", "pg", &spec(3, "")).await;
+    let old = pg.wait_healthy(3, 5 * MIN).await;
+    assert!(
+        pg.cluster().await.spec.ha.failsafe_mode,
+        "failsafe is on by default"
+    );
+    wait_until(MIN, "every member to apply the configuration", || async {
+        every_member_applied_the_config(&pg).await
+    })
+    .await;
+    let writer = Writer::start(&pg, "w").await;
+    let sampler = WritableSampler::start(&pg).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let down = support::testbed::ApiserverDown::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    down.start();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let errors = writer.errors.lock().unwrap().clone();
+    assert!(
+        errors.is_empty(),
+        "{} writes through -rw failed during a 20 s outage with failsafe on; first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert_eq!(pg.primary().await.as_deref(), Some(old.as_str()));
+
+    // Failsafe off, without a restart: the agents take it from the dynamic configuration.
+    kubectl(
+        &[
+            "-n",
+            &pg.ns,
+            "patch",
+            "pgc",
+            "pg",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ha":{"failsafeMode":false}}}"#,
+        ],
+        None,
+    )
+    .expect("turn failsafe off");
+    wait_until(MIN, "every member to apply failsafe off", || async {
+        pg.state_key("config")
+            .await
+            .is_some_and(|c| c.contains(r#""failsafe_mode":false"#))
+            && every_member_applied_the_config(&pg).await
+    })
+    .await;
+    let before = writer.count();
+    let down = support::testbed::ApiserverDown::now();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let back = down.start();
+    wait_until(2 * MIN, "writes through -rw again", || async {
+        writer
+            .acked_at
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|t| *t > back)
+    })
+    .await;
+    let resumed = *writer
+        .acked_at
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|t| **t > back)
+        .unwrap();
+    let last_before = writer
+        .acked_at
+        .lock()
+        .unwrap()
+        .iter()
+        .rfind(|t| **t < back)
+        .copied();
+    log(format!(
+        "failsafe off: last write {:?} into the outage, writes again {:?} after the apiserver was ready",
+        last_before.map(|t| t.saturating_duration_since(killed)),
+        resumed - back
+    ));
+    if let Some(t) = last_before {
+        assert!(
+            t.saturating_duration_since(killed) < Duration::from_secs(6),
+            "a write was acknowledged {:?} into the outage, past the fence deadline",
+            t.saturating_duration_since(killed)
+        );
+    }
+    let errors = writer.errors.lock().unwrap().clone();
+    let acked = writer.stop().await;
+    let (rounds, violations, changes) = sampler.stop().await;
+    log(format!(
+        "{rounds} sampling rounds; writable pod over time: {changes:?}"
+    ));
+    assert!(acked.len() > before, "writes went through after the outage");
+    assert!(
+        violations.is_empty(),
+        "two pods accepted writes at once: {violations:?}"
+    );
+    let read_only: Vec<_> = errors
+        .iter()
+        .filter(|(_, m)| support::postgres::is_read_only(m))
+        .collect();
+    log(format!(
+        "{} failed writes through -rw, {} of them read-only answers; first: {:?}",
+        errors.len(),
+        read_only.len(),
+        errors.first()
+    ));
+    assert!(
+        read_only.is_empty(),
+        "-rw answered read-only {} times, first: {:?}",
+        read_only.len(),
+        read_only.first()
+    );
+    pg.wait_healthy(3, 5 * MIN).await;
     pg.delete().await;
 }

@@ -249,6 +249,13 @@ impl Agent {
             }
             self.events.report(events::rewound(&self.args.name, source));
         }
+        // Routing: a pod still labelled primary (a demotion that could not remove the label, a
+        // restarted agent) must not answer read-only behind `-rw`. Until the label is gone
+        // PostgreSQL stays stopped: writes get a fast connection error, never a read-only answer.
+        if let Err(e) = self.dcs.unroute_primary().await {
+            warn!(error = %e, "cannot remove the primary role label; PostgreSQL stays stopped until it is gone");
+            return Err(ActError::Dcs(e));
+        }
         self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
         self.pg.start(&self.settings(conninfo), true).await?;

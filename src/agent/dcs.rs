@@ -16,7 +16,9 @@ use tracing::warn;
 
 use crate::agent::ha::{DcsView, Initialize, LeaseView, MemberView, SwitchoverRequest};
 use crate::api::member::MemberStatus;
-use crate::api::names::{self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ObjectNames};
+use crate::api::names::{
+    self, ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ObjectNames, ROLE_PRIMARY,
+};
 
 /// Lease annotation with the primary's last WAL position (Patroni's `optime`).
 pub const ANNOTATION_OPTIME: &str = "pgwarden.io/optime";
@@ -621,6 +623,17 @@ impl Dcs {
         .await?;
         self.published_role = Some(want);
         Ok(())
+    }
+
+    /// Make sure our pod carries no `primary` role label before PostgreSQL answers as anything
+    /// else: the `-rw` Service must never route writes to a read-only member. Writes only when
+    /// the label may be there (last written as primary, or unknown since an outage or a restart).
+    pub async fn unroute_primary(&mut self) -> Result<(), DcsError> {
+        match &self.published_role {
+            Some(Some(role)) if role != ROLE_PRIMARY => Ok(()),
+            Some(None) => Ok(()),
+            _ => self.publish_role(None).await,
+        }
     }
 
     /// Forget what we published, so the next publish writes again (after an apiserver outage).

@@ -228,6 +228,7 @@ impl Agent {
             self.known_members = s.members.clone();
         }
         if let Some(config) = snap.as_ref().and_then(|s| s.config.clone()) {
+            self.apply_failsafe_mode(config.failsafe_mode).await;
             self.apply_dynamic_config(&config).await;
         }
         if let Some(s) = &snap
@@ -298,8 +299,13 @@ impl Agent {
         info!(action = ?decision.action, "{}", decision.reason);
         self.publish(snap.as_ref(), &decision).await;
 
-        // A primary that could not renew tries again soon: it holds on only until its fence.
-        if self.fence.is_primary() && (snap.is_none() || obs.renew_failed) {
+        // A primary that could not renew tries again soon: it holds on only until its fence. A
+        // failsafe-confirmed one keeps the normal cadence: each confirmation moves its fence as
+        // a renew would, and a loop every 500 ms through a long outage would double its CPU.
+        if self.fence.is_primary()
+            && (snap.is_none() || obs.renew_failed)
+            && decision.action != Action::KeepPrimary
+        {
             return Ok(RETRY_SOON);
         }
         // A follower wakes as soon as the lease could have expired, not a whole loop later.
@@ -311,6 +317,17 @@ impl Agent {
             _ => self.ha.loop_wait,
         };
         Ok(next.max(Duration::from_millis(200)))
+    }
+
+    /// Failsafe mode as the cluster's dynamic configuration says (no restart), when it says.
+    async fn apply_failsafe_mode(&mut self, wanted: Option<bool>) {
+        if let Some(on) = wanted
+            && on != self.ha.failsafe_mode
+        {
+            info!(failsafe_mode = on, "failsafe mode changed");
+            self.ha.failsafe_mode = on;
+            self.rest.view.write().await.failsafe_mode = on;
+        }
     }
 
     /// Publish the member annotation, the role label and the REST snapshot (`publish` decides

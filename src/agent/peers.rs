@@ -21,12 +21,17 @@ impl PeerClient {
     }
 
     /// Failsafe: do all `members` accept this primary? Each `POST /failsafe` must answer 200.
+    /// A topology that does not name this member (never read, or read before it joined) confirms
+    /// nothing; one that names only this member confirms it, as Patroni's single-node case.
     pub async fn confirm_failsafe(
         &self,
         members: &[(String, MemberStatus)],
         me: &str,
         token: Option<&str>,
     ) -> bool {
+        if !knows_me(members, me) {
+            return false;
+        }
         let body = serde_json::json!({ "name": me });
         let asks = members.iter().filter(|(n, _)| n != me).map(|(_, s)| {
             let url = s.api_url.replace(paths::PATRONI, paths::FAILSAFE);
@@ -62,6 +67,11 @@ impl PeerClient {
     }
 }
 
+/// Whether a failsafe topology can confirm anything: it must name this member.
+fn knows_me(members: &[(String, MemberStatus)], me: &str) -> bool {
+    members.iter().any(|(n, _)| n == me)
+}
+
 /// A peer's `/patroni` document as a `PeerAnswer`.
 pub fn answer(name: &str, status: &PatroniStatus) -> PeerAnswer {
     PeerAnswer {
@@ -83,6 +93,33 @@ mod tests {
             d.extend(extra);
         }
         serde_json::from_value(doc).expect("a /patroni document")
+    }
+
+    #[tokio::test]
+    async fn a_topology_without_this_member_confirms_nothing() {
+        let client = PeerClient::new(Duration::from_millis(100));
+        let member = |name: &str| {
+            let status = MemberStatus::parse(&format!(
+                r#"{{"conn_url":"postgres://127.0.0.9:1/postgres","api_url":"http://127.0.0.9:1/patroni","state":"running","role":"replica","version":"0.1.0","name":"{name}"}}"#
+            ))
+            .expect("a member status");
+            (name.to_string(), status)
+        };
+        assert!(!client.confirm_failsafe(&[], "a", None).await, "empty");
+        assert!(
+            !client.confirm_failsafe(&[member("b")], "a", None).await,
+            "a topology without this member"
+        );
+        assert!(
+            client.confirm_failsafe(&[member("a")], "a", None).await,
+            "a single-member cluster"
+        );
+        assert!(
+            !client
+                .confirm_failsafe(&[member("a"), member("b")], "a", None)
+                .await,
+            "a member that does not answer"
+        );
     }
 
     #[test]

@@ -341,7 +341,9 @@ pub struct HaSpec {
     #[serde(default = "default_loop_wait")]
     #[schemars(range(min = 1, max = 600))]
     pub loop_wait: i32,
-    /// Seconds a primary keeps trying to renew before it demotes itself.
+    /// Seconds one apiserver call may take before it counts as failed. A failed call is retried;
+    /// a primary that cannot renew keeps running until ttl - watchdog.safetyMargin after its last
+    /// acknowledged renew, when no other member can have taken the Lease yet.
     #[serde(default = "default_retry_timeout")]
     #[schemars(range(min = 1, max = 600))]
     pub retry_timeout: i32,
@@ -355,15 +357,20 @@ pub struct HaSpec {
     #[serde(default = "default_synchronous_node_count")]
     #[schemars(range(min = 1, max = 15))]
     pub synchronous_node_count: i32,
-    /// Keep a primary running while the apiserver is unreachable if every member confirms it.
-    #[serde(default)]
+    /// Keep a primary running while the apiserver is unreachable, as long as every member
+    /// confirms it over REST (Patroni's failsafe_mode). On by default: an apiserver outage of any
+    /// length costs no write downtime while the members can reach each other.
+    #[serde(default = "default_failsafe_mode")]
     pub failsafe_mode: bool,
     #[serde(default)]
     pub watchdog: WatchdogSpec,
 }
 
 // Faster than Patroni's 30/10/10, and still `loopWait + 2*retryTimeout <= ttl`: a primary that
-// cannot renew for `retryTimeout` demotes itself (3 s) long before a follower may take over (8 s).
+// cannot renew keeps running until ttl - safetyMargin (6 s), before a follower may take over (8 s).
+fn default_failsafe_mode() -> bool {
+    true
+}
 fn default_ttl() -> i32 {
     8
 }
@@ -389,7 +396,7 @@ impl Default for HaSpec {
             maximum_lag_on_failover: default_maximum_lag_on_failover(),
             synchronous_mode: SynchronousMode::default(),
             synchronous_node_count: default_synchronous_node_count(),
-            failsafe_mode: false,
+            failsafe_mode: default_failsafe_mode(),
             watchdog: WatchdogSpec::default(),
         }
     }
@@ -573,6 +580,14 @@ mod tests {
         assert_eq!(c.spec.postgres_uid, 999);
         assert!(c.spec.bootstrap.initdb.data_checksums);
         assert_eq!(c.spec.ha.synchronous_node_count, 1);
+        assert!(
+            c.spec.ha.failsafe_mode,
+            "failsafe is on unless the spec turns it off"
+        );
+        let mut off = minimal();
+        off["spec"]["ha"] = serde_json::json!({"failsafeMode": false});
+        let c: PostgresCluster = serde_json::from_value(off).expect("valid spec");
+        assert!(!c.spec.ha.failsafe_mode);
     }
 
     #[test]

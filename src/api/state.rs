@@ -34,6 +34,10 @@ pub struct DynamicConfig {
     /// Extra pg_hba.conf lines, before pgwarden's own.
     #[serde(default)]
     pub pg_hba: Vec<String>,
+    /// Failsafe mode (`spec.ha.failsafeMode`), changed without a restart as Patroni's dynamic
+    /// `failsafe_mode`; absent: each agent keeps what its command line says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failsafe_mode: Option<bool>,
 }
 
 impl DynamicConfig {
@@ -134,6 +138,7 @@ mod tests {
         let c = DynamicConfig {
             parameters: BTreeMap::from([("work_mem".into(), "8MB".into())]),
             pg_hba: vec!["host all all 10.0.0.0/8 scram-sha-256".into()],
+            failsafe_mode: Some(true),
         };
         assert_eq!(DynamicConfig::parse(&c.to_json()).unwrap(), c);
         assert_eq!(

@@ -1,8 +1,9 @@
 //! The label updater: polls every pod's `/primary` and `/replica` and keeps `pgwarden.io/role`
 //! right, so the `-rw` and `-ro` Services route to the right pods (HAProxy's job in the seed).
-//! A pod is labelled primary only if it answers 200 on `/primary` AND holds the Lease; a pod
-//! that does not answer loses its label; an old primary label is removed before a new one is
-//! set. The agents label themselves on promotion and demotion by the same rule (fast path).
+//! A pod is labelled primary only if it answers 200 on `/primary` AND holds the Lease, read fresh
+//! each round (a watch cache may predate an apiserver restart); a pod that does not answer loses
+//! its label; an old primary label is removed before a new one is set; without a fresh Lease
+//! nothing changes. The agents label themselves on promotion and demotion by the same rule (fast path).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::api::member::{MemberState, MemberStatus, role_label};
 use crate::api::names::{ANNOTATION_STATUS, LABEL_CLUSTER, LABEL_ROLE, ROLE_PRIMARY};
 use crate::api::patroni::paths;
 use crate::common::agent_client::AgentClient;
+use crate::common::throttle::Throttle;
 
 /// What one round of probing found for one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,13 +104,33 @@ async fn probe(agents: &AgentClient, pod: &Pod) -> Probe {
     }
 }
 
+/// The holder of a cluster's leader Lease, read fresh from the apiserver: a cache may predate an
+/// apiserver restart and name a member that lost the Lease since. `Err` when it cannot be read.
+async fn holder(client: &Client, ns: &str, cluster: &str) -> Result<Option<String>, kube::Error> {
+    let name = crate::api::names::ObjectNames::new(cluster).lease();
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+    let lease = tokio::time::timeout(LEASE_READ_TIMEOUT, leases.get_opt(&name))
+        .await
+        .map_err(|_| {
+            kube::Error::Service(
+                format!("reading Lease {ns}/{name} took more than {LEASE_READ_TIMEOUT:?}").into(),
+            )
+        })??;
+    Ok(lease
+        .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+        .filter(|h| !h.is_empty()))
+}
+
+/// How long one fresh Lease read may take before the round leaves that cluster's labels alone.
+const LEASE_READ_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Probe and relabel every cluster's pods once.
 pub async fn round(
     client: &Client,
     pods: &Store<Pod>,
-    leases: &Store<Lease>,
     agents: &AgentClient,
     metrics: &Metrics,
+    lease_errors: &mut Throttle,
 ) {
     // (namespace, cluster) → pods
     let mut clusters: BTreeMap<(String, String), Vec<Arc<Pod>>> = BTreeMap::new();
@@ -126,17 +148,11 @@ pub async fn round(
         clusters.entry((ns, cluster)).or_default().push(pod);
     }
     let mut seen = vec![];
+    let mut failed = None;
     for ((ns, cluster), members) in clusters {
-        let lease_name = crate::api::names::ObjectNames::new(&cluster).lease();
-        let holder = leases
-            .state()
-            .into_iter()
-            .find(|l| {
-                l.metadata.namespace.as_deref() == Some(ns.as_str())
-                    && l.metadata.name.as_deref() == Some(lease_name.as_str())
-            })
-            .and_then(|l| l.spec.as_ref().and_then(|s| s.holder_identity.clone()))
-            .filter(|h| !h.is_empty());
+        // Read before probing: a member answering 200 on /primary after this read held the
+        // Lease at least as late as this read says.
+        let holder = holder(client, &ns, &cluster).await;
         let probes = join_all(members.iter().map(|p| probe(agents, p))).await;
         for (pod, p) in members.iter().zip(&probes) {
             metrics.label_probe(p.primary.is_some());
@@ -149,6 +165,15 @@ pub async fn round(
                 running: up && postgres_running(pod),
             });
         }
+        let holder = match holder {
+            Ok(h) => h,
+            Err(e) => {
+                // Without a fresh Lease no label changes: not a primary label set on an old
+                // view, and not a holder's label taken away.
+                failed = Some((ns.clone(), cluster.clone(), e));
+                continue;
+            }
+        };
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         for (pod, role) in plan(&probes, holder.as_deref()) {
             let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
@@ -170,22 +195,25 @@ pub async fn round(
         debug!(namespace = %ns, cluster = %cluster, holder = ?holder, "label round done");
     }
     metrics.member_probes(seen);
+    match failed {
+        Some((ns, cluster, e)) => {
+            if let Some(n) = lease_errors.hit(std::time::Instant::now()) {
+                warn!(namespace = %ns, cluster = %cluster, error = %e, failures = n, "cannot read the leader Lease; leaving role labels as they are");
+            }
+        }
+        None => lease_errors.reset(),
+    }
 }
 
 /// Run rounds every `period` until the task is dropped.
-pub async fn run(
-    client: Client,
-    pods: Store<Pod>,
-    leases: Store<Lease>,
-    metrics: Arc<Metrics>,
-    period: Duration,
-) {
+pub async fn run(client: Client, pods: Store<Pod>, metrics: Arc<Metrics>, period: Duration) {
     let agents = AgentClient::new(Duration::from_millis(800));
+    let mut lease_errors = Throttle::new(Duration::from_secs(10));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        round(&client, &pods, &leases, &agents, &metrics).await;
+        round(&client, &pods, &agents, &metrics, &mut lease_errors).await;
     }
 }
 

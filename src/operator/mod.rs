@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -135,7 +134,7 @@ async fn serve(addr: String, metrics: Arc<Metrics>) -> Result<(), OperatorError>
 }
 
 /// Everything the leader runs: one controller per watched namespace (or one for all) and the
-/// label updater fed by pod and Lease caches.
+/// label updater (pods from a cache, Leases read fresh).
 async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
     let namespaces = args.namespaces();
     let ctx = Arc::new(Context {
@@ -192,20 +191,12 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
         tasks.push(tokio::spawn(controller));
     }
 
-    // The label updater reads pods and Leases from caches, not one list per second.
-    for (pods_api, leases_api) in apis::<Pod>(&client, &namespaces)
-        .into_iter()
-        .zip(apis::<Lease>(&client, &namespaces))
-    {
+    // The label updater reads pods from a cache, not one list per second; each cluster's Lease it
+    // reads fresh every round (a cache may predate an apiserver restart).
+    for pods_api in apis::<Pod>(&client, &namespaces) {
         let (pods, pods_writer) = reflector::store();
-        let (leases, leases_writer) = reflector::store();
         tasks.push(tokio::spawn(
             reflector::reflector(pods_writer, watcher(pods_api, ours.clone()))
-                .default_backoff()
-                .for_each(|_| async {}),
-        ));
-        tasks.push(tokio::spawn(
-            reflector::reflector(leases_writer, watcher(leases_api, ours.clone()))
                 .default_backoff()
                 .for_each(|_| async {}),
         ));
@@ -213,8 +204,7 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
         let period = Duration::from_secs(args.label_period.max(1));
         tasks.push(tokio::spawn(async move {
             let _ = pods.wait_until_ready().await;
-            let _ = leases.wait_until_ready().await;
-            labels::run(c, pods, leases, m, period).await;
+            labels::run(c, pods, m, period).await;
         }));
     }
     futures::future::join_all(tasks).await;

@@ -430,6 +430,26 @@ subjects: [{{kind: ServiceAccount, name: {name}-agent, namespace: {ns}}}]
         proxy
     }
 
+    /// Route member `i`'s apiserver calls through an HTTP fault proxy (500s on demand).
+    pub async fn fault_proxy_apiserver(&mut self, i: usize) -> super::fault_proxy::FaultProxy {
+        let proxy = super::fault_proxy::FaultProxy::start().await;
+        let path = self
+            .dir
+            .join(format!("{}.kubeconfig", self.members[i].name));
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}'}}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u, namespace: {}}}\ncurrent-context: c\n",
+                proxy.server(),
+                self.ns
+            ),
+        )
+        .unwrap();
+        chown_postgres(&path);
+        self.members[i].kubeconfig = Some(path);
+        proxy
+    }
+
     pub async fn connect(&self, i: usize) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         connect(&self.members[i].ip).await
     }

@@ -18,7 +18,7 @@ use pgwarden::api::PostgresCluster;
 use serde_json::Value;
 
 use super::k8s::{self, TempNamespace, delete_leftover_namespace, kubectl};
-use super::postgres::{connect, connect_retry};
+use super::postgres::{connect, connect_retry, message};
 use super::process::{parent_pid, pids_with_env, signal};
 use super::wait::wait_until;
 
@@ -303,9 +303,12 @@ impl Pg {
 }
 
 /// A writer through the `-rw` Service: inserts increasing ids every 10 ms, reconnecting after
-/// errors, and remembers every id whose commit was acknowledged.
+/// errors, and remembers every id whose commit was acknowledged (and when), and every error (when,
+/// and what the server or the client said: `postgres::message`).
 pub struct Writer {
     pub acked: std::sync::Arc<std::sync::Mutex<Vec<i64>>>,
+    pub acked_at: std::sync::Arc<std::sync::Mutex<Vec<Instant>>>,
+    pub errors: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -323,14 +326,28 @@ impl Writer {
         .await
         .expect("create table");
         let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let acked_at = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let errors = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (a, s, table) = (acked.clone(), stop.clone(), table.to_string());
+        let (a, at, e, s, table) = (
+            acked.clone(),
+            acked_at.clone(),
+            errors.clone(),
+            stop.clone(),
+            table.to_string(),
+        );
         let task = tokio::spawn(async move {
             let mut client: Option<tokio_postgres::Client> = Some(c);
             let mut id = 0i64;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 if client.is_none() {
-                    client = connect(&ip, "app", &pw, "app").await.ok();
+                    client = match connect(&ip, "app", &pw, "app").await {
+                        Ok(c) => Some(c),
+                        Err(err) => {
+                            e.lock().unwrap().push((Instant::now(), message(&err)));
+                            None
+                        }
+                    };
                 }
                 if let Some(c) = &client {
                     id += 1;
@@ -340,14 +357,32 @@ impl Writer {
                     )
                     .await;
                     match r {
-                        Ok(Ok(_)) => a.lock().unwrap().push(id),
-                        _ => client = None,
+                        Ok(Ok(_)) => {
+                            a.lock().unwrap().push(id);
+                            at.lock().unwrap().push(Instant::now());
+                        }
+                        Ok(Err(err)) => {
+                            e.lock().unwrap().push((Instant::now(), message(&err)));
+                            client = None;
+                        }
+                        Err(_) => {
+                            e.lock()
+                                .unwrap()
+                                .push((Instant::now(), "no answer in 3 s".into()));
+                            client = None;
+                        }
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         });
-        Writer { acked, stop, task }
+        Writer {
+            acked,
+            acked_at,
+            errors,
+            stop,
+            task,
+        }
     }
 
     pub fn count(&self) -> usize {

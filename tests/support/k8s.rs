@@ -57,6 +57,14 @@ impl TempNamespace {
     /// Create namespace `name`; it is kept on drop when `keep_env` names a variable that is set.
     pub fn create(name: &str, keep_env: Option<&str>) -> TempNamespace {
         kubectl_ok(&["create", "namespace", name], None);
+        // Pods are refused until the controller-manager made the namespace's default
+        // ServiceAccount; right after an apiserver restart its informers take a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while kubectl(&["-n", name, "get", "serviceaccount", "default"], None).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         TempNamespace {
             name: name.to_string(),
             armed: keep_env.is_none_or(|var| std::env::var(var).is_err()),

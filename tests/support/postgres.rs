@@ -41,3 +41,17 @@ pub async fn connect_retry(
     })
     .await
 }
+
+/// What the server said (`cannot execute INSERT in a read-only transaction`), or the client's
+/// error when the server said nothing (a refused or broken connection).
+pub fn message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// Whether an error message (from `message`) is a read-only answer: SQLSTATE 25006.
+pub fn is_read_only(message: &str) -> bool {
+    message.starts_with("25006")
+}

@@ -13,6 +13,20 @@ fn stat_field(stat: &str, n: usize) -> Option<&str> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(n)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far; 0 when it is gone.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let Some(stat) = stat(pid) else { return 0.0 };
+    // utime and stime: fields 14 and 15 of stat, 11 and 12 after the command.
+    let ticks = |n| {
+        stat_field(&stat, n)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf reads a constant of the running system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) as f64 / hz
+}
+
 /// A process that exists and is not a zombie (a killed postmaster whose frozen parent has not
 /// reaped it yet is dead for every purpose here).
 pub fn alive(pid: i32) -> bool {

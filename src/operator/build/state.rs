@@ -23,6 +23,7 @@ pub fn dynamic_config(cluster: &Cluster) -> DynamicConfig {
     DynamicConfig {
         parameters: pg.parameters.clone(),
         pg_hba: pg.pg_hba.clone(),
+        failsafe_mode: Some(cluster.spec.ha.failsafe_mode),
     }
 }
 

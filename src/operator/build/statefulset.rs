@@ -183,9 +183,6 @@ fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
             spec.bootstrap.initdb.data_checksums.to_string(),
         ),
     ];
-    if ha.failsafe_mode {
-        env.push(self::env("PGWARDEN_FAILSAFE_MODE", "true"));
-    }
     if let Some(device) = &ha.watchdog.device {
         env.push(self::env("PGWARDEN_WATCHDOG_DEVICE", device.clone()));
     }
