@@ -3,7 +3,8 @@
 //! ConfigMaps) run the same scenarios against the same apiserver and the same PostgreSQL 15,
 //! three members on 127.0.0.1-3, measured from outside: kill → first acknowledged write on the
 //! new primary, write gaps during a switchover, time to a bootstrapped cluster, RSS/CPU at rest,
-//! and apiserver writes per minute at rest.
+//! apiserver writes per minute at rest, and what a kube-apiserver restart costs a writer that
+//! routes by the role label, as the `-rw` Service does.
 
 mod support;
 
@@ -15,8 +16,11 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use support::agents::{self, Cluster, PG_BIN, SUPERUSER_PASSWORD, TOKEN};
 use support::k8s;
+use support::testbed::ApiserverDown;
 
 const SLOW: Duration = Duration::from_secs(120);
+/// How long the kube-apiserver stays away in the restart column: longer than every ttl here.
+const OUTAGE: Duration = Duration::from_secs(40);
 
 #[derive(Clone, Copy, Debug)]
 enum Engine {
@@ -101,6 +105,9 @@ kubernetes:
   context: c
   labels: {{app.kubernetes.io/name: pgwarden}}
   scope_label: pgwarden.io/cluster
+  role_label: pgwarden.io/role
+  leader_label_value: primary
+  follower_label_value: replica
   use_endpoints: false
   bypass_api_service: false
   pod_ip: {ip}
@@ -330,8 +337,120 @@ where
     n
 }
 
+/// What one kube-apiserver outage cost a writer routed by the role label.
+struct Outage {
+    /// The setting it was measured with ("failsafe on").
+    setting: &'static str,
+    /// The longest pause between acknowledged writes.
+    gap: Duration,
+    /// Writes answered "read-only" by the member labelled primary.
+    read_only: usize,
+}
+
+/// The kube-apiserver killed for `outage` and started again, while a writer inserts every 10 ms
+/// into the member whose pod is labelled `primary` (the label read every 100 ms; kept while the
+/// apiserver is away, as kube-proxy keeps its rules), as a client of the `-rw` Service would.
+async fn apiserver_restart(c: &Cluster, setting: &'static str, outage: Duration) -> Outage {
+    use k8s_openapi::api::core::v1::Pod;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
+    let ips: Vec<String> = c.members.iter().map(|m| m.ip.clone()).collect();
+    let routed: Arc<Mutex<Option<usize>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pods: kube::Api<Pod> = kube::Api::namespaced(c.client.clone(), &c.ns);
+    let labels = {
+        let (routed, stop) = (routed.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let listed =
+                    tokio::time::timeout(Duration::from_millis(300), pods.list(&Default::default()))
+                        .await;
+                if let Ok(Ok(list)) = listed {
+                    let primary = list.items.iter().find_map(|p| {
+                        let role = p.metadata.labels.as_ref()?.get("pgwarden.io/role")?;
+                        let name = p.metadata.name.as_ref()?;
+                        (role == "primary")
+                            .then(|| names.iter().position(|n| n == name))
+                            .flatten()
+                    });
+                    *routed.lock().unwrap() = primary;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let writer = {
+        let (routed, stop) = (routed.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut gap, mut read_only) = (Duration::ZERO, 0usize);
+            let mut last = Instant::now();
+            let mut client: Option<(usize, tokio_postgres::Client)> = None;
+            while !stop.load(Ordering::SeqCst) {
+                let target = *routed.lock().unwrap();
+                if client.as_ref().map(|(i, _)| *i) != target {
+                    client = None;
+                }
+                if client.is_none()
+                    && let Some(i) = target
+                    && let Ok(Ok(cl)) =
+                        tokio::time::timeout(Duration::from_millis(300), agents::connect(&ips[i]))
+                            .await
+                {
+                    client = Some((i, cl));
+                }
+                if let Some((_, cl)) = &client {
+                    match tokio::time::timeout(
+                        Duration::from_millis(500),
+                        cl.batch_execute("INSERT INTO bench VALUES (now())"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {
+                            gap = gap.max(last.elapsed());
+                            last = Instant::now();
+                        }
+                        Ok(Err(e)) => {
+                            if e.as_db_error().is_some_and(|d| d.code().code() == "25006") {
+                                read_only += 1;
+                            }
+                            client = None;
+                        }
+                        Err(_) => client = None,
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (gap.max(last.elapsed()), read_only)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let down = ApiserverDown::now();
+    tokio::time::sleep(outage).await;
+    down.start();
+    // Until writes flow again and the cluster is whole, then a little more.
+    wait_healthy(c).await;
+    let p = wait_single_primary(c).await;
+    let deadline = Instant::now() + SLOW;
+    while !try_write(&c.members[p].ip).await && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = labels.await;
+    let (gap, read_only) = writer.await.unwrap();
+    eprintln!("apiserver restart ({setting}): longest write gap {gap:?}, {read_only} read-only answers");
+    Outage {
+        setting,
+        gap,
+        read_only,
+    }
+}
+
 struct Row {
     engine: String,
+    /// kube-apiserver outages of `OUTAGE`.
+    outages: Vec<Outage>,
     bootstrap: Duration,
     hard: Vec<Duration>,
     graceful: Vec<Duration>,
@@ -490,8 +609,23 @@ async fn measure(engine: Engine, trials: usize) -> Row {
         stop.store(true, std::sync::atomic::Ordering::SeqCst);
         switchover_gap.push(writer.await.unwrap());
     }
+    // A kube-apiserver outage longer than ttl: with the engine's defaults (failsafe off for
+    // both), then for pgwarden with failsafe on (its operator's default), agents restarted.
+    let mut outages = vec![apiserver_restart(&c, "failsafe off", OUTAGE).await];
+    if let Engine::Pgwarden { .. } = engine {
+        for i in 0..3 {
+            c.kill9(i);
+        }
+        for i in 0..3 {
+            c.members[i].extra.push("--failsafe-mode".into());
+            start(&mut c, i, engine);
+        }
+        wait_healthy(&c).await;
+        outages.push(apiserver_restart(&c, "failsafe on", OUTAGE).await);
+    }
     Row {
         engine: engine.label(),
+        outages,
         bootstrap,
         hard,
         graceful,
@@ -541,18 +675,24 @@ async fn benchmark() {
         rows.push(measure(e, n).await);
     }
     let mut md = String::from(
-        "# Benchmarks\n\nReproduce with `make bench` (as root, on a machine like this one: 2 cores, 24 GiB). Three members on\n127.0.0.1-3 against one real kube-apiserver (`e2e/cluster up --control-plane`) and Debian's PostgreSQL 15;\nevery number is measured from outside the HA process. Failover times are kill → first acknowledged\nINSERT on the new primary (a writer tries every other member every 10 ms). The switchover gap is the\nlongest pause between acknowledged writes of a writer that writes every 10 ms and moves to whichever\nmember accepts writes. Memory and CPU are per HA process (the agent; Patroni's Python process) at rest,\nCPU over 60 s. Apiserver writes are watch events on the cluster's Leases, ConfigMaps and Pods over 60 s\nat rest.\n\n",
+        "# Benchmarks\n\nReproduce with `make bench` (as root, on a machine like this one: 2 cores, 24 GiB). Three members on\n127.0.0.1-3 against one real kube-apiserver (`e2e/cluster up --control-plane`) and Debian's PostgreSQL 15;\nevery number is measured from outside the HA process. Failover times are kill → first acknowledged\nINSERT on the new primary (a writer tries every other member every 10 ms). The switchover gap is the\nlongest pause between acknowledged writes of a writer that writes every 10 ms and moves to whichever\nmember accepts writes. Memory and CPU are per HA process (the agent; Patroni's Python process) at rest,\nCPU over 60 s. Apiserver writes are watch events on the cluster's Leases, ConfigMaps and Pods over 60 s\nat rest. The apiserver restart: the kube-apiserver killed (SIGKILL) for 40 s, longer than every ttl here,\nwhile a writer inserts every 10 ms into the member whose pod carries the role label `primary` (what the\n`-rw` Service routes to); the longest pause between acknowledged writes, and how many writes the member\nlabelled primary answered read-only.\n\n",
     );
-    md.push_str("| engine | bootstrap 3 members | hard failover (kill -9) | graceful stop | switchover: longest write gap | RSS at rest | CPU at rest | apiserver writes/min at rest |\n|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| engine | bootstrap 3 members | hard failover (kill -9) | graceful stop | switchover: longest write gap | apiserver restart (40 s): longest write gap, read-only answers | RSS at rest | CPU at rest | apiserver writes/min at rest |\n|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
+        let outages: Vec<String> = r
+            .outages
+            .iter()
+            .map(|o| format!("{}: {} s, {}", o.setting, secs(o.gap), o.read_only))
+            .collect();
         let _ = writeln!(
             md,
-            "| {} | {} s | {} | {} | {} | {:.1} MiB | {:.3} s/min | {:.0} |",
+            "| {} | {} s | {} | {} | {} | {} | {:.1} MiB | {:.3} s/min | {:.0} |",
             r.engine,
             secs(r.bootstrap),
             summary(&r.hard),
             summary(&r.graceful),
             summary(&r.switchover_gap),
+            outages.join("; "),
             r.rss_kib as f64 / 1024.0,
             r.cpu_s_per_min,
             r.writes_per_min

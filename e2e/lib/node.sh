@@ -174,8 +174,13 @@ start_apiserver() {
     wait_for 60 "kube-apiserver /readyz" kubectl_admin get --raw /readyz
 }
 
+# supervise CMD...: run CMD, and again 1 s after each exit, as systemd's Restart=always or the
+# kubelet for a static pod would: a controller-manager started while the kube-apiserver is away
+# (an `apiserver stop` right after a `start`) exits at once.
+SUPERVISE='while :; do "$@"; echo "exited ($?); restarting in 1 s"; sleep 1; done'
+
 start_controller_manager() {
-    start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
+    start kube-controller-manager bash -c "$SUPERVISE" supervise "$K8S_BIN/kube-controller-manager" \
         --kubeconfig "$PGWARDEN_STATE/controller-manager.kubeconfig" \
         --authentication-kubeconfig "$PGWARDEN_STATE/controller-manager.kubeconfig" \
         --authorization-kubeconfig "$PGWARDEN_STATE/controller-manager.kubeconfig" \
@@ -187,7 +192,7 @@ start_controller_manager() {
 }
 
 start_scheduler() {
-    start kube-scheduler "$K8S_BIN/kube-scheduler" \
+    start kube-scheduler bash -c "$SUPERVISE" supervise "$K8S_BIN/kube-scheduler" \
         --kubeconfig "$PGWARDEN_STATE/scheduler.kubeconfig" \
         --authentication-kubeconfig "$PGWARDEN_STATE/scheduler.kubeconfig" \
         --authorization-kubeconfig "$PGWARDEN_STATE/scheduler.kubeconfig" \
@@ -449,6 +454,7 @@ cluster_down_quiet() {
     done
     # 3. Anything of ours still running (lost PID files): our binaries, the shims of our
     #    containerd, which name its socket on their command line, and our volume provisioner.
+    pkill -KILL -f "supervise $K8S_BIN/" 2>/dev/null || true
     local dir
     for dir in "$K8S_BIN" "$ETCD_BIN"; do
         pkill -KILL -f "^$dir/" 2>/dev/null || true
@@ -508,6 +514,21 @@ apiserver_kill() {
     log "kube-apiserver killed (pid $pid)"
 }
 
+# After the kube-apiserver comes back, restart the controller-manager and the scheduler that were
+# running, as a control-plane restart does (static pods restarted together, or a lost leader
+# election): their informers, refused by an apiserver still loading its RBAC rules, can stay stuck
+# for minutes, and then no ServiceAccount, EndpointSlice or pod would follow the cluster.
+restart_controllers() {
+    if running kube-controller-manager; then
+        stop kube-controller-manager
+        start_controller_manager
+    fi
+    if running kube-scheduler; then
+        stop kube-scheduler
+        start_scheduler
+    fi
+}
+
 apiserver_cmd() {
     local cmd=${1:-} after=0
     shift || true
@@ -516,12 +537,14 @@ apiserver_cmd() {
     start)
         running kube-apiserver && die "kube-apiserver is already running"
         start_apiserver
+        restart_controllers
         ;;
     restart)
         if [ "${1:-}" = --after ]; then after=${2:?--after needs seconds}; fi
         apiserver_kill
         sleep "$after"
         start_apiserver
+        restart_controllers
         ;;
     freeze)
         local secs=${1:?freeze needs seconds} pid
