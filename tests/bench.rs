@@ -363,9 +363,11 @@ async fn apiserver_restart(c: &Cluster, setting: &'static str, outage: Duration)
         let (routed, stop) = (routed.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let listed =
-                    tokio::time::timeout(Duration::from_millis(300), pods.list(&Default::default()))
-                        .await;
+                let listed = tokio::time::timeout(
+                    Duration::from_millis(300),
+                    pods.list(&Default::default()),
+                )
+                .await;
                 if let Ok(Ok(list)) = listed {
                     let primary = list.items.iter().find_map(|p| {
                         let role = p.metadata.labels.as_ref()?.get("pgwarden.io/role")?;
@@ -439,7 +441,9 @@ async fn apiserver_restart(c: &Cluster, setting: &'static str, outage: Duration)
     stop.store(true, Ordering::SeqCst);
     let _ = labels.await;
     let (gap, read_only) = writer.await.unwrap();
-    eprintln!("apiserver restart ({setting}): longest write gap {gap:?}, {read_only} read-only answers");
+    eprintln!(
+        "apiserver restart ({setting}): longest write gap {gap:?}, {read_only} read-only answers"
+    );
     Outage {
         setting,
         gap,

@@ -798,6 +798,68 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     );
     assert_eq!(pg.primary().await.as_deref(), Some(old.as_str()));
 
+    // Failsafe on, one replica's REST port cut (iptables in its pod's network namespace), an
+    // outage longer than ttl: the primary cannot be confirmed by everyone and stops; when the
+    // apiserver returns exactly one member becomes primary and -rw reaches it.
+    let cut_pod = pg
+        .pods()
+        .await
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .find(|n| *n != old)
+        .expect("a replica");
+    let netns = format!(
+        "--net=/proc/{}/ns/net",
+        pg.agent_pid(&cut_pod)
+            .expect("the replica's agent on the host")
+    );
+    let rule = ["INPUT", "-p", "tcp", "--dport", "8008", "-j", "DROP"];
+    let iptables = |op: &str| {
+        std::process::Command::new("nsenter")
+            .arg(&netns)
+            .arg("iptables")
+            .arg(op)
+            .args(rule)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(iptables("-I"), "cut {cut_pod}'s REST port");
+    log(format!("{cut_pod}'s REST port cut"));
+    let down = support::testbed::ApiserverDown::now();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let back = down.start();
+    assert!(iptables("-D"), "heal {cut_pod}'s REST port");
+    wait_until(
+        2 * MIN,
+        "writes through -rw after the unconfirmed outage",
+        || async {
+            writer
+                .acked_at
+                .lock()
+                .unwrap()
+                .last()
+                .is_some_and(|t| *t > back)
+        },
+    )
+    .await;
+    let stopped_at = writer
+        .acked_at
+        .lock()
+        .unwrap()
+        .iter()
+        .rfind(|t| **t < back)
+        .map(|t| t.saturating_duration_since(killed));
+    log(format!(
+        "unconfirmed primary: last write {stopped_at:?} into the outage; now primary: {:?}",
+        pg.primary().await
+    ));
+    assert!(
+        stopped_at.is_some_and(|d| d < Duration::from_secs(6)),
+        "the unconfirmed primary acknowledged a write {stopped_at:?} into the outage"
+    );
+    pg.wait_healthy(3, 5 * MIN).await;
+
     // Failsafe off, without a restart: the agents take it from the dynamic configuration.
     kubectl(
         &[
