@@ -782,6 +782,8 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     })
     .await;
     let writer = Writer::start(&pg, "w").await;
+    let t0 = Instant::now();
+    log("the writer on -rw started");
     let sampler = WritableSampler::start(&pg).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -941,13 +943,14 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
         "{} failed writes through -rw, {} of them read-only answers; first: {:?}",
         errors.len(),
         read_only.len(),
-        errors.first()
+        errors.first().map(|(t, m)| (*t - t0, m))
     ));
+    let when: Vec<Duration> = read_only.iter().map(|(t, _)| *t - t0).collect();
     assert!(
         read_only.is_empty(),
-        "-rw answered read-only {} times, first: {:?}",
+        "-rw answered read-only {} times, at {:?} after the writer started",
         read_only.len(),
-        read_only.first()
+        when
     );
     pg.wait_healthy(3, 5 * MIN).await;
     pg.delete().await;

@@ -12,6 +12,7 @@ use super::fence::FenceError;
 use super::ha::{Action, DataDir, Decision, StartAs, StopMode};
 use super::postgres::bootstrap::{self, AppObjects, BootstrapObjects};
 use super::postgres::{self, LiveState, PgError, Postgres, slots};
+use super::routing::{Gate, Seen};
 use super::{Agent, events};
 use crate::api::cluster::SynchronousMode;
 use crate::api::member::MemberState;
@@ -102,8 +103,10 @@ impl Agent {
                 self.promote(snap, live).await?;
             }
             Action::Demote { mode, release } => {
-                // Routing first: the role label leaves before postgres stops answering.
+                // Routing first: the role label leaves before postgres stops answering; it starts
+                // again only once `-rw` no longer routes here (the routing gate).
                 self.fence.leaving();
+                self.route_gate.label_removed(Instant::now());
                 if let Err(e) = self.dcs.publish_role(None).await {
                     warn!(error = %e, "cannot remove the role label");
                 }
@@ -249,18 +252,48 @@ impl Agent {
             }
             self.events.report(events::rewound(&self.args.name, source));
         }
-        // Routing: a pod still labelled primary (a demotion that could not remove the label, a
-        // restarted agent) must not answer read-only behind `-rw`. Until the label is gone
-        // PostgreSQL stays stopped: writes get a fast connection error, never a read-only answer.
-        if let Err(e) = self.dcs.unroute_primary().await {
-            warn!(error = %e, "cannot remove the primary role label; PostgreSQL stays stopped until it is gone");
-            return Err(ActError::Dcs(e));
+        // Routing: a pod that may still be behind `-rw` (a demotion that could not remove the
+        // label, a restarted agent) must not answer read-only there. PostgreSQL stays stopped
+        // until the routing gate opens: writes get a fast connection error meanwhile.
+        if let Gate::Closed(why) = self.routing_gate().await {
+            info!("PostgreSQL stays stopped: {why}");
+            return Ok(());
         }
         self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
         self.pg.start(&self.settings(conninfo), true).await?;
         self.upstream = Upstream::of(leader);
         Ok(())
+    }
+
+    /// Remove a `primary` label that may be there, look at the `-rw` endpoints when that was
+    /// needed, and ask the gate (see `routing`).
+    async fn routing_gate(&mut self) -> Gate {
+        let now = Instant::now();
+        let seen = match self.dcs.unroute_primary().await {
+            Err(e) => {
+                warn!(error = %e, "cannot remove the primary role label");
+                Seen::LabelStays
+            }
+            Ok(removed) => {
+                if removed {
+                    self.route_gate.label_removed(now);
+                }
+                let listed = if self.route_gate.pending() {
+                    match self.dcs.rw_routes_to(&self.args.address).await {
+                        Ok(listed) => Some(listed),
+                        Err(e) => {
+                            warn!(error = %e, "cannot read the -rw endpoints");
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                Seen::LabelGone { listed }
+            }
+        };
+        self.route_gate.decide(seen, now)
     }
 
     async fn promote(

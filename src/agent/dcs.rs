@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -127,6 +128,7 @@ pub struct Dcs {
     leases: Api<Lease>,
     config_maps: Api<ConfigMap>,
     pods: Api<Pod>,
+    endpoint_slices: Api<EndpointSlice>,
     names: ObjectNames,
     me: String,
     ttl: Duration,
@@ -151,7 +153,8 @@ impl Dcs {
         Self {
             leases: Api::namespaced(client.clone(), namespace),
             config_maps: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client, namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+            endpoint_slices: Api::namespaced(client, namespace),
             names: ObjectNames::new(cluster),
             me: me.to_string(),
             ttl,
@@ -247,6 +250,23 @@ impl Dcs {
                 }
             });
 
+        // What is on our own pod now, when we do not know what we last wrote (a fresh start, or
+        // forgotten after an outage): the role label as read, so a pod that never carried
+        // `primary` is not treated as if it might.
+        if self.published_role.is_none()
+            && let Some(me) = pods
+                .items
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(self.me.as_str()))
+        {
+            let role = me
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ROLE))
+                .cloned();
+            self.published_role = Some(role);
+        }
         let mut members = Vec::new();
         let pod_names: Vec<String> = pods
             .items
@@ -628,12 +648,31 @@ impl Dcs {
     /// Make sure our pod carries no `primary` role label before PostgreSQL answers as anything
     /// else: the `-rw` Service must never route writes to a read-only member. Writes only when
     /// the label may be there (last written as primary, or unknown since an outage or a restart).
-    pub async fn unroute_primary(&mut self) -> Result<(), DcsError> {
-        match &self.published_role {
-            Some(Some(role)) if role != ROLE_PRIMARY => Ok(()),
-            Some(None) => Ok(()),
-            _ => self.publish_role(None).await,
+    /// Returns whether it had to write (the label may have been there until now).
+    pub async fn unroute_primary(&mut self) -> Result<bool, DcsError> {
+        if may_carry_primary(self.published_role.as_ref()) {
+            self.publish_role(None).await?;
+            return Ok(true);
         }
+        Ok(false)
+    }
+
+    /// Whether the cluster's `-rw` Service still lists `address` as an endpoint (its
+    /// EndpointSlices, which kube-proxy programs from). None exist without a Service (the
+    /// integration tier): nothing routes there.
+    pub async fn rw_routes_to(&self, address: &str) -> Result<bool, DcsError> {
+        let selector = format!("kubernetes.io/service-name={}", self.names.service_rw());
+        let slices = self
+            .bounded(
+                self.endpoint_slices
+                    .list(&ListParams::default().labels(&selector)),
+            )
+            .await?;
+        Ok(slices
+            .items
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .any(|e| e.addresses.iter().any(|a| a == address)))
     }
 
     /// Forget what we published, so the next publish writes again (after an apiserver outage).
@@ -644,6 +683,16 @@ impl Dcs {
 
     pub fn not_found(e: &DcsError) -> bool {
         matches!(e, DcsError::Kube(k) if is_not_found(k))
+    }
+}
+
+/// Whether our pod may still carry the `primary` role label, from what this agent last wrote on
+/// it: `None` (nothing since it started or since an outage made it forget) may be anything.
+fn may_carry_primary(published: Option<&Option<String>>) -> bool {
+    match published {
+        Some(Some(role)) => role == ROLE_PRIMARY,
+        Some(None) => false,
+        None => true,
     }
 }
 
@@ -714,5 +763,23 @@ fn parse_key<T: serde::de::DeserializeOwned>(
             warn!(cluster = %cluster, key, error = %e, "ignoring a corrupt key in the state ConfigMap");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_primary_label_is_assumed_until_this_agent_wrote_another() {
+        let primary = Some(ROLE_PRIMARY.to_string());
+        let replica = Some("replica".to_string());
+        assert!(
+            may_carry_primary(None),
+            "unknown: after a start or an outage"
+        );
+        assert!(may_carry_primary(Some(&primary)));
+        assert!(!may_carry_primary(Some(&replica)));
+        assert!(!may_carry_primary(Some(&None)), "removed");
     }
 }

@@ -3,7 +3,8 @@
 //! loop, Patroni's shape: observe (DCS, local postgres, peers when racing) → `ha::decide` (pure)
 //! → `act` → `publish`. The components beside it: `fence` (the fencing invariant: watchdog and
 //! fencing thread), `act` (the executor of `ha::Action`s), `publish` (status, label, REST view),
-//! `commands` (REST write requests), `reconfigure` (PostgreSQL's settings), `start` (wiring).
+//! `commands` (REST write requests), `reconfigure` (PostgreSQL's settings), `routing` (no
+//! read-only answers behind `-rw`), `start` (wiring).
 //! docs/architecture.md tells the story.
 
 pub mod act;
@@ -19,6 +20,7 @@ pub mod postgres;
 pub mod publish;
 pub mod reconfigure;
 pub mod rest;
+pub mod routing;
 pub mod softdog;
 mod start;
 pub mod watchdog;
@@ -118,6 +120,8 @@ struct Agent {
     known_members: Vec<(String, crate::api::member::MemberStatus)>,
     client: Client,
     commands: tokio::sync::mpsc::Receiver<rest::Command>,
+    /// Keeps PostgreSQL stopped while `-rw` may still route to this member (see `routing`).
+    route_gate: routing::RouteGate,
     /// Slots of members whose pods are gone, and since when.
     slot_orphans: postgres::slots::Orphans,
     softdog: Option<tokio::process::Child>,

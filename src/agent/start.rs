@@ -181,6 +181,7 @@ impl Agent {
             dcs_errors: crate::common::throttle::Throttle::new(Duration::from_secs(10)),
             known_members: vec![],
             slot_orphans: Default::default(),
+            route_gate: Default::default(),
             client,
             commands: command_rx,
             softdog,

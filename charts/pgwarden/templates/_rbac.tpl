@@ -25,6 +25,11 @@ pods, events); Kubernetes lets it do so only because it holds each of those righ
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "patch", "delete"]
+# EndpointSlices: granted to the agents (read-only), which keep PostgreSQL stopped until the
+# cluster's -rw Service no longer routes to a member that stopped being primary.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
 # Volumes: removed on scale-down and cluster deletion unless spec.storage.retainOnDelete.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -51,6 +51,14 @@ pub fn role(cluster: &Cluster) -> Role {
             // Members find each other by listing the cluster's pods by label.
             rule("", "pods", &["get", "list", "watch"], None),
             rule("", "pods", &["patch"], Some(pods)),
+            // A member that stopped being primary starts again only once `-rw` no longer lists
+            // it (the role label's removal takes a moment to reach kube-proxy).
+            rule(
+                "discovery.k8s.io",
+                "endpointslices",
+                &["get", "list", "watch"],
+                None,
+            ),
             // Promotions, demotions and fencing as Events on the PostgresCluster.
             rule("events.k8s.io", "events", &["create", "patch"], None),
         ]),
