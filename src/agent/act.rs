@@ -3,7 +3,7 @@
 //! and stands down only once it is not — and routing safe: a primary's role label leaves before
 //! it stops answering and comes only after promotion.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info, warn};
 
@@ -124,6 +124,8 @@ impl Agent {
                 let sent = self.renew(snap, None).await?;
                 self.fence.arm()?;
                 self.fence.holding(sent);
+                self.route_gate = Default::default();
+                self.conf.clients_fenced = false;
                 self.pg.start(&self.settings(None), false).await?;
                 self.upstream = Upstream::Nobody;
             }
@@ -252,18 +254,37 @@ impl Agent {
             }
             self.events.report(events::rewound(&self.args.name, source));
         }
-        // Routing: a pod that may still be behind `-rw` (a demotion that could not remove the
-        // label, a restarted agent) must not answer read-only there. PostgreSQL stays stopped
-        // until the routing gate opens: writes get a fast connection error meanwhile.
-        if let Gate::Closed(why) = self.routing_gate().await {
-            info!("PostgreSQL stays stopped: {why}");
-            return Ok(());
+        // Routing: a pod that may still be behind `-rw` (a demotion, a restarted agent) must not
+        // answer read-only there. Until the routing gate opens, pg_hba.conf rejects every client
+        // over TCP (replication stays open): writes get an error at connect meanwhile.
+        let gate = self.routing_gate().await;
+        self.conf.clients_fenced = gate != Gate::Open;
+        if let Gate::Closed(why) = &gate {
+            info!("starting with clients fenced: {why}");
         }
         self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
         self.pg.start(&self.settings(conninfo), true).await?;
         self.upstream = Upstream::of(leader);
         Ok(())
+    }
+
+    /// A replica with its clients fenced: ask the routing gate again, and open pg_hba.conf once
+    /// `-rw` no longer routes here.
+    pub(super) async fn route_step(&mut self) {
+        if !self.conf.clients_fenced || !self.pg.running() {
+            return;
+        }
+        if let Gate::Open = self.routing_gate().await {
+            self.conf.clients_fenced = false;
+            match self.reload().await {
+                Ok(()) => info!("-rw no longer routes here: serving clients again"),
+                Err(e) => {
+                    warn!(error = %e, "cannot reopen pg_hba.conf; clients stay fenced");
+                    self.conf.clients_fenced = true;
+                }
+            }
+        }
     }
 
     /// Remove a `primary` label that may be there, look at the `-rw` endpoints when that was
@@ -293,7 +314,11 @@ impl Agent {
                 Seen::LabelGone { listed }
             }
         };
-        self.route_gate.decide(seen, now)
+        let away_lately = self
+            .apiserver_away_at
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(120));
+        self.route_gate
+            .decide(seen, now, super::routing::allowance(away_lately))
     }
 
     async fn promote(
@@ -313,6 +338,14 @@ impl Agent {
         self.pg.promote().await?;
         self.upstream = Upstream::Nobody;
         info!(timeline = old_tl + 1, "promoted");
+        // The primary is where -rw should route: open its clients before the label says so.
+        self.route_gate = Default::default();
+        if self.conf.clients_fenced {
+            self.conf.clients_fenced = false;
+            if let Err(e) = self.reload().await {
+                warn!(error = %e, "cannot reopen pg_hba.conf after the promotion");
+            }
+        }
         let reason = match snap.and_then(|s| s.switchover.as_ref()) {
             Some(_) => "switchover",
             None => "no recovery target specified",

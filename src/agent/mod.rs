@@ -120,8 +120,10 @@ struct Agent {
     known_members: Vec<(String, crate::api::member::MemberStatus)>,
     client: Client,
     commands: tokio::sync::mpsc::Receiver<rest::Command>,
-    /// Keeps PostgreSQL stopped while `-rw` may still route to this member (see `routing`).
+    /// Fences this member's clients while `-rw` may still route to it (see `routing`).
     route_gate: routing::RouteGate,
+    /// When a DCS read last failed: kube-proxy's watch may be backing off since.
+    apiserver_away_at: Option<Instant>,
     /// Slots of members whose pods are gone, and since when.
     slot_orphans: postgres::slots::Orphans,
     softdog: Option<tokio::process::Child>,
@@ -178,6 +180,7 @@ impl Agent {
                     warn!(error = %e, failures = n, "cannot read the DCS");
                 }
                 self.dcs.forget_published();
+                self.apiserver_away_at = Some(Instant::now());
                 None
             }
         };
@@ -301,6 +304,9 @@ impl Agent {
             self.events.report(n);
         }
         info!(action = ?decision.action, "{}", decision.reason);
+        if snap.is_some() {
+            self.route_step().await;
+        }
         self.publish(snap.as_ref(), &decision).await;
 
         // A primary that could not renew tries again soon: it holds on only until its fence. A
@@ -356,6 +362,7 @@ impl Agent {
                 Some(s) => s.holder() == Some(self.args.name.as_str()),
                 None => decision.action == Action::KeepPrimary || self.fence.is_primary(),
             },
+            clients_fenced: self.conf.clients_fenced,
         };
         let identity = publish::Identity {
             address: &self.args.address,
@@ -369,11 +376,7 @@ impl Agent {
             if let Err(e) = self.dcs.publish_status(&status).await {
                 warn!(error = %e, "cannot publish the member status");
             }
-            if let Err(e) = self
-                .dcs
-                .publish_role(publish::label(&status, seen.holds_lease))
-                .await
-            {
+            if let Err(e) = self.dcs.publish_role(publish::label(&status, &seen)).await {
                 warn!(error = %e, "cannot update the role label");
             }
         }

@@ -34,6 +34,8 @@ pub struct Seen<'a> {
     pub cloning: bool,
     /// Holds the leader Lease (or, without the apiserver, is a failsafe-confirmed primary).
     pub holds_lease: bool,
+    /// pg_hba.conf rejects clients (the routing gate): no role label, no reads.
+    pub clients_fenced: bool,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -77,8 +79,10 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
 }
 
 /// The role label for this member's own pod.
-pub fn label(status: &MemberStatus, holds_lease: bool) -> Option<&'static str> {
-    let running = status.state == MemberState::Running;
+pub fn label(status: &MemberStatus, seen: &Seen<'_>) -> Option<&'static str> {
+    let holds_lease = seen.holds_lease;
+    // A fenced replica is on no Service: -ro would send readers to a member that rejects them.
+    let running = status.state == MemberState::Running && !seen.clients_fenced;
     role_label(
         status.role == MemberRole::Primary && running,
         holds_lease,
@@ -99,6 +103,7 @@ pub fn update_view(
     v.role = status.role;
     v.state = status.state;
     v.holds_lease = seen.holds_lease;
+    v.clients_fenced = seen.clients_fenced;
     v.timeline = status.timeline;
     v.lsn = status.xlog_location;
     v.received_lsn = live.and_then(|l| l.received_lsn);
@@ -162,6 +167,7 @@ mod tests {
             previous_state: MemberState::Stopped,
             cloning: false,
             holds_lease: holds,
+            clients_fenced: false,
         }
     }
 
@@ -183,9 +189,9 @@ mod tests {
     fn a_primary_is_labelled_only_while_it_holds_the_lease() {
         let l = live(false);
         let s = seen(Some(&l), true, true);
-        assert_eq!(label(&status(&s), true), Some(ROLE_PRIMARY));
+        assert_eq!(label(&status(&s), &s), Some(ROLE_PRIMARY));
         let s = seen(Some(&l), true, false);
-        assert_eq!(label(&status(&s), false), None);
+        assert_eq!(label(&status(&s), &s), None);
     }
 
     #[test]
@@ -194,11 +200,18 @@ mod tests {
         let s = seen(Some(&l), true, false);
         let st = status(&s);
         assert_eq!(st.replication_state.as_deref(), Some("streaming"));
-        assert_eq!(label(&st, false), Some(ROLE_REPLICA));
+        assert_eq!(label(&st, &s), Some(ROLE_REPLICA));
+        let mut fenced = seen(Some(&l), true, false);
+        fenced.clients_fenced = true;
+        assert_eq!(
+            label(&status(&fenced), &fenced),
+            None,
+            "clients fenced: on no Service"
+        );
         let s = seen(None, true, false);
         let st = status(&s);
         assert_eq!(st.state, MemberState::Starting);
-        assert_eq!(label(&st, false), None);
+        assert_eq!(label(&st, &s), None);
     }
 
     #[test]

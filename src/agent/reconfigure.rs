@@ -24,6 +24,8 @@ pub struct Reconfigure {
     parameters: BTreeMap<String, String>,
     /// Extra pg_hba.conf lines from the dynamic config.
     hba_extra: Vec<String>,
+    /// pg_hba.conf rejects every client over TCP (see `routing`).
+    pub clients_fenced: bool,
     /// Fingerprint of the dynamic configuration taken up (published in the member status).
     pub applied_config: Option<String>,
     /// A configuration reloaded but not yet published, and when: `pending_restart` is read
@@ -41,6 +43,7 @@ impl Reconfigure {
             base_parameters: parameters.clone(),
             parameters,
             hba_extra: vec![],
+            clients_fenced: false,
             applied_config: None,
             reloaded_config: None,
             synchronous_standby_names: None,
@@ -60,6 +63,7 @@ impl Reconfigure {
             synchronous_standby_names: self.synchronous_standby_names.clone(),
             parameters: self.parameters.clone(),
             pg_hba: self.hba_extra.clone(),
+            clients_fenced: self.clients_fenced,
             initdb: InitdbOptions {
                 encoding: args.initdb_encoding.clone(),
                 locale: args.initdb_locale.clone(),

@@ -1,20 +1,36 @@
 //! The routing gate: PostgreSQL never answers behind the `-rw` Service as anything but the
-//! primary. A member that stopped being primary while it could not remove its `primary` role
-//! label (the apiserver was away), or a restarted agent that does not know its pod's label,
-//! keeps PostgreSQL stopped until (1) the label is gone, (2) the `-rw` EndpointSlices no longer
-//! list its address, and (3) kube-proxy had [`KUBE_PROXY_ALLOWANCE`] to reprogram its rules.
-//! Clients meanwhile get a fast connection error, never a read-only answer or a stale read.
-//! Pure: the agent feeds it what it observed and starts PostgreSQL when it says `Open`.
+//! primary. A member that stopped being primary (a demotion, or a restarted agent whose pod may
+//! still carry the `primary` role label) runs as a replica with its clients fenced (pg_hba.conf
+//! rejects every client over TCP; replication stays open) until (1) the label is gone, (2) the
+//! `-rw` EndpointSlices no longer list its address, and (3) kube-proxy had time to follow them:
+//! [`KUBE_PROXY_ALLOWANCE`] normally, [`KUBE_PROXY_RELIST`] when the apiserver was away lately
+//! (kube-proxy's watch then retries with a backoff of up to 30 s, and its rules lag that long:
+//! the end-to-end test saw -rw route to a demoted member for 40 s after an apiserver restart).
+//! Clients meanwhile get an error at connect, never a read-only answer or a stale read.
+//! Pure: the agent feeds it what it observed and opens pg_hba.conf when it says `Open`.
 
 use std::time::{Duration, Instant};
 
 /// How long after the EndpointSlices stopped listing this member kube-proxy may still route to
-/// it (its rules follow the slices within about a second).
+/// it while its watch is healthy (its rules follow the slices within about a second).
 pub const KUBE_PROXY_ALLOWANCE: Duration = Duration::from_secs(1);
 
-/// How long to wait when the EndpointSlices cannot be read (no permission, an apiserver error)
-/// after the label was removed: the endpoint controllers and kube-proxy follow within this.
+/// The same after an apiserver outage: client-go's watch retry backs off up to 30 s (and resets
+/// after two quiet minutes), so kube-proxy may relist that late.
+pub const KUBE_PROXY_RELIST: Duration = Duration::from_secs(35);
+
+/// How long to wait after the label's removal when the EndpointSlices cannot be read (no
+/// permission, an apiserver error), at least: the endpoint controller follows within this.
 pub const BLIND_ALLOWANCE: Duration = Duration::from_secs(5);
+
+/// kube-proxy's allowance, given whether the apiserver was away in the last two minutes.
+pub fn allowance(apiserver_away_lately: bool) -> Duration {
+    if apiserver_away_lately {
+        KUBE_PROXY_RELIST
+    } else {
+        KUBE_PROXY_ALLOWANCE
+    }
+}
 
 /// What the gate says about starting PostgreSQL as anything but primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +71,9 @@ impl RouteGate {
         self.unlisted_since = None;
     }
 
-    /// Decide, from what was seen this cycle; `Open` resets the gate.
-    pub fn decide(&mut self, seen: Seen, now: Instant) -> Gate {
+    /// Decide, from what was seen this cycle, with kube-proxy's `allowance`; `Open` resets the
+    /// gate.
+    pub fn decide(&mut self, seen: Seen, now: Instant, allowance: Duration) -> Gate {
         let Some(gone) = self.gone_since else {
             return match seen {
                 Seen::LabelStays => Gate::Closed("the primary role label cannot be removed"),
@@ -73,14 +90,14 @@ impl RouteGate {
                 listed: Some(false),
             } => {
                 let since = *self.unlisted_since.get_or_insert(now);
-                if now.duration_since(since) >= KUBE_PROXY_ALLOWANCE {
+                if now.duration_since(since) >= allowance {
                     Gate::Open
                 } else {
                     Gate::Closed("giving kube-proxy a moment to stop routing -rw here")
                 }
             }
             Seen::LabelGone { listed: None } => {
-                if now.duration_since(gone) >= BLIND_ALLOWANCE {
+                if now.duration_since(gone) >= allowance.max(BLIND_ALLOWANCE) {
                     Gate::Open
                 } else {
                     Gate::Closed(
@@ -100,12 +117,20 @@ impl RouteGate {
 mod tests {
     use super::*;
 
+    const A: Duration = KUBE_PROXY_ALLOWANCE;
+
     #[test]
     fn a_member_never_labelled_primary_starts_at_once() {
         let mut g = RouteGate::default();
         let now = Instant::now();
-        assert_eq!(g.decide(Seen::LabelGone { listed: None }, now), Gate::Open);
-        assert!(matches!(g.decide(Seen::LabelStays, now), Gate::Closed(_)));
+        assert_eq!(
+            g.decide(Seen::LabelGone { listed: None }, now, A),
+            Gate::Open
+        );
+        assert!(matches!(
+            g.decide(Seen::LabelStays, now, A),
+            Gate::Closed(_)
+        ));
     }
 
     #[test]
@@ -118,22 +143,22 @@ mod tests {
         let unlisted = Seen::LabelGone {
             listed: Some(false),
         };
-        assert!(matches!(g.decide(listed, t0), Gate::Closed(_)));
+        assert!(matches!(g.decide(listed, t0, A), Gate::Closed(_)));
         let t1 = t0 + Duration::from_secs(3);
         assert!(
-            matches!(g.decide(listed, t1), Gate::Closed(_)),
+            matches!(g.decide(listed, t1, A), Gate::Closed(_)),
             "still listed"
         );
         let t2 = t1 + Duration::from_millis(500);
         assert!(
-            matches!(g.decide(unlisted, t2), Gate::Closed(_)),
+            matches!(g.decide(unlisted, t2, A), Gate::Closed(_)),
             "kube-proxy's moment"
         );
         assert!(matches!(
-            g.decide(unlisted, t2 + KUBE_PROXY_ALLOWANCE / 2),
+            g.decide(unlisted, t2 + KUBE_PROXY_ALLOWANCE / 2, A),
             Gate::Closed(_)
         ));
-        assert_eq!(g.decide(unlisted, t2 + KUBE_PROXY_ALLOWANCE), Gate::Open);
+        assert_eq!(g.decide(unlisted, t2 + KUBE_PROXY_ALLOWANCE, A), Gate::Open);
         assert!(!g.pending(), "open resets the gate");
     }
 
@@ -145,14 +170,14 @@ mod tests {
         let unlisted = Seen::LabelGone {
             listed: Some(false),
         };
-        assert!(matches!(g.decide(unlisted, t0), Gate::Closed(_)));
+        assert!(matches!(g.decide(unlisted, t0, A), Gate::Closed(_)));
         let t1 = t0 + Duration::from_millis(900);
         assert!(matches!(
-            g.decide(Seen::LabelGone { listed: Some(true) }, t1),
+            g.decide(Seen::LabelGone { listed: Some(true) }, t1, A),
             Gate::Closed(_)
         ));
         assert!(matches!(
-            g.decide(unlisted, t1 + Duration::from_millis(200)),
+            g.decide(unlisted, t1 + Duration::from_millis(200), A),
             Gate::Closed(_)
         ));
     }
@@ -164,10 +189,29 @@ mod tests {
         g.label_removed(t0);
         let blind = Seen::LabelGone { listed: None };
         assert!(matches!(
-            g.decide(blind, t0 + BLIND_ALLOWANCE / 2),
+            g.decide(blind, t0 + BLIND_ALLOWANCE / 2, A),
             Gate::Closed(_)
         ));
-        assert_eq!(g.decide(blind, t0 + BLIND_ALLOWANCE), Gate::Open);
+        assert_eq!(g.decide(blind, t0 + BLIND_ALLOWANCE, A), Gate::Open);
+    }
+
+    #[test]
+    fn after_an_apiserver_outage_kube_proxy_gets_its_relist_time() {
+        let mut g = RouteGate::default();
+        let t0 = Instant::now();
+        g.label_removed(t0);
+        let unlisted = Seen::LabelGone {
+            listed: Some(false),
+        };
+        let late = allowance(true);
+        assert_eq!(late, KUBE_PROXY_RELIST);
+        assert_eq!(allowance(false), KUBE_PROXY_ALLOWANCE);
+        assert!(matches!(g.decide(unlisted, t0, late), Gate::Closed(_)));
+        assert!(matches!(
+            g.decide(unlisted, t0 + Duration::from_secs(30), late),
+            Gate::Closed(_)
+        ));
+        assert_eq!(g.decide(unlisted, t0 + KUBE_PROXY_RELIST, late), Gate::Open);
     }
 
     #[test]
@@ -176,7 +220,7 @@ mod tests {
         let t0 = Instant::now();
         g.label_removed(t0);
         assert!(matches!(
-            g.decide(Seen::LabelStays, t0 + Duration::from_secs(60)),
+            g.decide(Seen::LabelStays, t0 + Duration::from_secs(60), A),
             Gate::Closed(_)
         ));
     }

@@ -182,6 +182,7 @@ impl Agent {
             known_members: vec![],
             slot_orphans: Default::default(),
             route_gate: Default::default(),
+            apiserver_away_at: None,
             client,
             commands: command_rx,
             softdog,

@@ -26,6 +26,9 @@ pub struct ServerSettings {
     pub parameters: BTreeMap<String, String>,
     /// Extra pg_hba.conf lines (the user's), before pgwarden's own.
     pub pg_hba: Vec<String>,
+    /// Refuse every client connection over TCP (replication and the local socket stay open):
+    /// a member that may still be behind `-rw` must not answer read-only there.
+    pub clients_fenced: bool,
     pub initdb: InitdbOptions,
 }
 
@@ -139,9 +142,23 @@ const PROTECTED: &[&str] = &[
 
 /// pg_hba.conf: the local socket (0700, so only this pod's postgres user reaches it), then the
 /// user's lines, then password authentication for replication and clients.
-pub fn render_pg_hba(extra: &[String], replication_user: &str) -> String {
+/// With `clients_fenced`, the user's lines are left out and every other TCP connection is
+/// rejected: clients get an error at once, never a read-only answer.
+pub fn render_pg_hba(extra: &[String], replication_user: &str, clients_fenced: bool) -> String {
     let mut out = String::from("# Written by pgwarden. Add lines with spec.postgresql.pgHba.\n");
     out.push_str("local   all          all                       trust\n");
+    if clients_fenced {
+        out.push_str(&format!(
+            "host    replication  {replication_user}  0.0.0.0/0  scram-sha-256\n"
+        ));
+        out.push_str(&format!(
+            "host    replication  {replication_user}  ::/0       scram-sha-256\n"
+        ));
+        out.push_str("# Clients fenced: this member may still be behind the -rw Service.\n");
+        out.push_str("host    all          all        0.0.0.0/0  reject\n");
+        out.push_str("host    all          all        ::/0       reject\n");
+        return out;
+    }
     for line in extra {
         out.push_str(line);
         out.push('\n');
@@ -196,6 +213,7 @@ mod tests {
             synchronous_standby_names: None,
             parameters: BTreeMap::new(),
             pg_hba: vec![],
+            clients_fenced: false,
             initdb: InitdbOptions::default(),
         }
     }
@@ -238,5 +256,30 @@ mod tests {
     #[test]
     fn slot_names_follow_patroni() {
         assert_eq!(slot_name("Main-0.x"), "main_0_x");
+    }
+
+    #[test]
+    fn fenced_clients_are_rejected_and_replication_stays_open() {
+        let extra = vec!["host all all 10.0.0.0/8 trust".to_string()];
+        let open = render_pg_hba(&extra, "replicator", false);
+        assert!(open.contains("10.0.0.0/8 trust"));
+        assert!(!open.contains("reject"));
+        let fenced = render_pg_hba(&extra, "replicator", true);
+        assert!(
+            !fenced.contains("10.0.0.0/8"),
+            "the user's lines could let clients in"
+        );
+        let lines: Vec<&str> = fenced.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["local", "all", "all", "trust"]
+        );
+        assert!(lines[1].contains("replication  replicator  0.0.0.0/0  scram-sha-256"));
+        assert!(lines.last().unwrap().ends_with("reject"));
+        assert!(
+            lines.iter().all(|l| l.starts_with("local")
+                || l.contains("replication")
+                || l.ends_with("reject"))
+        );
     }
 }

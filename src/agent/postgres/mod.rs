@@ -574,7 +574,11 @@ impl Postgres {
         let hba = self.data_dir.join("pg_hba.conf");
         tokio::fs::write(
             &hba,
-            conf::render_pg_hba(&settings.pg_hba, &settings.replication_user),
+            conf::render_pg_hba(
+                &settings.pg_hba,
+                &settings.replication_user,
+                settings.clients_fenced,
+            ),
         )
         .await
         .map_err(io_err(&hba))

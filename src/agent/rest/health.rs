@@ -56,7 +56,8 @@ pub fn health_ok(
         None => None,
     };
     let replica_ok = |view: &RestView| -> Result<bool, String> {
-        if !view.is_running_replica() || view.tags.noloadbalance {
+        // A replica whose clients are fenced (it may still be behind -rw) serves no reads yet.
+        if !view.is_running_replica() || view.tags.noloadbalance || view.clients_fenced {
             return Ok(false);
         }
         if let Some(max) = max_lag
@@ -175,6 +176,16 @@ mod tests {
         assert_eq!(health_ok(&v, "/master", &q(None), now), Ok(false));
         assert_eq!(health_ok(&v, "/read-only", &q(None), now), Ok(true));
         assert_eq!(health_ok(&v, "/readiness", &q(None), now), Ok(true));
+    }
+
+    #[test]
+    fn a_replica_with_fenced_clients_takes_no_reads() {
+        let mut v = view();
+        v.clients_fenced = true;
+        let now = Instant::now();
+        assert_eq!(health_ok(&v, "/replica", &q(None), now), Ok(false));
+        assert_eq!(health_ok(&v, "/read-only", &q(None), now), Ok(false));
+        assert_eq!(health_ok(&v, "/health", &q(None), now), Ok(true), "it runs");
     }
 
     #[test]

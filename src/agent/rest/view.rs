@@ -47,6 +47,8 @@ pub struct RestView {
     pub dcs_last_seen: i64,
     pub server_version: Option<i64>,
     pub failsafe_mode: bool,
+    /// pg_hba.conf rejects clients (the routing gate): not a replica to send reads to.
+    pub clients_fenced: bool,
     /// The leader that last pinged `POST /failsafe`, and when.
     pub failsafe_ping: Option<(String, Instant)>,
     /// A scheduled switchover: (at, from, to).
@@ -100,6 +102,7 @@ impl RestView {
             dcs_last_seen: 0,
             server_version: None,
             failsafe_mode: false,
+            clients_fenced: false,
             scheduled_switchover: None,
             failsafe_ping: None,
             telemetry: Default::default(),
