@@ -300,18 +300,20 @@ impl Agent {
                 if removed {
                     self.route_gate.label_removed(now);
                 }
-                let listed = if self.route_gate.pending() {
+                if !self.route_gate.pending() {
+                    Seen::LabelGone { listed: None }
+                } else {
                     match self.dcs.rw_routes_to(&self.args.address).await {
-                        Ok(listed) => Some(listed),
+                        Ok(None) => Seen::NoService,
+                        Ok(Some(listed)) => Seen::LabelGone {
+                            listed: Some(listed),
+                        },
                         Err(e) => {
                             warn!(error = %e, "cannot read the -rw endpoints");
-                            None
+                            Seen::LabelGone { listed: None }
                         }
                     }
-                } else {
-                    None
-                };
-                Seen::LabelGone { listed }
+                }
             }
         };
         let away_lately = self

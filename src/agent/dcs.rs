@@ -658,9 +658,9 @@ impl Dcs {
     }
 
     /// Whether the cluster's `-rw` Service still lists `address` as an endpoint (its
-    /// EndpointSlices, which kube-proxy programs from). None exist without a Service (the
-    /// integration tier): nothing routes there.
-    pub async fn rw_routes_to(&self, address: &str) -> Result<bool, DcsError> {
+    /// EndpointSlices, which kube-proxy programs from); `None` when it has no EndpointSlice at
+    /// all (no such Service, as in the integration tier: nothing routes through it).
+    pub async fn rw_routes_to(&self, address: &str) -> Result<Option<bool>, DcsError> {
         let selector = format!("kubernetes.io/service-name={}", self.names.service_rw());
         let slices = self
             .bounded(
@@ -668,11 +668,16 @@ impl Dcs {
                     .list(&ListParams::default().labels(&selector)),
             )
             .await?;
-        Ok(slices
-            .items
-            .iter()
-            .flat_map(|s| &s.endpoints)
-            .any(|e| e.addresses.iter().any(|a| a == address)))
+        if slices.items.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            slices
+                .items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .any(|e| e.addresses.iter().any(|a| a == address)),
+        ))
     }
 
     /// Forget what we published, so the next publish writes again (after an apiserver outage).

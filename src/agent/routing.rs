@@ -48,6 +48,9 @@ pub enum Seen {
     /// The label is gone; `-rw` lists this member (`Some(true)`), does not (`Some(false)`), or
     /// its EndpointSlices could not be read (`None`).
     LabelGone { listed: Option<bool> },
+    /// The label is gone and the cluster has no `-rw` EndpointSlice at all: nothing routes
+    /// through it (no such Service).
+    NoService,
 }
 
 /// Remembers since when this member's `primary` label has been gone while it waits to start.
@@ -77,11 +80,12 @@ impl RouteGate {
         let Some(gone) = self.gone_since else {
             return match seen {
                 Seen::LabelStays => Gate::Closed("the primary role label cannot be removed"),
-                Seen::LabelGone { .. } => Gate::Open,
+                Seen::LabelGone { .. } | Seen::NoService => Gate::Open,
             };
         };
         let gate = match seen {
             Seen::LabelStays => Gate::Closed("the primary role label cannot be removed"),
+            Seen::NoService => Gate::Open,
             Seen::LabelGone { listed: Some(true) } => {
                 self.unlisted_since = None;
                 Gate::Closed("the -rw Service still routes to this member")
@@ -212,6 +216,14 @@ mod tests {
             Gate::Closed(_)
         ));
         assert_eq!(g.decide(unlisted, t0 + KUBE_PROXY_RELIST, late), Gate::Open);
+    }
+
+    #[test]
+    fn without_a_service_nothing_routes_here() {
+        let mut g = RouteGate::default();
+        let t0 = Instant::now();
+        g.label_removed(t0);
+        assert_eq!(g.decide(Seen::NoService, t0, allowance(true)), Gate::Open);
     }
 
     #[test]
