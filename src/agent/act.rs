@@ -3,7 +3,7 @@
 //! and stands down only once it is not — and routing safe: a primary's role label leaves before
 //! it stops answering and comes only after promotion.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{error, info, warn};
 
@@ -318,7 +318,7 @@ impl Agent {
         };
         let away_lately = self
             .apiserver_away_at
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(120));
+            .is_some_and(|t| now.duration_since(t) < super::routing::APISERVER_AWAY_MEMORY);
         self.route_gate
             .decide(seen, now, super::routing::allowance(away_lately))
     }

@@ -4,8 +4,9 @@
 //! rejects every client over TCP; replication stays open) until (1) the label is gone, (2) the
 //! `-rw` EndpointSlices no longer list its address, and (3) kube-proxy had time to follow them:
 //! [`KUBE_PROXY_ALLOWANCE`] normally, [`KUBE_PROXY_RELIST`] when the apiserver was away lately
-//! (kube-proxy's watch then retries with a backoff of up to 30 s, and its rules lag that long:
-//! the end-to-end test saw -rw route to a demoted member for 40 s after an apiserver restart).
+//! (kube-proxy's watch then retries with client-go's backoff, 30 s with up to 100 % jitter, and
+//! its rules lag that long: the end-to-end test saw -rw route to a demoted member for 80 s after
+//! two apiserver restarts in a row).
 //! Clients meanwhile get an error at connect, never a read-only answer or a stale read.
 //! Pure: the agent feeds it what it observed and opens pg_hba.conf when it says `Open`.
 
@@ -13,17 +14,22 @@ use std::time::{Duration, Instant};
 
 /// How long after the EndpointSlices stopped listing this member kube-proxy may still route to
 /// it while its watch is healthy (its rules follow the slices within about a second).
-pub const KUBE_PROXY_ALLOWANCE: Duration = Duration::from_secs(1);
+pub const KUBE_PROXY_ALLOWANCE: Duration = Duration::from_secs(2);
 
-/// The same after an apiserver outage: client-go's watch retry backs off up to 30 s (and resets
-/// after two quiet minutes), so kube-proxy may relist that late.
-pub const KUBE_PROXY_RELIST: Duration = Duration::from_secs(35);
+/// The same after an apiserver outage: client-go's watch retry backs off up to 30 s with up to
+/// 100 % jitter, and an outage that recurs before it relists starts it over, so kube-proxy may
+/// relist more than a minute late (80 s measured).
+pub const KUBE_PROXY_RELIST: Duration = Duration::from_secs(120);
+
+/// How long after this agent last saw the apiserver fail kube-proxy may still be backing off.
+pub const APISERVER_AWAY_MEMORY: Duration = Duration::from_secs(300);
 
 /// How long to wait after the label's removal when the EndpointSlices cannot be read (no
 /// permission, an apiserver error), at least: the endpoint controller follows within this.
 pub const BLIND_ALLOWANCE: Duration = Duration::from_secs(5);
 
-/// kube-proxy's allowance, given whether the apiserver was away in the last two minutes.
+/// kube-proxy's allowance, given whether the apiserver was away within
+/// [`APISERVER_AWAY_MEMORY`].
 pub fn allowance(apiserver_away_lately: bool) -> Duration {
     if apiserver_away_lately {
         KUBE_PROXY_RELIST
@@ -212,7 +218,7 @@ mod tests {
         assert_eq!(allowance(false), KUBE_PROXY_ALLOWANCE);
         assert!(matches!(g.decide(unlisted, t0, late), Gate::Closed(_)));
         assert!(matches!(
-            g.decide(unlisted, t0 + Duration::from_secs(30), late),
+            g.decide(unlisted, t0 + Duration::from_secs(90), late),
             Gate::Closed(_)
         ));
         assert_eq!(g.decide(unlisted, t0 + KUBE_PROXY_RELIST, late), Gate::Open);
