@@ -39,6 +39,33 @@ async fn three_with_failsafe(tag: &str) -> (Cluster, usize) {
     (c, p)
 }
 
+/// The primary `p` accepted no write later than its fence deadline (ttl - safetyMargin) into
+/// the outage from `killed` to `back`.
+fn assert_stopped_by_the_fence(
+    c: &Cluster,
+    samples: &[traffic::Sample],
+    p: usize,
+    (killed, back): (Instant, Instant),
+) {
+    let last = samples
+        .iter()
+        .filter(|s| s.at > killed && s.at < back && s.answers[p] == traffic::Answer::Writable)
+        .map(|s| s.at)
+        .max();
+    if let Some(at) = last {
+        let after = at - killed;
+        log(format!(
+            "{} was writable {after:?} into the outage",
+            c.members[p].name
+        ));
+        assert!(
+            after < Duration::from_secs(c.ttl - 2),
+            "{} still accepted writes {after:?} into the outage (fence deadline: ttl - safetyMargin)",
+            c.members[p].name
+        );
+    }
+}
+
 fn assert_safe(samples: &[traffic::Sample]) {
     let two = traffic::two_writable(samples);
     assert!(
@@ -167,21 +194,7 @@ async fn without_failsafe_a_long_outage_stops_the_primary_in_time() {
     let samples = prober.stop().await;
     let (acked, errors) = writer.stop().await;
     assert_safe(&samples);
-    let last_writable = samples
-        .iter()
-        .filter(|s| s.at > killed && s.at < back && s.answers[p] == traffic::Answer::Writable)
-        .map(|s| s.at)
-        .max();
-    if let Some(at) = last_writable {
-        let after = at - killed;
-        log(format!(
-            "the old primary was writable {after:?} into the outage"
-        ));
-        assert!(
-            after < Duration::from_secs(c.ttl - 2),
-            "the primary still accepted writes {after:?} after the apiserver went away (fence deadline: ttl - safetyMargin)"
-        );
-    }
+    assert_stopped_by_the_fence(&c, &samples, p, (killed, back));
     let first_error = errors.first().map(|e| e.at - killed);
     log(format!(
         "first failed write {first_error:?} into the outage; {} acknowledged, {} failed",
@@ -313,21 +326,7 @@ async fn failsafe_primary_demotes_when_a_member_cannot_confirm_it() {
     let samples = prober.stop().await;
     let (acked, _errors) = writer.stop().await;
     assert_safe(&samples);
-    let last_writable = samples
-        .iter()
-        .filter(|s| s.at > killed && s.at < back && s.answers[p] == traffic::Answer::Writable)
-        .map(|s| s.at)
-        .max();
-    if let Some(at) = last_writable {
-        let after = at - killed;
-        log(format!(
-            "the unconfirmed primary was writable {after:?} into the outage"
-        ));
-        assert!(
-            after < Duration::from_secs(c.ttl - 2),
-            "the unconfirmed primary still accepted writes {after:?} into the outage"
-        );
-    }
+    assert_stopped_by_the_fence(&c, &samples, p, (killed, back));
     assert!(
         samples
             .iter()

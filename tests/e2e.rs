@@ -744,6 +744,19 @@ async fn parameters_and_image_changes_roll_one_instance_at_a_time() {
     pg.delete().await;
 }
 
+/// Wait (two minutes at most) for a write through `-rw` acknowledged after `t`.
+async fn writes_after(writer: &Writer, t: Instant, what: &str) {
+    wait_until(2 * MIN, what, || async {
+        writer
+            .acked_at
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|at| *at > t)
+    })
+    .await;
+}
+
 /// The members' applied-configuration fingerprints all equal the cluster's dynamic configuration
 /// (the `config` key of the state ConfigMap): every agent has read and applied it.
 async fn every_member_applied_the_config(pg: &Pg) -> bool {
@@ -832,17 +845,10 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     tokio::time::sleep(Duration::from_secs(15)).await;
     let back = down.start();
     assert!(iptables("-D"), "heal {cut_pod}'s REST port");
-    wait_until(
-        2 * MIN,
+    writes_after(
+        &writer,
+        back,
         "writes through -rw after the unconfirmed outage",
-        || async {
-            writer
-                .acked_at
-                .lock()
-                .unwrap()
-                .last()
-                .is_some_and(|t| *t > back)
-        },
     )
     .await;
     let stopped_at = writer
@@ -889,15 +895,7 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     let killed = Instant::now();
     tokio::time::sleep(Duration::from_secs(15)).await;
     let back = down.start();
-    wait_until(2 * MIN, "writes through -rw again", || async {
-        writer
-            .acked_at
-            .lock()
-            .unwrap()
-            .last()
-            .is_some_and(|t| *t > back)
-    })
-    .await;
+    writes_after(&writer, back, "writes through -rw again").await;
     let resumed = *writer
         .acked_at
         .lock()

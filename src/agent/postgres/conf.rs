@@ -147,30 +147,28 @@ const PROTECTED: &[&str] = &[
 pub fn render_pg_hba(extra: &[String], replication_user: &str, clients_fenced: bool) -> String {
     let mut out = String::from("# Written by pgwarden. Add lines with spec.postgresql.pgHba.\n");
     out.push_str("local   all          all                       trust\n");
-    if clients_fenced {
+    if !clients_fenced {
+        for line in extra {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    for net in ["0.0.0.0/0", "::/0     "] {
         out.push_str(&format!(
-            "host    replication  {replication_user}  0.0.0.0/0  scram-sha-256\n"
+            "host    replication  {replication_user}  {net}  scram-sha-256\n"
         ));
-        out.push_str(&format!(
-            "host    replication  {replication_user}  ::/0       scram-sha-256\n"
-        ));
+    }
+    let clients = if clients_fenced {
         out.push_str("# Clients fenced: this member may still be behind the -rw Service.\n");
-        out.push_str("host    all          all        0.0.0.0/0  reject\n");
-        out.push_str("host    all          all        ::/0       reject\n");
-        return out;
+        "reject"
+    } else {
+        "scram-sha-256"
+    };
+    for net in ["0.0.0.0/0", "::/0     "] {
+        out.push_str(&format!(
+            "host    all          all        {net}  {clients}\n"
+        ));
     }
-    for line in extra {
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str(&format!(
-        "host    replication  {replication_user}  0.0.0.0/0  scram-sha-256\n"
-    ));
-    out.push_str(&format!(
-        "host    replication  {replication_user}  ::/0       scram-sha-256\n"
-    ));
-    out.push_str("host    all          all        0.0.0.0/0  scram-sha-256\n");
-    out.push_str("host    all          all        ::/0       scram-sha-256\n");
     out
 }
 
