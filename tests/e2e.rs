@@ -891,10 +891,27 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     })
     .await;
     let before = writer.count();
+    let demoted = pg.primary().await.expect("a primary before the outage");
     let down = support::testbed::ApiserverDown::now();
     let killed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // The primary stops by its fence (ttl - safetyMargin); then its agent is frozen until
+    // another member has taken over, so the demoted member, still labelled primary, always
+    // comes back to a new primary: the path where -rw could answer read-only.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let frozen = pg
+        .agent_pid(&demoted)
+        .expect("the primary's agent on the host");
+    signal(frozen, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let back = down.start();
+    wait_until(2 * MIN, "another member to take the Lease", || async {
+        pg.lease_holder().await.is_some_and(|h| h != demoted)
+    })
+    .await;
+    signal(frozen, libc::SIGCONT);
+    log(format!(
+        "{demoted}'s agent thawed after another member took over"
+    ));
     writes_after(&writer, back, "writes through -rw again").await;
     let resumed = *writer
         .acked_at
