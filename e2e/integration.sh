@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 trap '"$CLUSTER" down' EXIT
 testbed_up --control-plane
-phase "integration: cargo test --test ha --test ha_api -- --ignored"
+phase "integration: cargo test --test ha --test ha_api --test control_plane -- --ignored"
 cd "$REPO_DIR"
 # One scenario at a time: they share the loopback addresses and ports. --no-fail-fast: a failure
 # in tests/ha.rs still lets tests/ha_api.rs run, as when they were one file.
