@@ -39,6 +39,24 @@ async fn three_with_failsafe(tag: &str) -> (Cluster, usize) {
     (c, p)
 }
 
+/// The kube-apiserver killed for ttl + 7 s; `then` runs as soon as it is back. Returns once a
+/// single primary leads two streaming replicas (and 3 s more, for the labels to settle): its
+/// index, and when the apiserver was killed and when it was back.
+async fn outage_longer_than_ttl(c: &Cluster, then: impl FnOnce()) -> (usize, (Instant, Instant)) {
+    let down = ApiserverDown::now();
+    let killed = Instant::now();
+    tokio::time::sleep(Duration::from_secs(c.ttl + 7)).await;
+    let back = down.start();
+    then();
+    let n = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (n, (killed, back))
+}
+
 /// The primary `p` accepted no write later than its fence deadline (ttl - safetyMargin) into
 /// the outage from `killed` to `back`.
 fn assert_stopped_by_the_fence(
@@ -180,21 +198,12 @@ async fn without_failsafe_a_long_outage_stops_the_primary_in_time() {
     let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;
     let prober = Prober::start(&c);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let down = ApiserverDown::now();
-    let killed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(c.ttl + 7)).await;
-    let back = down.start();
-    let n = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "two streaming replicas", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
-    // The new primary has routed for a while: the label of every member is settled.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, outage) = outage_longer_than_ttl(&c, || ()).await;
+    let killed = outage.0;
     let samples = prober.stop().await;
     let (acked, errors) = writer.stop().await;
     assert_safe(&samples);
-    assert_stopped_by_the_fence(&c, &samples, p, (killed, back));
+    assert_stopped_by_the_fence(&c, &samples, p, outage);
     let first_error = errors.first().map(|e| e.at - killed);
     log(format!(
         "first failed write {first_error:?} into the outage; {} acknowledged, {} failed",
@@ -312,17 +321,7 @@ async fn failsafe_primary_demotes_when_a_member_cannot_confirm_it() {
     let prober = Prober::start(&c);
     let cut = Cut::port(&c.members[r].ip, 8008);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let down = ApiserverDown::now();
-    let killed = Instant::now();
-    tokio::time::sleep(Duration::from_secs(c.ttl + 7)).await;
-    let back = down.start();
-    drop(cut);
-    let n = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "both others streaming from the new primary", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, (killed, back)) = outage_longer_than_ttl(&c, move || drop(cut)).await;
     let samples = prober.stop().await;
     let (acked, _errors) = writer.stop().await;
     assert_safe(&samples);
