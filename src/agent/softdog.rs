@@ -3,6 +3,13 @@
 //! disarm) and, when armed and not fed for `timeout`, SIGKILLs the postmaster's process group,
 //! so a frozen or hung agent loses PostgreSQL before its lease can expire. It is a separate
 //! process: a SIGSTOP of the agent does not stop it.
+//!
+//! An agent that dies while the softdog is armed (kill -9, a crash) leaves it an orphan, and an
+//! orphan guards only what its agent left: the postmaster running when it noticed, pinned by pid
+//! and start time. It reads the FIFO no more (a restarted agent's own softdog listens on the same
+//! path: keepalives taken there would keep the orphan alive and starve the new one), fires at
+//! its deadline at the pinned postmaster only if it still runs, never at a postmaster started
+//! after it (the restarted agent's), and exits once nothing it guards is left.
 
 use std::fs::OpenOptions;
 use std::io::Read;
@@ -133,6 +140,54 @@ pub fn fire(pidfile: &Path) {
     }
 }
 
+/// A process named by pid and its start time (clock ticks after boot, field 22 of
+/// `/proc/<pid>/stat`), so a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    pid: i32,
+    start: u64,
+}
+
+/// The start time of process `pid`, if it exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name start at field 3 (state); starttime is field 22.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+impl Pinned {
+    /// The postmaster `pidfile` names now, if it runs.
+    pub fn from_pidfile(pidfile: &Path) -> Option<Pinned> {
+        let pid = postmaster_from_pidfile(pidfile)?;
+        Some(Pinned {
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    /// Still the same process (not exited, its pid not reused).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+
+    /// Fence it and its backends, if it is still the same process.
+    pub fn fire(&self) {
+        if self.alive() {
+            let backends = kill_postmaster(self.pid);
+            error!(
+                pid = self.pid,
+                backends,
+                "fenced: killed the postmaster its dead agent left running, and its backends"
+            );
+        }
+    }
+}
+
 pub fn run(args: &SoftdogArgs) -> Result<(), SoftdogError> {
     let fifo_err = |source| SoftdogError::Fifo {
         path: args.fifo.display().to_string(),
@@ -158,36 +213,62 @@ pub fn run(args: &SoftdogArgs) -> Result<(), SoftdogError> {
     let timeout = Duration::from_secs(args.timeout.max(1));
     let parent = getppid();
     let mut timer = Timer::default();
+    // Set when the agent died while armed: what it left running (None: nothing).
+    let mut orphan: Option<Option<Pinned>> = None;
     info!(fifo = %args.fifo.display(), timeout_s = timeout.as_secs(), "softdog ready");
     let mut buf = [0u8; 256];
     loop {
-        let ready = {
-            let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
-            poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0)
-        };
-        if ready > 0 {
-            match reader.read(&mut buf) {
-                Ok(n) if n > 0 => {
-                    let was_armed = timer.armed();
-                    timer.feed(&buf[..n], Instant::now(), timeout);
-                    if timer.armed() != was_armed {
-                        info!(
-                            armed = timer.armed(),
-                            "softdog {}",
-                            if timer.armed() { "armed" } else { "disarmed" }
-                        );
-                    }
+        if orphan.is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+        } else {
+            let ready = {
+                let mut fds = [PollFd::new(reader.as_fd(), PollFlags::POLLIN)];
+                poll(&mut fds, PollTimeout::from(100u16)).unwrap_or(0)
+            };
+            // Checked right before reading: once the agent is gone, every byte on the FIFO is
+            // a successor's.
+            if getppid() != parent {
+                let pinned = Pinned::from_pidfile(&args.pidfile);
+                if timer.armed() {
+                    warn!(
+                        postmaster = pinned.map(|p| p.pid),
+                        "softdog: the agent died while armed; guarding only the postmaster it left, until the deadline"
+                    );
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(fifo_err(e)),
+                orphan = Some(pinned);
+                continue;
+            }
+            if ready > 0 {
+                match reader.read(&mut buf) {
+                    Ok(n) if n > 0 => {
+                        let was_armed = timer.armed();
+                        timer.feed(&buf[..n], Instant::now(), timeout);
+                        if timer.armed() != was_armed {
+                            info!(
+                                armed = timer.armed(),
+                                "softdog {}",
+                                if timer.armed() { "armed" } else { "disarmed" }
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(fifo_err(e)),
+                }
             }
         }
         if timer.expired(Instant::now()) {
-            fire(&args.pidfile);
+            match &orphan {
+                None => fire(&args.pidfile),
+                Some(Some(pinned)) => pinned.fire(),
+                Some(None) => {}
+            }
         }
-        // The agent is gone: nothing more will feed us. Stay only while a fire is still due.
-        if getppid() != parent && !timer.armed() {
+        // The agent is gone: nothing more will feed us. Stay only while a fire is still due at
+        // a postmaster it left running.
+        if let Some(pinned) = &orphan
+            && (!timer.armed() || !pinned.is_some_and(|p| p.alive()))
+        {
             info!("softdog: the agent exited; exiting");
             return Ok(());
         }
@@ -216,6 +297,41 @@ mod tests {
         t.feed(b"11V", t0, to);
         assert!(!t.armed());
         assert!(!t.expired(t0 + Duration::from_secs(100)));
+    }
+
+    #[test]
+    fn a_pinned_postmaster_is_fired_at_only_while_it_is_the_same_process() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = std::env::temp_dir().join(format!("pgwarden-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("postmaster.pid");
+        let mut old = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pidfile, format!("{}\n/data\n", old.id())).unwrap();
+        let pinned = Pinned::from_pidfile(&pidfile).expect("a running process");
+        assert!(pinned.alive());
+        // A successor's postmaster now owns the pidfile; the pin still names the old one.
+        let mut new = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pidfile, format!("{}\n/data\n", new.id())).unwrap();
+        old.kill().unwrap();
+        old.wait().unwrap();
+        assert!(!pinned.alive(), "an exited process is not alive");
+        pinned.fire();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            new.try_wait().unwrap().is_none(),
+            "fired at a postmaster it did not pin"
+        );
+        let pinned_new = Pinned::from_pidfile(&pidfile).unwrap();
+        pinned_new.fire();
+        assert_eq!(new.wait().unwrap().signal(), Some(libc::SIGKILL));
+        assert!(Pinned::from_pidfile(&dir.join("missing")).is_none());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
