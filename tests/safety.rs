@@ -5,10 +5,12 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use pgwarden::agent::softdog::{children_of, kill_postmaster};
 use support::agents;
-use support::traffic::Writer;
+use support::process::signal;
+use support::traffic::{self, Writer};
 
 const SLOW: Duration = Duration::from_secs(90);
 
@@ -49,5 +51,130 @@ async fn a_restarted_primary_is_not_fenced_by_the_softdog_its_predecessor_left()
         c.members[p].postmaster_pid(),
         postmaster,
         "the restarted primary's postmaster was replaced"
+    );
+}
+
+/// The startup process (crash recovery or WAL replay) of postmaster `pm`, if it runs now.
+fn startup_process(pm: i32) -> Option<i32> {
+    children_of(pm).into_iter().find(|child| {
+        std::fs::read(format!("/proc/{child}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("startup"))
+    })
+}
+
+/// Hole 1: a primary's crash recovery longer than the fence deadline. The postmaster is killed
+/// (-9, the agent lives); the agent starts it again as primary, and its startup process is
+/// frozen (SIGSTOP) for longer than ttl, as slow storage would make a long replay. The fence
+/// counted the start against the last renew and killed the recovering postmaster, again and
+/// again, while each start renewed the Lease: no primary and no failover. Now the agent keeps
+/// renewing while PostgreSQL is starting, the recovering postmaster survives, and the same
+/// member leads when the replay ends.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_primary_in_slow_crash_recovery_keeps_its_lease_and_its_postmaster() {
+    let (c, p) = agents::three("recovery", SLOW).await;
+    let old = c.members[p].name.clone();
+    // WAL after the last checkpoint, for the restart to replay.
+    c.connect(p)
+        .await
+        .unwrap()
+        .batch_execute(
+            "CREATE TABLE big (id int, pad text);
+             INSERT INTO big SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g",
+        )
+        .await
+        .unwrap();
+    let pm = c.members[p]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    kill_postmaster(pm);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (restarted, startup) = loop {
+        if let Some(new) = c.members[p].postmaster_pid().filter(|n| *n != pm)
+            && let Some(s) = startup_process(new)
+        {
+            break (new, s);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no crash recovery of a restarted postmaster seen"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    signal(startup, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(c.ttl + 4)).await;
+    signal(startup, libc::SIGCONT);
+    c.wait_until(SLOW, "the recovered member to lead", |c| {
+        c.answering("/primary") == vec![p]
+    })
+    .await;
+    assert_eq!(
+        c.members[p].postmaster_pid(),
+        Some(restarted),
+        "the postmaster in crash recovery was killed"
+    );
+    assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
+    let rows: i64 = c
+        .connect(p)
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM big", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1_000_000);
+}
+
+/// A child of postmaster `pm` whose process title names `what` ("checkpointer").
+fn child_titled(pm: i32, what: &str) -> Option<i32> {
+    children_of(pm).into_iter().find(|child| {
+        std::fs::read(format!("/proc/{child}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
+    })
+}
+
+/// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
+/// watchdog stayed armed and unfed through the CHECKPOINT before the stop and the whole fast
+/// shutdown; a shutdown checkpoint longer than its timeout got the postmaster killed, and WAL
+/// the replicas never received with it. Here the primary's checkpointer is frozen (SIGSTOP, as
+/// slow storage makes a checkpoint long) while a writer writes, its agent gets SIGTERM (a pod
+/// deletion), and the checkpointer thaws after longer than the watchdog's timeout. Now the
+/// checkpoint asked for before the stop is bounded and the watchdog is disarmed once no client
+/// is left: the stop is clean, nothing is fenced, and every acknowledged write is on the new
+/// primary.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_slow_clean_stop_of_the_primary_is_not_fenced() {
+    let (mut c, p) = agents::three("cleanstop", SLOW).await;
+    let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pm = c.members[p]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    let checkpointer = child_titled(pm, "checkpointer").expect("the checkpointer");
+    signal(checkpointer, libc::SIGSTOP);
+    c.signal_agent(p, libc::SIGTERM);
+    tokio::time::sleep(Duration::from_secs(c.ttl + 4)).await;
+    signal(checkpointer, libc::SIGCONT);
+    assert!(c.wait_exit(p, SLOW), "the agent did not exit after SIGTERM");
+    let (acked, _) = writer.stop().await;
+    let log = std::fs::read_to_string(c.dir.join(format!("{}.log", c.members[p].name)))
+        .unwrap_or_default();
+    assert!(
+        !log.contains("fenced") && !log.contains("fencing"),
+        "the clean stop was fenced: {}",
+        log.lines()
+            .filter(|l| l.contains("fenc"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let n = c.wait_primary(SLOW).await;
+    assert_ne!(n, p);
+    let lost = traffic::lost_writes(&c.members[n].ip, "w", &acked).await;
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes missing on the new primary, first: {:?}",
+        lost.len(),
+        lost.first()
     );
 }

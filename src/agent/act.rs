@@ -110,7 +110,12 @@ impl Agent {
                 if let Err(e) = self.dcs.publish_role(None).await {
                     warn!(error = %e, "cannot remove the role label");
                 }
-                self.pg.stop(*mode).await?;
+                // The watchdog stays armed until no client is left (a hung stop still fires
+                // before the ttl), not until the shutdown checkpoint ends: on a busy primary
+                // that can take longer than the watchdog allows, and a fired watchdog would
+                // turn a clean switchover into a crash.
+                let fence = &mut self.fence;
+                self.pg.stop_with(*mode, || fence.stopped()).await?;
                 self.fence.stopped();
                 self.upstream = Upstream::Unknown;
                 self.conf.synchronous_standby_names = None;
@@ -236,6 +241,14 @@ impl Agent {
         let conninfo = leader.and_then(|l| self.conninfo_for(snap, l));
         let source = leader.unwrap_or("the leader");
         if rewind && let Some(u) = &conninfo {
+            // The leader's control file must name its new timeline before pg_rewind reads it
+            // (its own checkpoint after the promotion runs in the background): ask for one.
+            if let Err(e) =
+                Postgres::checkpoint_source(&u.host, u.port, &self.secrets.superuser).await
+            {
+                warn!(error = %e, "cannot CHECKPOINT the leader before pg_rewind; trying again next cycle");
+                return Ok(());
+            }
             if let Err(e) = self.pg.rewind(&u.host, u.port, &self.conf.passfile).await {
                 // Rewind impossible: start over from a fresh basebackup next cycle.
                 warn!(error = %e, "pg_rewind failed; reinitialising from the leader");

@@ -72,6 +72,10 @@ impl From<ActError> for AgentError {
 /// How soon a primary that could not renew tries again.
 const RETRY_SOON: Duration = Duration::from_millis(500);
 
+/// How long a primary's shutdown waits for the CHECKPOINT it asks for before stopping: the
+/// watchdog (fed at the last renew, at most loop_wait ago) must not fire meanwhile.
+const PRE_STOP_CHECKPOINT: Duration = Duration::from_secs(2);
+
 /// Entry point of `pgwarden agent`.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     args.validate()?;
@@ -404,9 +408,12 @@ impl Agent {
         self.fence.leaving();
         if was_primary {
             let _ = self.dcs.publish_role(None).await;
-            let _ = self.pg.checkpoint().await;
+            // A checkpoint first makes the shutdown checkpoint short; bounded, as the watchdog
+            // is armed and unfed until the safe point below.
+            let _ = tokio::time::timeout(PRE_STOP_CHECKPOINT, self.pg.checkpoint()).await;
         }
-        if let Err(e) = self.pg.stop(StopMode::Fast).await {
+        let fence = &mut self.fence;
+        if let Err(e) = self.pg.stop_with(StopMode::Fast, || fence.stopped()).await {
             warn!(error = %e, "stopping postgres");
         }
         self.fence.stopped();

@@ -66,6 +66,65 @@ fn query_detail(sqlstate: Option<&SqlState>, message: &str) -> String {
 /// How long starting a standby waits for it to accept connections before the loop carries on.
 const STANDBY_START_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a start as primary waits for connections before the HA loop carries on: crash
+/// recovery may replay for as long as there is WAL, and the Lease must be renewed meanwhile
+/// (the fence counts from the renew before the start). A primary in recovery accepts no write,
+/// so carrying on is safe; the loop renews while it "answers no queries".
+const PRIMARY_START_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether a child's process title (`/proc/<pid>/cmdline`) is a client backend: anything but
+/// PostgreSQL's auxiliary processes (Patroni's `aux_proc_re`, checked against 9.1-17). A title
+/// not yet set (a child just forked) counts as a client: the safe point waits for it.
+pub fn is_client_backend(cmdline: &str) -> bool {
+    const AUX: &[&str] = &[
+        "archiver",
+        "startup",
+        "autovacuum launcher",
+        "autovacuum worker",
+        "checkpointer",
+        "logger",
+        "stats collector",
+        "wal receiver",
+        "walreceiver",
+        "wal sender",
+        "walsender",
+        "wal writer",
+        "walwriter",
+        "walsummarizer",
+        "writer",
+        "background writer",
+        "logical replication launcher",
+        "logical replication worker",
+        "logical replication apply worker",
+        "bgworker:",
+    ];
+    let Some(title) = cmdline.trim().strip_prefix("postgres: ") else {
+        return true;
+    };
+    // `postgres: <cluster_name>: checkpointer` when cluster_name is set.
+    let title = match title.split_once(' ') {
+        Some((first, rest)) if first.ends_with(':') && first != "bgworker:" => rest,
+        _ => title,
+    };
+    !AUX.iter().any(|aux| {
+        title
+            .strip_prefix(aux)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    })
+}
+
+/// Whether the postmaster `pm` still has a client backend.
+fn has_client_backends(pm: i32) -> bool {
+    crate::agent::softdog::children_of(pm)
+        .into_iter()
+        .any(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline")).is_ok_and(|raw| {
+                let title: String = String::from_utf8_lossy(&raw).replace('\0', " ");
+                is_client_backend(&title)
+            })
+        })
+}
+
 /// SQLSTATE 57P03 (cannot_connect_now): the server is starting up or recovering.
 fn cannot_connect_now(e: &PgError) -> bool {
     matches!(e, PgError::Query { sqlstate: Some(code), .. } if *code == SqlState::CANNOT_CONNECT_NOW)
@@ -259,13 +318,18 @@ impl Postgres {
             }
             match self.connect().await {
                 Ok(_) => return Ok(()),
-                // A standby refuses connections until its replay is consistent, which can take
-                // as long as the WAL it must replay (or wait for). The loop must not stop for
-                // that: it goes on, and the member counts as running once postgres answers.
+                // A standby refuses connections until its replay is consistent, and a primary
+                // until its crash recovery ends; either can take as long as the WAL it must
+                // replay (or wait for). The loop must not stop for that: it goes on (a primary
+                // renewing the Lease), and the member counts as running once postgres answers.
                 Err(e)
-                    if standby
-                        && cannot_connect_now(&e)
-                        && started.elapsed() > STANDBY_START_WAIT =>
+                    if cannot_connect_now(&e)
+                        && started.elapsed()
+                            > if standby {
+                                STANDBY_START_WAIT
+                            } else {
+                                PRIMARY_START_WAIT
+                            } =>
                 {
                     info!(
                         "postgres is recovering and does not accept connections yet; carrying on"
@@ -294,30 +358,63 @@ impl Postgres {
 
     /// Stop the postmaster: fast (SIGINT, a shutdown checkpoint) or immediate (SIGQUIT).
     pub async fn stop(&mut self, mode: StopMode) -> Result<(), PgError> {
+        self.stop_with(mode, || {}).await
+    }
+
+    /// Stop PostgreSQL; `on_safepoint` runs once no client backend is left (the postmaster
+    /// accepts no new connection once it has the signal): from then on nothing is written for
+    /// a client, however long the shutdown checkpoint takes (Patroni's `on_safepoint`, where it
+    /// disarms the watchdog). It runs at the latest when postgres is gone.
+    pub async fn stop_with(
+        &mut self,
+        mode: StopMode,
+        on_safepoint: impl FnOnce(),
+    ) -> Result<(), PgError> {
         self.client = None;
         let signal = match mode {
             StopMode::Fast => Signal::SIGINT,
             StopMode::Immediate => Signal::SIGQUIT,
         };
+        let mut on_safepoint = Some(on_safepoint);
+        let mut safepoint = |pid: Option<i32>| {
+            if pid.is_none_or(|pm| !has_client_backends(pm))
+                && let Some(f) = on_safepoint.take()
+            {
+                if pid.is_some() {
+                    info!("no client backend left: the stop is past its safe point");
+                }
+                f();
+            }
+        };
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id() {
-                let _ = kill(Pid::from_raw(pid as i32), signal);
+            let pid = child.id().map(|p| p as i32);
+            if let Some(pid) = pid {
+                let _ = kill(Pid::from_raw(pid), signal);
             }
             let limit = match mode {
                 StopMode::Fast => Duration::from_secs(60),
                 StopMode::Immediate => Duration::from_secs(10),
             };
-            if tokio::time::timeout(limit, child.wait()).await.is_err() {
-                warn!("postgres did not stop in time; killing it and its backends");
-                if let Some(pid) = child.id() {
-                    crate::agent::softdog::kill_postmaster(pid as i32);
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(50), child.wait()).await {
+                    Ok(_) => break,
+                    Err(_) if tokio::time::Instant::now() < deadline => safepoint(pid),
+                    Err(_) => {
+                        warn!("postgres did not stop in time; killing it and its backends");
+                        if let Some(pid) = pid {
+                            crate::agent::softdog::kill_postmaster(pid);
+                        }
+                        let _ = child.wait().await;
+                        break;
+                    }
                 }
-                let _ = child.wait().await;
             }
         } else if let Some(pid) = self.postmaster_pid() {
             let _ = kill(Pid::from_raw(pid), signal);
             self.wait_gone(pid, Duration::from_secs(60)).await?;
         }
+        safepoint(None);
         info!(?mode, "postgres stopped");
         Ok(())
     }
@@ -327,19 +424,24 @@ impl Postgres {
         self.child.as_ref().and_then(|c| c.id()).map(|p| p as i32)
     }
 
+    /// The agent's connection to its own server, over the local socket.
+    fn local_config(&self) -> tokio_postgres::Config {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host_path(&self.socket_dir)
+            .port(self.port)
+            .user("postgres")
+            .dbname("postgres")
+            .application_name("pgwarden")
+            .connect_timeout(Duration::from_secs(3));
+        cfg
+    }
+
     async fn connect(&mut self) -> Result<&Client, PgError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
         }
         if self.client.is_none() {
-            let mut cfg = tokio_postgres::Config::new();
-            cfg.host_path(&self.socket_dir)
-                .port(self.port)
-                .user("postgres")
-                .dbname("postgres")
-                .application_name("pgwarden")
-                .connect_timeout(Duration::from_secs(3));
-            let (client, connection) = cfg.connect(NoTls).await?;
+            let (client, connection) = self.local_config().connect(NoTls).await?;
             tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -444,8 +546,22 @@ impl Postgres {
         }
         // Until a checkpoint records the new timeline in the control file, pg_rewind against
         // this server sees the old timeline and wrongly finds nothing to rewind (Patroni's
-        // checkpoint_after_promote).
-        client.batch_execute("CHECKPOINT").await?;
+        // checkpoint_after_promote). It runs in the background: under write load it can take
+        // longer than the fence allows between renews, and a rewinding member asks for a
+        // CHECKPOINT of its own before pg_rewind reads the control file.
+        let cfg = self.local_config();
+        tokio::spawn(async move {
+            let checkpoint = async {
+                let (client, connection) = cfg.connect(NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                client.batch_execute("CHECKPOINT").await
+            };
+            if let Err(e) = checkpoint.await {
+                warn!(error = %e, "the checkpoint after the promotion failed");
+            }
+        });
         Ok(())
     }
 
@@ -721,5 +837,40 @@ mod lsn_tests {
         assert_eq!(parse_lsn("0/3000028"), Some(0x3000028));
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
         assert_eq!(parse_lsn("junk"), None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_backend;
+
+    #[test]
+    fn client_backends_are_told_from_auxiliary_processes_by_title() {
+        for aux in [
+            "postgres: checkpointer ",
+            "postgres: background writer ",
+            "postgres: walwriter ",
+            "postgres: autovacuum launcher ",
+            "postgres: autovacuum worker postgres",
+            "postgres: logical replication launcher ",
+            "postgres: walsender replicator 127.0.0.2(40112) streaming 0/3000148",
+            "postgres: archiver last was 000000010000000000000002",
+            "postgres: startup recovering 000000010000000000000003",
+            "postgres: walreceiver streaming 0/3000148",
+            "postgres: demo: checkpointer ",
+            "postgres: bgworker: logical replication launcher ",
+        ] {
+            assert!(!is_client_backend(aux), "{aux}");
+        }
+        for client in [
+            "postgres: postgres postgres [local] idle",
+            "postgres: app app 10.0.0.7(51234) INSERT",
+            "postgres: demo: app app 10.0.0.7(51234) idle in transaction",
+            "postgres: parallel worker for PID 1234 ",
+            "/usr/lib/postgresql/15/bin/postgres -D /data",
+            "",
+        ] {
+            assert!(is_client_backend(client), "{client}");
+        }
     }
 }
