@@ -8,9 +8,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use pgwarden::agent::softdog::{children_of, kill_postmaster};
-use support::agents;
+use support::agents::{self, Cluster};
 use support::process::signal;
-use support::traffic::{self, Writer};
+use support::traffic::{self, Prober, Writer};
 
 const SLOW: Duration = Duration::from_secs(90);
 
@@ -177,4 +177,123 @@ async fn a_slow_clean_stop_of_the_primary_is_not_fenced() {
         lost.len(),
         lost.first()
     );
+}
+
+/// Hole 4: a primary started again (its agent and PostgreSQL killed, the agent restarted while
+/// it still holds the Lease) ran with an empty `synchronous_standby_names` until its next
+/// synchronous step, acknowledging commits locally while the `sync` key still named a standby
+/// that may be promoted. Strict mode; the published synchronous standby B stops receiving (its
+/// walreceiver frozen), the primary is killed and restarted, and its agent is frozen the moment
+/// PostgreSQL takes connections (so no synchronous step comes); a writer writes to it for a
+/// second, then it is killed again. B, the only member allowed to take over, must hold every
+/// write the restarted primary acknowledged. Now a primary starts with the standbys the `sync`
+/// key names (or `*` in strict mode), so those writes wait for B instead.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_restarted_primary_acknowledges_nothing_its_synchronous_standby_lacks() {
+    let mut c = Cluster::new("syncstart", 3).await;
+    for m in &mut c.members {
+        m.extra = vec!["--synchronous-mode".into(), "strict".into()];
+    }
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "a published synchronous standby", |c| {
+        c.answering("/sync").len() == 1
+    })
+    .await;
+    let b = c.answering("/sync")[0];
+    c.connect(p)
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    let b_pm = c.members[b].postmaster_pid().expect("B's postmaster");
+    let receiver = child_titled(b_pm, "walreceiver").expect("B's walreceiver");
+    signal(receiver, libc::SIGSTOP);
+    c.kill9(p);
+    c.start(p);
+    let ip = c.members[p].ip.clone();
+    let deadline = Instant::now() + SLOW;
+    let client = loop {
+        if let Ok(Ok(cl)) =
+            tokio::time::timeout(Duration::from_millis(500), agents::connect(&ip)).await
+        {
+            break cl;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted primary never took connections"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    c.signal_agent(p, libc::SIGSTOP);
+    let open = Instant::now();
+    let mut acked = vec![];
+    let mut id = 0i64;
+    while open.elapsed() < Duration::from_secs(1) {
+        id += 1;
+        if let Ok(Ok(_)) = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.execute("INSERT INTO acked VALUES ($1)", &[&id]),
+        )
+        .await
+        {
+            acked.push(id);
+        }
+    }
+    c.kill9(p);
+    signal(receiver, libc::SIGCONT);
+    let n = c.wait_primary(SLOW).await;
+    assert_eq!(n, b, "a member outside the synchronous set was promoted");
+    let lost = traffic::lost_writes(&c.members[n].ip, "acked", &acked).await;
+    assert!(
+        lost.is_empty(),
+        "{} of {} writes acknowledged by the restarted primary are missing on its synchronous standby, first: {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
+}
+
+/// Hole 10: nothing watched the softdog. Killed once, it was never started again, keepalives
+/// failed with a warning, and a primary whose agent then froze kept PostgreSQL accepting writes
+/// while another member took over. Now the agent starts a dead softdog again on its next loop
+/// and the next renew arms it: the softdog is killed (-9), and a few seconds later the
+/// primary's agent is frozen (SIGSTOP) for longer than ttl. A prober asks every member ten times
+/// a second whether it accepts writes: never two at once, and the frozen primary's PostgreSQL
+/// is killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_killed_softdog_is_replaced_before_it_is_needed() {
+    let (c, p) = agents::three("softdog", SLOW).await;
+    let agent = c.members[p].agent_pid().expect("the primary's agent");
+    let softdog = children_of(agent)
+        .into_iter()
+        .find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("softdog"))
+        })
+        .expect("the primary's softdog");
+    let prober = Prober::start(&c);
+    signal(softdog, libc::SIGKILL);
+    // One loop to start it again, one renew to arm it.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    c.signal_agent(p, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(c.ttl + 12)).await;
+    let samples = prober.stop().await;
+    c.signal_agent(p, libc::SIGCONT);
+    let two = traffic::two_writable(&samples);
+    assert!(
+        two.is_empty(),
+        "{} samples saw two writable members, first: {:?}",
+        two.len(),
+        two.first()
+    );
+    assert!(
+        c.members[p].postmaster_pid().is_none(),
+        "the frozen primary's postgres was not fenced"
+    );
+    let n = c.wait_primary(SLOW).await;
+    assert_ne!(n, p, "nobody took over from the frozen primary");
 }

@@ -119,6 +119,7 @@ impl Agent {
                 self.fence.stopped();
                 self.upstream = Upstream::Unknown;
                 self.conf.synchronous_standby_names = None;
+                self.conf.synchronous_since = None;
                 if *release {
                     let optime = self.pg.checkpoint_location().await;
                     self.dcs.release(optime).await.map_err(ActError::Dcs)?;
@@ -131,6 +132,14 @@ impl Agent {
                 self.fence.holding(sent);
                 self.route_gate = Default::default();
                 self.conf.clients_fenced = false;
+                // The standbys the `sync` key names may be promoted: not one commit may be
+                // acknowledged without them, from the first.
+                let published = snap
+                    .map(|s| s.sync.sync_standby.clone())
+                    .unwrap_or_default();
+                self.conf.synchronous_standby_names =
+                    postgres::sync::at_start(self.ha.synchronous_mode, &published);
+                self.conf.synchronous_since = None;
                 self.pg.start(&self.settings(None), false).await?;
                 self.upstream = Upstream::Nobody;
             }
@@ -277,6 +286,7 @@ impl Agent {
         }
         self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
+        self.conf.synchronous_since = None;
         self.pg.start(&self.settings(conninfo), true).await?;
         self.upstream = Upstream::of(leader);
         Ok(())
@@ -470,7 +480,18 @@ impl Agent {
         } else {
             self.pg.replication().await?
         };
-        let plan = postgres::sync::plan(self.ha.synchronous_mode, &published, &rows, &nosync);
+        if self.conf.synchronous_since.is_none() && self.conf.synchronous_standby_names.is_some() {
+            // Set before this agent knew where WAL stood (a start, a restarted agent): count
+            // from now, which is no earlier than any commit acknowledged so far.
+            self.conf.synchronous_since = Some(self.pg.flush_lsn().await?);
+        }
+        let plan = postgres::sync::plan(
+            self.ha.synchronous_mode,
+            &published,
+            &rows,
+            &nosync,
+            self.conf.synchronous_since,
+        );
         if plan.unpublish {
             self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
         }
@@ -494,8 +515,13 @@ impl Agent {
             return Ok(());
         }
         self.conf.synchronous_standby_names = value.clone();
+        self.conf.synchronous_since = None;
         let settings = self.settings(None);
         self.pg.reconfigure(&settings).await?;
+        // Once the new setting is in force: every commit acknowledged before lies behind this.
+        if value.is_some() {
+            self.conf.synchronous_since = Some(self.pg.flush_lsn().await?);
+        }
         info!(synchronous_standby_names = ?value, "synchronous_standby_names changed");
         Ok(())
     }

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use kube::Client;
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use act::{ActError, Upstream};
 use config::{AgentArgs, ConfigError};
@@ -152,6 +152,7 @@ impl Agent {
         let mut int = signal(SignalKind::interrupt())?;
         loop {
             let started = Instant::now();
+            self.softdog_step();
             let next = match self.cycle().await {
                 Ok(next) => next,
                 Err(AgentError::Halted(why)) => {
@@ -403,6 +404,27 @@ impl Agent {
 
     /// Clean shutdown: a primary checkpoints, stops, then releases the lease so a replica can
     /// take over at once instead of waiting out the ttl.
+    /// The softdog is what fences a frozen agent: if it died (killed, crashed), start another
+    /// at once. It starts disarmed; the next acknowledged renew arms it again, so a primary is
+    /// unguarded against a freeze for at most one loop.
+    fn softdog_step(&mut self) {
+        let Some(child) = self.softdog.as_mut() else {
+            return;
+        };
+        let Ok(Some(status)) = child.try_wait() else {
+            return;
+        };
+        warn!(%status, "the softdog exited; starting it again");
+        match start::spawn_softdog(
+            &self.args.run_dir.join("watchdog"),
+            &self.args.data_dir.join("postmaster.pid"),
+            self.args.watchdog_timeout(),
+        ) {
+            Ok(child) => self.softdog = Some(child),
+            Err(e) => error!(error = %e, "cannot start the softdog again; trying next loop"),
+        }
+    }
+
     async fn shutdown(&mut self, release: bool) {
         let was_primary = self.fence.is_primary();
         self.fence.leaving();

@@ -34,6 +34,9 @@ pub struct Reconfigure {
     reloaded_config: Option<(String, Instant)>,
     /// What this primary last wrote into synchronous_standby_names.
     pub synchronous_standby_names: Option<String>,
+    /// This primary's flush position right after synchronous_standby_names last changed (a
+    /// standby is published only once it flushed that far); `None` until read.
+    pub synchronous_since: Option<u64>,
     pub passfile: PathBuf,
 }
 
@@ -47,6 +50,7 @@ impl Reconfigure {
             applied_config: None,
             reloaded_config: None,
             synchronous_standby_names: None,
+            synchronous_since: None,
             passfile,
         }
     }

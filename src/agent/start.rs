@@ -191,7 +191,7 @@ impl Agent {
     }
 }
 
-fn spawn_softdog(
+pub(super) fn spawn_softdog(
     fifo: &Path,
     pidfile: &Path,
     timeout: Duration,

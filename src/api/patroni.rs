@@ -98,6 +98,9 @@ pub struct ReplicationRow {
     pub state: String,
     pub sync_state: String,
     pub sync_priority: i32,
+    /// How far the standby has flushed WAL (bytes); the agent's, not part of Patroni's API.
+    #[serde(skip)]
+    pub flush_lsn: Option<u64>,
 }
 
 impl PatroniStatus {

@@ -516,7 +516,8 @@ impl Postgres {
         let client = self.connect().await?;
         let rows = client
             .query(
-                "SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority
+                "SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority,
+                        (flush_lsn - '0/0'::pg_lsn)::bigint
                    FROM pg_stat_replication ORDER BY application_name",
                 &[],
             )
@@ -530,8 +531,22 @@ impl Postgres {
                 state: r.get::<_, Option<String>>(3).unwrap_or_default(),
                 sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
                 sync_priority: r.get(5),
+                flush_lsn: r.get::<_, Option<i64>>(6).map(|v| v.max(0) as u64),
             })
             .collect())
+    }
+
+    /// The primary's WAL flush position (bytes): every commit acknowledged so far lies before it.
+    pub async fn flush_lsn(&mut self) -> Result<u64, PgError> {
+        let client = self.connect().await?;
+        let lsn: i64 = client
+            .query_one(
+                "SELECT (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(lsn.max(0) as u64)
     }
 
     /// Promote and wait for it to finish.

@@ -19,12 +19,17 @@ pub struct SyncPlan {
 }
 
 /// `published`: the `sync` key's standbys when this member is its leader; `rows`: this
-/// primary's `pg_stat_replication`; `nosync`: members tagged never to be synchronous.
+/// primary's `pg_stat_replication`; `nosync`: members tagged never to be synchronous;
+/// `switched_at`: this primary's flush position when `synchronous_standby_names` last changed
+/// (`None`: not known yet). PostgreSQL calls a listed standby `sync` at once, however far
+/// behind it is; commits acknowledged before the switch are on it only once it has flushed that
+/// far, so only then is it published (Patroni's `_primary_flush_lsn`).
 pub fn plan(
     mode: SynchronousMode,
     published: &[String],
     rows: &[ReplicationRow],
     nosync: &[&str],
+    switched_at: Option<u64>,
 ) -> SyncPlan {
     if mode == SynchronousMode::Off {
         return SyncPlan {
@@ -52,9 +57,11 @@ pub fn plan(
     let unpublish = published.first() != desired.as_ref() && !published.is_empty();
     match desired {
         Some(name) => {
-            let confirmed = rows
-                .iter()
-                .any(|r| r.application_name == name && r.sync_state == "sync");
+            let confirmed = rows.iter().any(|r| {
+                r.application_name == name
+                    && r.sync_state == "sync"
+                    && switched_at.is_some_and(|at| r.flush_lsn.is_some_and(|f| f >= at))
+            });
             SyncPlan {
                 unpublish,
                 synchronous_standby_names: Some(quote_identifier(&name)),
@@ -75,15 +82,39 @@ pub fn plan(
     }
 }
 
+/// What a primary starts with (after a crash, a restarted agent): the standbys the `sync` key
+/// names may be promoted, so from the first commit on they must have every one acknowledged;
+/// with none named, strict mode blocks commits (`*`) until a standby is confirmed. The next
+/// synchronous step goes on from there with [`plan`].
+pub fn at_start(mode: SynchronousMode, published: &[String]) -> Option<String> {
+    match (mode, published.first()) {
+        (SynchronousMode::Off, _) => None,
+        (_, Some(name)) => Some(quote_identifier(name)),
+        (SynchronousMode::Strict, None) => Some("*".into()),
+        (_, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_starting_primary_waits_for_the_published_standby() {
+        let b = vec!["b".to_string()];
+        assert_eq!(at_start(SynchronousMode::Off, &b), None);
+        assert_eq!(at_start(SynchronousMode::On, &b), Some("\"b\"".into()));
+        assert_eq!(at_start(SynchronousMode::Strict, &b), Some("\"b\"".into()));
+        assert_eq!(at_start(SynchronousMode::Strict, &[]), Some("*".into()));
+        assert_eq!(at_start(SynchronousMode::On, &[]), None);
+    }
 
     fn row(name: &str, state: &str, sync_state: &str) -> ReplicationRow {
         ReplicationRow {
             application_name: name.into(),
             state: state.into(),
             sync_state: sync_state.into(),
+            flush_lsn: Some(100),
             ..Default::default()
         }
     }
@@ -99,6 +130,7 @@ mod tests {
             &[],
             &[row("b", "streaming", "async")],
             &[],
+            Some(100),
         );
         assert_eq!(
             p,
@@ -113,8 +145,38 @@ mod tests {
             &[],
             &[row("b", "streaming", "sync")],
             &[],
+            Some(100),
         );
         assert_eq!(p.publish.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_sync_standby_is_published_only_once_it_flushed_past_the_switch() {
+        let behind = ReplicationRow {
+            flush_lsn: Some(99),
+            ..row("c", "streaming", "sync")
+        };
+        // PostgreSQL already calls it sync; commits acknowledged before the switch (up to 100)
+        // are not all on it yet.
+        let p = plan(
+            SynchronousMode::On,
+            &[],
+            std::slice::from_ref(&behind),
+            &[],
+            Some(100),
+        );
+        assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
+        assert_eq!(p.publish, None);
+        let p = plan(SynchronousMode::On, &[], &[behind], &[], None);
+        assert_eq!(p.publish, None, "no switch position known: not published");
+        let p = plan(
+            SynchronousMode::On,
+            &[],
+            &[row("c", "streaming", "sync")],
+            &[],
+            Some(100),
+        );
+        assert_eq!(p.publish.as_deref(), Some("c"));
     }
 
     #[test]
@@ -123,7 +185,7 @@ mod tests {
             row("a", "streaming", "sync"),
             row("c", "streaming", "potential"),
         ];
-        let p = plan(SynchronousMode::On, &names(&["c"]), &rows, &[]);
+        let p = plan(SynchronousMode::On, &names(&["c"]), &rows, &[], Some(100));
         assert!(!p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
         assert_eq!(p.publish, None, "already published, not confirmed sync yet");
@@ -132,7 +194,7 @@ mod tests {
     #[test]
     fn a_standby_that_stops_streaming_leaves_the_key_first() {
         let rows = [row("b", "catchup", "async"), row("c", "streaming", "async")];
-        let p = plan(SynchronousMode::On, &names(&["b"]), &rows, &[]);
+        let p = plan(SynchronousMode::On, &names(&["b"]), &rows, &[], Some(100));
         assert!(p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
     }
@@ -140,13 +202,13 @@ mod tests {
     #[test]
     fn nosync_members_are_never_chosen() {
         let rows = [row("b", "streaming", "sync")];
-        let p = plan(SynchronousMode::On, &[], &rows, &["b"]);
+        let p = plan(SynchronousMode::On, &[], &rows, &["b"], Some(100));
         assert_eq!(p.synchronous_standby_names, None);
     }
 
     #[test]
     fn strict_blocks_commits_without_a_standby_and_off_clears_everything() {
-        let p = plan(SynchronousMode::Strict, &names(&["b"]), &[], &[]);
+        let p = plan(SynchronousMode::Strict, &names(&["b"]), &[], &[], Some(100));
         assert!(p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("*"));
         let p = plan(
@@ -154,6 +216,7 @@ mod tests {
             &names(&["b"]),
             &[row("b", "streaming", "sync")],
             &[],
+            Some(100),
         );
         assert_eq!(
             p,

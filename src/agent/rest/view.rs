@@ -310,6 +310,8 @@ mod tests {
             state: "streaming".into(),
             sync_state: "sync".into(),
             sync_priority: 1,
+            // The agent's own field: not in the document.
+            flush_lsn: None,
         }];
         v
     }
