@@ -10,6 +10,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::agents::{self, Cluster};
+use support::iptables::Cut;
 use support::process::cpu_seconds;
 use support::testbed::ApiserverDown;
 use support::traffic::{self, Prober, Writer};
@@ -267,46 +268,6 @@ async fn apiserver_500s_on_the_primarys_calls_cost_no_demotion() {
     );
     let lost = traffic::lost_writes(&c.members[p].ip, "w", &acked).await;
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-}
-
-/// An iptables rule that drops every packet to one address and port; removed on drop.
-struct Cut {
-    rule: Vec<String>,
-}
-
-impl Cut {
-    fn port(ip: &str, port: u16) -> Cut {
-        let rule: Vec<String> = [
-            "OUTPUT",
-            "-d",
-            ip,
-            "-p",
-            "tcp",
-            "--dport",
-            &port.to_string(),
-            "-j",
-            "DROP",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let st = std::process::Command::new("iptables")
-            .arg("-I")
-            .args(&rule)
-            .status()
-            .expect("iptables");
-        assert!(st.success(), "iptables -I {rule:?}");
-        Cut { rule }
-    }
-}
-
-impl Drop for Cut {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("iptables")
-            .arg("-D")
-            .args(&self.rule)
-            .status();
-    }
 }
 
 /// Failsafe on, one replica's REST port cut, then the apiserver away for longer than ttl: the

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use pgwarden::agent::softdog::{children_of, kill_postmaster};
 use support::agents::{self, Cluster};
+use support::iptables::Cut;
 use support::process::signal;
 use support::traffic::{self, Prober, Writer};
 
@@ -296,4 +297,58 @@ async fn a_killed_softdog_is_replaced_before_it_is_needed() {
     );
     let n = c.wait_primary(SLOW).await;
     assert_ne!(n, p, "nobody took over from the frozen primary");
+}
+
+/// Set or clear the state ConfigMap's `pause` key, as `kubectl pgwarden pause|resume` does.
+async fn set_pause(c: &Cluster, on: bool) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, Patch, PatchParams};
+    let patch = serde_json::json!({"data": {"pause": if on { "true" } else { "false" }}});
+    Api::<ConfigMap>::namespaced(c.client.clone(), &c.ns)
+        .patch(
+            &format!("{}-state", c.name),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch the state ConfigMap");
+}
+
+/// Hole 12: pause stopped the Lease renewal, so on resume the Lease had expired on every clock
+/// and only the replicas' peer probe kept them from racing the running primary. With that probe
+/// cut (the primary's REST port dropped by iptables) a replica promoted while the old primary
+/// still took writes. Now a paused primary keeps renewing (as Patroni does): the cluster is
+/// paused for longer than ttl, the primary's REST port is cut, the cluster resumes while the
+/// primary's agent is frozen for 3 s, and for ttl + 4 s after nobody else becomes writable and
+/// the Lease stays with the primary.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_paused_primary_keeps_its_lease_so_nobody_races_on_resume() {
+    let (c, p) = agents::three("pause", SLOW).await;
+    let old = c.members[p].name.clone();
+    set_pause(&c, true).await;
+    c.wait_until(SLOW, "every member to report the pause", |c| {
+        (0..3).all(|i| c.get_json(i, "/patroni").1["pause"] == true)
+    })
+    .await;
+    // Longer than ttl: a Lease nobody renews has expired on every member's clock by now.
+    tokio::time::sleep(Duration::from_secs(c.ttl + 4)).await;
+    let cut = Cut::port(&c.members[p].ip, 8008);
+    let prober = Prober::start(&c);
+    // The primary's agent is slow to notice the resume (frozen for 3 s, less than any ttl).
+    c.signal_agent(p, libc::SIGSTOP);
+    set_pause(&c, false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.signal_agent(p, libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(c.ttl + 4)).await;
+    let samples = prober.stop().await;
+    drop(cut);
+    let two = traffic::two_writable(&samples);
+    assert!(
+        two.is_empty(),
+        "{} samples saw two writable members after the resume, first: {:?}",
+        two.len(),
+        two.first()
+    );
+    assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
 }

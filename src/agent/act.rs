@@ -73,6 +73,10 @@ impl Agent {
                     self.fence.stand_down();
                 }
             }
+            Action::HoldLease => {
+                self.renew(snap, lsn).await?;
+                self.fence.stand_down();
+            }
             Action::RenewLease => {
                 let sent = self.renew(snap, lsn).await?;
                 // The watchdog is fed only after an acknowledged renew.

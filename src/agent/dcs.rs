@@ -99,6 +99,7 @@ impl Snapshot {
             // A scheduled switchover is invisible to the HA rules until its time comes.
             switchover: self.switchover.clone().filter(|_| self.switchover_due(now)),
             sync_standbys: self.sync.sync_standby.clone(),
+            sync_leader: self.sync.leader.clone(),
         }
     }
 

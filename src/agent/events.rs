@@ -319,6 +319,7 @@ mod tests {
         for action in [
             Action::Nothing,
             Action::RenewLease,
+            Action::HoldLease,
             Action::KeepPrimary,
             Action::Follow {
                 leader: Some("pg-0".into()),

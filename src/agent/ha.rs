@@ -84,6 +84,17 @@ pub struct DcsView {
     pub switchover: Option<SwitchoverRequest>,
     /// Members in the published synchronous set (`sync` key).
     pub sync_standbys: Vec<String>,
+    /// The `sync` key's leader: the primary that published it, which has every commit it
+    /// acknowledged (Patroni's `sync.matches(name, check_leader=True)`).
+    pub sync_leader: Option<String>,
+}
+
+impl DcsView {
+    /// In synchronous mode only these may take over: the published standbys and the primary
+    /// that published them.
+    fn in_sync_set(&self, name: &str) -> bool {
+        self.sync_standbys.iter().any(|s| s == name) || self.sync_leader.as_deref() == Some(name)
+    }
 }
 
 /// State of the data directory.
@@ -207,6 +218,10 @@ pub enum Action {
     /// Failsafe: the apiserver is away but every member confirmed us; stay primary and feed the
     /// watchdog.
     KeepPrimary,
+    /// Paused: renew the Lease this running primary holds, and nothing else (no fence, no
+    /// watchdog: pause manages nothing), so it is still valid on resume and nobody races then
+    /// (Patroni renews while paused).
+    HoldLease,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,11 +259,20 @@ fn grace(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
 
 /// One HA decision. See the module documentation for the cascade.
 pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
-    if obs.paused {
-        return d(Action::Nothing, "paused: managing nothing, fencing nothing");
-    }
     let local = &obs.local;
     let is_primary = local.running && local.in_recovery == Some(false);
+    if obs.paused {
+        if is_primary
+            && let Some(dcs) = &obs.dcs
+            && matches!(&dcs.lease, LeaseView::Held { holder, .. } if *holder == obs.me)
+        {
+            return d(
+                Action::HoldLease,
+                "paused: renewing the leader lease of this primary, managing and fencing nothing",
+            );
+        }
+        return d(Action::Nothing, "paused: managing nothing, fencing nothing");
+    }
 
     let Some(dcs) = &obs.dcs else {
         // Without the apiserver we cannot know whether someone else holds the lease: a primary
@@ -525,7 +549,7 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
             None => {}
         }
     }
-    if cfg.synchronous_mode != SynchronousMode::Off && !dcs.sync_standbys.contains(&obs.me) {
+    if cfg.synchronous_mode != SynchronousMode::Off && !dcs.in_sync_set(&obs.me) {
         return Err("synchronous mode is on and this member is not a synchronous standby".into());
     }
     let Some(my_lsn) = local.lsn else {
@@ -548,7 +572,7 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
         if p.is_primary {
             return Err(format!("{} is still running as primary", p.name));
         }
-        if cfg.synchronous_mode != SynchronousMode::Off && !dcs.sync_standbys.contains(&p.name) {
+        if cfg.synchronous_mode != SynchronousMode::Off && !dcs.in_sync_set(&p.name) {
             continue;
         }
         if let Some(their) = p.lsn

@@ -2,7 +2,7 @@
 //! PostgreSQL connections (`postgres`), host processes (`process`), plus each tier's harness:
 //! `agents` (integration tier and benchmark: agents as host processes on a bare apiserver) and
 //! `cluster` (end-to-end tier: the chart on a full single-node Kubernetes), and `fault_proxy` (an
-//! HTTP proxy that answers an agent's apiserver calls with 500s on demand), `testbed` (`e2e/cluster apiserver stop|start`), `traffic` (a writer
+//! HTTP proxy that answers an agent's apiserver calls with 500s on demand), `iptables` (a port cut with iptables), `testbed` (`e2e/cluster apiserver stop|start`), `traffic` (a writer
 //! recording acknowledged writes, a prober asking every member whether it is writable).
 //!
 //! Every test binary compiles the whole tree and uses a part of it, so the modules allow dead
@@ -11,6 +11,7 @@
 pub mod agents;
 pub mod cluster;
 pub mod fault_proxy;
+pub mod iptables;
 pub mod k8s;
 pub mod postgres;
 pub mod process;

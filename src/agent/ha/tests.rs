@@ -58,6 +58,7 @@ fn dcs(lease: LeaseView) -> DcsView {
         members: vec![member("a"), member("b"), member("c")],
         switchover: None,
         sync_standbys: vec![],
+        sync_leader: None,
     }
 }
 
@@ -311,6 +312,26 @@ fn synchronous_mode_only_lets_sync_standbys_race() {
     );
 }
 
+/// Safety hole 7: the primary that published the `sync` key has every commit it acknowledged;
+/// with its standby gone (the key {a, []}) it must still be allowed to take over, or nobody can.
+#[test]
+fn the_former_synchronous_leader_may_race() {
+    let mut c = cfg();
+    c.synchronous_mode = SynchronousMode::Strict;
+    let mut d = dcs(LeaseView::Free);
+    d.sync_leader = Some("a".into());
+    assert_eq!(
+        decide(&obs("a", replica(100), Some(d.clone())), &c).action,
+        Action::AcquireLease
+    );
+    let r = decide(&obs("b", replica(100), Some(d)), &c);
+    assert!(
+        r.reason.contains("not a synchronous standby"),
+        "{}",
+        r.reason
+    );
+}
+
 #[test]
 fn holding_the_lease_in_recovery_promotes() {
     let r = decide(&obs("b", replica(100), Some(dcs(held("b")))), &cfg());
@@ -492,4 +513,20 @@ fn paused_manages_nothing() {
     let mut o = obs("a", primary(), None);
     o.paused = true;
     assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+    // A replica, or a primary whose Lease is someone else's, does nothing either.
+    let mut o = obs("b", replica(100), Some(dcs(held("a"))));
+    o.paused = true;
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+    let mut o = obs("a", primary(), Some(dcs(held("b"))));
+    o.paused = true;
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+}
+
+/// Safety hole 12: pause stopped the Lease renewal, so on resume the Lease had expired
+/// everywhere and only the peer probe stood between the replicas and a second promotion.
+#[test]
+fn a_paused_primary_keeps_renewing_its_lease() {
+    let mut o = obs("a", primary(), Some(dcs(held("a"))));
+    o.paused = true;
+    assert_eq!(decide(&o, &cfg()).action, Action::HoldLease);
 }
