@@ -458,7 +458,7 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
         if let Some(sw) = &dcs.switchover
             && sw.leader.as_deref().is_none_or(|l| l == obs.me)
         {
-            match switchover_target_ok(sw, dcs, &obs.me) {
+            match switchover_target_ok(sw, dcs, obs, cfg) {
                 Ok(()) => {
                     return d(
                         Action::Demote {
@@ -539,10 +539,22 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
     if cfg.watchdog_blocks_promotion {
         return Err("the watchdog is required but not working".into());
     }
+    // The named candidate of a switchover races alone while it answers, fit to take over; one
+    // that died or cannot take over leaves the race to everyone (Patroni), or a dead candidate
+    // would leave the cluster without a primary for good.
+    let mut candidate = false;
     if let Some(sw) = &dcs.switchover {
         match &sw.candidate {
-            Some(c) if *c != obs.me => return Err(format!("a switchover to {c} is in progress")),
-            Some(_) => return Ok(()),
+            Some(c) if *c == obs.me => candidate = true,
+            Some(c)
+                if obs
+                    .peers
+                    .iter()
+                    .any(|p| p.name == *c && !p.nofailover && p.lsn.is_some()) =>
+            {
+                return Err(format!("a switchover to {c} is in progress"));
+            }
+            Some(_) => {}
             None if sw.leader.as_deref() == Some(obs.me.as_str()) => {
                 return Err("this member is the one being switched away from".into());
             }
@@ -555,6 +567,14 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
     let Some(my_lsn) = local.lsn else {
         return Err("this member's WAL position is unknown".into());
     };
+    if candidate {
+        // The switchover's candidate: the old primary checked its lag before releasing; only
+        // a member still running as primary stops it.
+        return match obs.peers.iter().find(|p| p.name != obs.me && p.is_primary) {
+            Some(p) => Err(format!("{} is still running as primary", p.name)),
+            None => Ok(()),
+        };
+    }
     if let Some(optime) = dcs.leader_optime {
         let lag = optime.saturating_sub(my_lsn);
         if lag > cfg.maximum_lag_on_failover {
@@ -584,21 +604,44 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
     Ok(())
 }
 
-/// Is the switchover request one the primary can honour now?
-fn switchover_target_ok(sw: &SwitchoverRequest, dcs: &DcsView, me: &str) -> Result<(), String> {
-    let eligible = |m: &&MemberView| m.name != me && m.running && !m.nofailover;
+/// Is the switchover request one the primary can honour now? The candidate (or, unnamed, some
+/// member) must be running, may fail over, is within `maximumLagOnFailover` of this primary's
+/// position (as last published), and in synchronous mode is a published synchronous standby:
+/// once the primary stops and releases the Lease, only such a member can take over.
+fn switchover_target_ok(
+    sw: &SwitchoverRequest,
+    dcs: &DcsView,
+    obs: &Observation,
+    cfg: &HaConfig,
+) -> Result<(), String> {
+    let me = obs.me.as_str();
+    let caught_up = |m: &MemberView| match (obs.local.lsn, m.lsn) {
+        (Some(mine), Some(theirs)) => mine.saturating_sub(theirs) <= cfg.maximum_lag_on_failover,
+        _ => false,
+    };
+    let in_sync = |m: &MemberView| {
+        cfg.synchronous_mode == SynchronousMode::Off || dcs.sync_standbys.contains(&m.name)
+    };
+    let eligible =
+        |m: &MemberView| m.name != me && m.running && !m.nofailover && caught_up(m) && in_sync(m);
     match &sw.candidate {
         Some(c) => match dcs.members.iter().find(|m| m.name == *c) {
             None => Err(format!("candidate {c} does not exist")),
-            Some(m) if !eligible(&m) => Err(format!(
+            Some(m) if !m.running || m.nofailover => Err(format!(
                 "candidate {c} is not running or is tagged nofailover"
+            )),
+            Some(m) if !in_sync(m) => Err(format!("candidate {c} is not a synchronous standby")),
+            Some(m) if !caught_up(m) => Err(format!(
+                "candidate {c} lags more than maximumLagOnFailover behind"
             )),
             Some(_) => Ok(()),
         },
-        None if dcs.members.iter().any(|m| eligible(&m)) => Ok(()),
+        None if dcs.members.iter().any(eligible) => Ok(()),
         None => Err("no member can take over".into()),
     }
 }
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,7 @@ use super::reconfigure::Reconfigure;
 use super::rest::{self, RestContext, RestView};
 use super::watchdog::{Device, Watchdog};
 use super::{Agent, AgentError, Secrets, Upstream, events, metrics, peers};
-use crate::api::cluster::WatchdogMode;
+use crate::api::cluster::{SynchronousMode, WatchdogMode};
 
 async fn kube_client(args: &AgentArgs) -> Result<Client, AgentError> {
     let config = match &args.kubeconfig {
@@ -127,6 +127,8 @@ impl Agent {
         );
         view.tags = tags.clone();
         view.failsafe_mode = args.failsafe_mode;
+        view.synchronous_mode =
+            SynchronousMode::from(args.synchronous_mode) != SynchronousMode::Off;
         let telemetry = Arc::new(metrics::Telemetry::new(fence.clock(), mode));
         view.telemetry = telemetry.clone();
         let (commands, command_rx) = tokio::sync::mpsc::channel(4);

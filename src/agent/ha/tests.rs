@@ -450,7 +450,9 @@ fn during_a_switchover_only_the_candidate_races() {
         leader: Some("a".into()),
         candidate: Some("c".into()),
     });
-    let r = decide(&obs("b", replica(100), Some(d.clone())), &cfg());
+    let mut o = obs("b", replica(100), Some(d.clone()));
+    o.peers = vec![peer("c", 100)];
+    let r = decide(&o, &cfg());
     assert_eq!(
         r.reason,
         "not racing for the lease: a switchover to c is in progress"
@@ -458,6 +460,76 @@ fn during_a_switchover_only_the_candidate_races() {
     assert_eq!(
         decide(&obs("c", replica(100), Some(d)), &cfg()).action,
         Action::AcquireLease
+    );
+}
+
+/// Safety hole 6: a candidate that died after the old primary released the Lease must not
+/// leave the cluster without a primary for good.
+#[test]
+fn a_switchover_candidate_that_does_not_answer_leaves_the_race_to_everyone() {
+    let mut d = dcs(LeaseView::Free);
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: Some("c".into()),
+    });
+    let mut o = obs("b", replica(100), Some(d));
+    o.peers = vec![peer("a", 90)];
+    assert_eq!(decide(&o, &cfg()).action, Action::AcquireLease);
+}
+
+/// Safety hole 6: the candidate still obeys the synchronous set and a member that runs as
+/// primary.
+#[test]
+fn a_switchover_candidate_still_needs_the_synchronous_set_and_no_other_primary() {
+    let mut d = dcs(LeaseView::Free);
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: Some("c".into()),
+    });
+    let mut o = obs("c", replica(100), Some(d.clone()));
+    o.peers = vec![PeerAnswer {
+        is_primary: true,
+        ..peer("a", 100)
+    }];
+    assert_eq!(
+        decide(&o, &cfg()).reason,
+        "not racing for the lease: a is still running as primary"
+    );
+    let mut c = cfg();
+    c.synchronous_mode = SynchronousMode::On;
+    d.sync_standbys = vec!["b".into()];
+    let r = decide(&obs("c", replica(100), Some(d)), &c);
+    assert!(
+        r.reason.contains("not a synchronous standby"),
+        "{}",
+        r.reason
+    );
+}
+
+/// Safety hole 6: the primary honours a switchover only to a member that can take over.
+#[test]
+fn a_switchover_to_a_lagging_or_unsynchronised_candidate_is_ignored() {
+    let mut d = dcs(held("a"));
+    d.switchover = Some(SwitchoverRequest {
+        leader: Some("a".into()),
+        candidate: Some("c".into()),
+    });
+    let mut behind = d.clone();
+    behind.members[2].lsn = Some(0);
+    let mut p = primary();
+    p.lsn = Some(10_000_000);
+    let r = decide(&obs("a", p, Some(behind)), &cfg());
+    assert_eq!(r.action, Action::RenewLease);
+    assert!(r.reason.contains("lags more than"), "{}", r.reason);
+    let mut c = cfg();
+    c.synchronous_mode = SynchronousMode::On;
+    d.sync_standbys = vec!["b".into()];
+    let r = decide(&obs("a", primary(), Some(d)), &c);
+    assert_eq!(r.action, Action::RenewLease);
+    assert!(
+        r.reason.contains("not a synchronous standby"),
+        "{}",
+        r.reason
     );
 }
 

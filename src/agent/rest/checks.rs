@@ -161,10 +161,13 @@ pub(super) fn manual_failover_request(
 
 /// The request against the DCS as read now: the named leader must hold the lease, the
 /// candidate (or, unnamed, some member other than the leader) must be running and may fail over.
+/// In synchronous mode (`sync_standbys`: the `sync` key's standbys) only a published standby
+/// may be switched over to, as in Patroni: any other may lack acknowledged commits.
 pub(super) fn check_against_members(
     req: &ManualFailover,
     members: &[(String, MemberStatus)],
     holder: Option<&str>,
+    sync_standbys: Option<&[String]>,
 ) -> Result<(), Refusal> {
     let precondition = |msg: String| Err(Refusal::new(StatusCode::PRECONDITION_FAILED, msg));
     if let Some(l) = &req.leader
@@ -173,13 +176,28 @@ pub(super) fn check_against_members(
         return precondition("leader name does not match".into());
     }
     let action = req.action();
+    let fit = |s: &MemberStatus| s.state == MemberState::Running && !s.tags.nofailover;
     if let Some(c) = &req.candidate {
+        if !req.failover
+            && let Some(sync) = sync_standbys
+            && !sync.contains(c)
+        {
+            return precondition("candidate name does not match with sync_standby".into());
+        }
         match members.iter().find(|(n, _)| n == c) {
             None => precondition("candidate does not exists".into()),
             Some((_, s)) if s.tags.nofailover || s.state != MemberState::Running => precondition(
                 format!("{action} is not possible: no good candidates have been found"),
             ),
             _ => Ok(()),
+        }
+    } else if let Some(sync) = sync_standbys {
+        if members.iter().any(|(n, s)| sync.contains(n) && fit(s)) {
+            Ok(())
+        } else {
+            precondition(format!(
+                "{action} is not possible: can not find sync_standby"
+            ))
         }
     } else if !members.iter().any(|(n, s)| {
         Some(n) != req.leader.as_ref() && s.state == MemberState::Running && !s.tags.nofailover

@@ -356,11 +356,51 @@ fn requests_against_the_members_and_the_lease() {
     ];
     for (what, r, members, holder, want) in cases {
         assert_eq!(
-            refusal(check_against_members(&r, &members, holder)),
+            refusal(check_against_members(&r, &members, holder, None)),
             want,
             "{what}"
         );
     }
+    // Synchronous mode (safety hole 6): only a published standby may be switched over to.
+    let sync = vec!["c".to_string()];
+    let all_running = members(&[
+        ("a", Running, false),
+        ("b", Running, false),
+        ("c", Running, false),
+    ]);
+    assert_eq!(
+        refusal(check_against_members(
+            &req(Some("a"), Some("b"), false),
+            &all_running,
+            Some("a"),
+            Some(&sync)
+        )),
+        refused(
+            PRECONDITION,
+            "candidate name does not match with sync_standby"
+        )
+    );
+    assert_eq!(
+        refusal(check_against_members(
+            &req(Some("a"), Some("c"), false),
+            &all_running,
+            Some("a"),
+            Some(&sync)
+        )),
+        None
+    );
+    assert_eq!(
+        refusal(check_against_members(
+            &req(Some("a"), None, false),
+            &all_running,
+            Some("a"),
+            Some(&[])
+        )),
+        refused(
+            PRECONDITION,
+            "switchover is not possible: can not find sync_standby"
+        )
+    );
 }
 
 fn object(body: &str) -> Map<String, Value> {

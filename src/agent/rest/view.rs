@@ -47,6 +47,8 @@ pub struct RestView {
     pub dcs_last_seen: i64,
     pub server_version: Option<i64>,
     pub failsafe_mode: bool,
+    /// Synchronous replication is on (`on` or `strict`): switchovers go to published standbys.
+    pub synchronous_mode: bool,
     /// pg_hba.conf rejects clients (the routing gate): not a replica to send reads to.
     pub clients_fenced: bool,
     /// The leader that last pinged `POST /failsafe`, and when.
@@ -102,6 +104,7 @@ impl RestView {
             dcs_last_seen: 0,
             server_version: None,
             failsafe_mode: false,
+            synchronous_mode: false,
             clients_fenced: false,
             scheduled_switchover: None,
             failsafe_ping: None,

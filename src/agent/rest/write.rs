@@ -24,9 +24,9 @@ pub(super) async fn failover(State(ctx): State<Arc<RestContext>>, body: Bytes) -
 
 /// Patroni's `do_POST_failover`: validate, write the switchover key, wait for the outcome.
 async fn manual_failover(ctx: Arc<RestContext>, body: Bytes, failover: bool) -> Response {
-    let (paused, loop_wait) = {
+    let (paused, loop_wait, synchronous) = {
         let v = ctx.view.read().await;
-        (v.paused, v.loop_wait)
+        (v.paused, v.loop_wait, v.synchronous_mode)
     };
     let req = match checks::manual_failover_request(&body, failover, paused, jiff::Timestamp::now())
     {
@@ -34,11 +34,16 @@ async fn manual_failover(ctx: Arc<RestContext>, body: Bytes, failover: bool) -> 
         Err(refusal) => return refusal.into_response(),
     };
     // Validate against the DCS as it is now, not the last cycle's snapshot.
-    let (members, holder) = match ctx.dcs.lock().await.read().await {
-        Ok(snap) => (snap.members.clone(), snap.holder().map(str::to_string)),
+    let (members, holder, sync) = match ctx.dcs.lock().await.read().await {
+        Ok(snap) => (
+            snap.members.clone(),
+            snap.holder().map(str::to_string),
+            snap.sync.sync_standby.clone(),
+        ),
         Err(_) => return text(StatusCode::SERVICE_UNAVAILABLE, "the DCS cannot be read"),
     };
-    if let Err(refusal) = checks::check_against_members(&req, &members, holder.as_deref()) {
+    let sync = synchronous.then_some(sync.as_slice());
+    if let Err(refusal) = checks::check_against_members(&req, &members, holder.as_deref(), sync) {
         return refusal.into_response();
     }
     let key = SwitchoverKey {
