@@ -22,6 +22,7 @@ use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
 use super::{apply, status, step};
 use crate::api::PostgresCluster;
+use crate::api::cluster::SynchronousMode;
 use crate::common::agent_client::AgentClient;
 
 /// The one field manager for everything the operator applies.
@@ -153,7 +154,15 @@ async fn report_invalid(
 /// The StatefulSet's replicas and the step this reconcile would take (pure).
 fn decide(cluster: &PostgresCluster, c: &Cluster, observed: &Observed) -> (i32, Step) {
     let config = state::dynamic_config(c).fingerprint();
-    let members = rolling::members(&observed.pods, observed.update_revision.as_deref(), &config);
+    // In synchronous mode only a published synchronous standby can be switched over to.
+    let sync = (cluster.spec.ha.synchronous_mode != SynchronousMode::Off)
+        .then_some(observed.sync.sync_standby.as_slice());
+    let members = rolling::members(
+        &observed.pods,
+        observed.update_revision.as_deref(),
+        &config,
+        sync,
+    );
     let primary = status::primary(observed);
     rolling::plan(
         cluster.spec.instances,

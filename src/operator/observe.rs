@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use super::build::Cluster;
 use super::controller::ReconcileError;
 use crate::api::names::LABEL_CLUSTER;
-use crate::api::state::{HistoryEntry, keys};
+use crate::api::state::{HistoryEntry, SyncState, keys};
 
 /// What the operator read of one cluster.
 #[derive(Debug, Default)]
@@ -24,6 +24,8 @@ pub struct Observed {
     pub lease_holder: Option<String>,
     /// The timeline history the agents keep in the state ConfigMap.
     pub history: Vec<HistoryEntry>,
+    /// The `sync` key: the synchronous standbys the primary published.
+    pub sync: SyncState,
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -63,11 +65,17 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|s| s.holder_identity)
             .filter(|h| !h.is_empty()),
         history: state
-            .and_then(|c| c.data)
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
             .and_then(|d| {
                 d.get(keys::HISTORY)
                     .and_then(|h| serde_json::from_str(h).ok())
             })
+            .unwrap_or_default(),
+        sync: state
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(keys::SYNC).and_then(|s| serde_json::from_str(s).ok()))
             .unwrap_or_default(),
     })
 }

@@ -23,6 +23,9 @@ pub struct Member {
     pub nofailover: bool,
     /// Runs with the current dynamic configuration (so its `pending_restart` is up to date).
     pub config_current: bool,
+    /// May take over in synchronous mode (a published synchronous standby; everyone when the
+    /// mode is off): the primary refuses a switchover to any other.
+    pub sync_eligible: bool,
 }
 
 /// The next thing to do; at most one per reconcile.
@@ -65,8 +68,14 @@ impl Step {
 }
 
 /// The members as the pods and their agents' status annotations show them; `config` is the
-/// fingerprint of the dynamic configuration the spec asks for.
-pub fn members(pods: &[Pod], update_revision: Option<&str>, config: &str) -> Vec<Member> {
+/// fingerprint of the dynamic configuration the spec asks for; `sync_standbys`: the published
+/// synchronous standbys when synchronous mode is on.
+pub fn members(
+    pods: &[Pod],
+    update_revision: Option<&str>,
+    config: &str,
+    sync_standbys: Option<&[String]>,
+) -> Vec<Member> {
     pods.iter()
         .map(|p| {
             let s = status::member_status(p);
@@ -83,6 +92,7 @@ pub fn members(pods: &[Pod], update_revision: Option<&str>, config: &str) -> Vec
                 config_current: s
                     .as_ref()
                     .is_some_and(|s| s.config.as_deref() == Some(config)),
+                sync_eligible: sync_standbys.is_none_or(|sync| sync.contains(&p.name_any())),
             }
         })
         .collect()
@@ -97,7 +107,14 @@ fn target<'a>(
 ) -> Option<&'a Member> {
     members
         .iter()
-        .filter(|m| m.name != primary && m.ready && m.streaming && !m.nofailover && allowed(m))
+        .filter(|m| {
+            m.name != primary
+                && m.ready
+                && m.streaming
+                && !m.nofailover
+                && m.sync_eligible
+                && allowed(m)
+        })
         .min_by_key(|m| (!m.updated, m.pending_restart, ordinal(&m.name)))
 }
 
@@ -244,7 +261,23 @@ mod tests {
             pending_restart: false,
             nofailover: false,
             config_current: true,
+            sync_eligible: true,
         }
+    }
+
+    /// Safety hole 6: in synchronous mode the primary refuses a switchover to anyone but a
+    /// published synchronous standby, so the rolling update picks one.
+    #[test]
+    fn in_synchronous_mode_the_switchover_goes_to_the_synchronous_standby() {
+        let mut ms = vec![m("c-0"), m("c-1"), m("c-2")];
+        ms[0].updated = false;
+        ms[1].sync_eligible = false;
+        assert!(matches!(
+            next_step(&ms, Some("c-0")),
+            Step::Switchover { to, .. } if to == "c-2"
+        ));
+        ms[2].sync_eligible = false;
+        assert!(matches!(next_step(&ms, Some("c-0")), Step::Wait(_)));
     }
 
     #[test]
@@ -459,7 +492,7 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("pod parses");
-        let got = members(std::slice::from_ref(&pod), Some("r1"), "f1");
+        let got = members(std::slice::from_ref(&pod), Some("r1"), "f1", None);
         assert_eq!(
             got,
             [Member {
@@ -470,8 +503,9 @@ mod tests {
                 pending_restart: true,
                 nofailover: true,
                 config_current: true,
+                sync_eligible: true,
             }]
         );
-        assert!(!members(&[pod], Some("r0"), "f2")[0].config_current);
+        assert!(!members(&[pod], Some("r0"), "f2", None)[0].config_current);
     }
 }
