@@ -352,3 +352,61 @@ async fn a_paused_primary_keeps_its_lease_so_nobody_races_on_resume() {
     );
     assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
 }
+
+/// The role label on member `i`'s pod.
+async fn role_label(c: &Cluster, i: usize) -> Option<String> {
+    use k8s_openapi::api::core::v1::Pod;
+    kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns)
+        .get(&c.members[i].name)
+        .await
+        .ok()?
+        .metadata
+        .labels?
+        .get("pgwarden.io/role")
+        .cloned()
+}
+
+/// Set (or with `None` remove) the role label on member `i`'s pod, as someone else would.
+async fn set_role_label(c: &Cluster, i: usize, role: Option<&str>) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams};
+    let patch = serde_json::json!({"metadata": {"labels": {"pgwarden.io/role": role}}});
+    kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns)
+        .patch(
+            &c.members[i].name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch the pod's labels");
+}
+
+/// Hole 13: an agent wrote its role label only when its own idea of what it had written
+/// changed, so a label someone else changed (a person, a stale label updater) stayed wrong:
+/// `-rw` without its primary, or routed to a replica. Now each agent compares with the label
+/// read every loop: the primary's label removed and `primary` put on a replica are both
+/// repaired within a few loops.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_role_label_someone_else_changed_is_repaired() {
+    let (c, p) = agents::three("label", SLOW).await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    c.wait_until(SLOW, "the replicas to be labelled", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    set_role_label(&c, p, None).await;
+    set_role_label(&c, r, Some("primary")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (lp, lr) = (role_label(&c, p).await, role_label(&c, r).await);
+        if lp.as_deref() == Some("primary") && lr.as_deref() == Some("replica") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "labels not repaired in 30 s: primary {lp:?}, replica {lr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

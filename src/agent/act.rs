@@ -107,6 +107,10 @@ impl Agent {
                 self.promote(snap, live).await?;
             }
             Action::Demote { mode, release } => {
+                // Not primary from now on for anyone who asks (`/primary` answers 503): the
+                // operator's label updater must not put back the label removed below while a
+                // long stop runs.
+                self.rest.view.write().await.state = MemberState::Stopping;
                 // Routing first: the role label leaves before postgres stops answering; it starts
                 // again only once `-rw` no longer routes here (the routing gate).
                 self.fence.leaving();
@@ -291,8 +295,15 @@ impl Agent {
         self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
         self.conf.synchronous_since = None;
+        let known = leader.is_none() || conninfo.is_some();
         self.pg.start(&self.settings(conninfo), true).await?;
-        self.upstream = Upstream::of(leader);
+        // Without the leader's address nothing streams yet: record no upstream, so the next
+        // Follow writes primary_conninfo once the address is known (safety hole 11).
+        self.upstream = if known {
+            Upstream::of(leader)
+        } else {
+            Upstream::Unknown
+        };
         Ok(())
     }
 

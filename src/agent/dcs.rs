@@ -251,14 +251,13 @@ impl Dcs {
                 }
             });
 
-        // What is on our own pod now, when we do not know what we last wrote (a fresh start, or
-        // forgotten after an outage): the role label as read, so a pod that never carried
-        // `primary` is not treated as if it might.
-        if self.published_role.is_none()
-            && let Some(me) = pods
-                .items
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(self.me.as_str()))
+        // What is on our own pod now, as read this cycle, not what we last wrote: a fresh start
+        // or an outage forgot that, and someone else (the operator's label updater, a person)
+        // may have changed it since; the next publish repairs whatever differs from our role.
+        if let Some(me) = pods
+            .items
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(self.me.as_str()))
         {
             let role = me
                 .metadata

@@ -72,6 +72,12 @@ const STANDBY_START_WAIT: Duration = Duration::from_secs(10);
 /// so carrying on is safe; the loop renews while it "answers no queries".
 const PRIMARY_START_WAIT: Duration = Duration::from_secs(1);
 
+/// A data directory with `PG_VERSION` but no `global/pg_control`: what a pg_basebackup killed
+/// halfway leaves (PostgreSQL sends pg_control last), or an initdb killed early.
+pub fn unfinished(data_dir: &Path) -> bool {
+    data_dir.join("PG_VERSION").exists() && !data_dir.join("global/pg_control").exists()
+}
+
 /// Whether a child's process title (`/proc/<pid>/cmdline`) is a client backend: anything but
 /// PostgreSQL's auxiliary processes (Patroni's `aux_proc_re`, checked against 9.1-17). A title
 /// not yet set (a child just forked) counts as a client: the safe point waits for it.
@@ -248,6 +254,12 @@ impl Postgres {
     /// The data directory's state from `pg_controldata`; `Empty` when there is no cluster.
     pub async fn data_state(&self) -> Result<DataDir, PgError> {
         if !self.data_dir.join("PG_VERSION").exists() {
+            return Ok(DataDir::Empty);
+        }
+        if unfinished(&self.data_dir) {
+            // A pg_basebackup or initdb killed halfway: nothing here can ever start, and
+            // pg_controldata would fail every cycle. Cloned (or bootstrapped) again from scratch.
+            warn!(data_dir = %self.data_dir.display(), "the data directory has no pg_control (an interrupted clone or initdb): treating it as empty");
             return Ok(DataDir::Empty);
         }
         let out = self
@@ -857,7 +869,19 @@ mod lsn_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::is_client_backend;
+    use super::{is_client_backend, unfinished};
+
+    #[test]
+    fn a_data_directory_without_pg_control_is_unfinished() {
+        let dir = std::env::temp_dir().join(format!("pgwarden-unfinished-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("global")).unwrap();
+        assert!(!unfinished(&dir), "empty");
+        std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
+        assert!(unfinished(&dir), "PG_VERSION alone");
+        std::fs::write(dir.join("global/pg_control"), [0u8; 8]).unwrap();
+        assert!(!unfinished(&dir), "complete");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn client_backends_are_told_from_auxiliary_processes_by_title() {
