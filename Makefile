@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: e2e bench integration test lint fmt-check clippy unit crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: e2e bench integration test lint fmt-check clippy unit simulate crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
@@ -29,6 +29,14 @@ clippy:
 
 unit:
 	@$(TIMED) "unit tests" cargo test --all-targets --locked
+
+## The deterministic simulation of the HA core (tests/simulate.rs; `make unit` runs 300 schedules):
+## SEEDS schedules from FIRST, in release mode. A failing seed replays with FIRST=seed SEEDS=1.
+SEEDS ?= 10000
+FIRST ?= 0
+simulate:
+	@PGWARDEN_SIM_SEEDS=$(SEEDS) PGWARDEN_SIM_FIRST=$(FIRST) $(TIMED) "simulation ($(SEEDS) schedules)" \
+		cargo test --release --locked --test simulate -- --nocapture
 
 ## Regenerate crds/ from the Rust types, and the chart's copy (charts/pgwarden/crds/) from it.
 ## Through a temporary file, so a failed build leaves both files as they were.
