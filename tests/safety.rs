@@ -11,6 +11,7 @@ use pgwarden::agent::softdog::{children_of, kill_postmaster};
 use support::agents::{self, Cluster};
 use support::iptables::Cut;
 use support::process::signal;
+use support::testbed::ApiserverDown;
 use support::traffic::{self, Prober, Writer};
 
 const SLOW: Duration = Duration::from_secs(90);
@@ -409,4 +410,89 @@ async fn a_role_label_someone_else_changed_is_repaired() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Hole 8: a former primary that started read-only and then followed a new leader, holding WAL
+/// that leader never had (its PostgreSQL port cut meanwhile, so no replica fetches that WAL from
+/// it), never streamed again ("not a child of this server's history"): its
+/// control file no longer said it had been primary, and the rewind decision was only taken for a
+/// stopped member. Here the primary's WAL senders are frozen while it takes writes (so only it
+/// has them), the kube-apiserver is killed for longer than ttl (its fence stops it), and when
+/// the apiserver returns it starts read-only and its agent is frozen until another member
+/// leads; then it follows. Now a replica on an older timeline that cannot stream for
+/// `REWIND_AFTER` is rewound; every member streams from the new leader in the end.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_stream() {
+    let (c, a) = agents::three("diverge", SLOW).await;
+    let old = c.members[a].name.clone();
+    let writer = Writer::start(&c.members[a].ip, "w", Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pm = c.members[a]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    let senders: Vec<i32> = children_of(pm)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("walsender"))
+        })
+        .collect();
+    assert_eq!(senders.len(), 2, "two WAL senders");
+    for s in &senders {
+        signal(*s, libc::SIGSTOP);
+    }
+    // Writes only the old primary has; and no replica may fetch them later from it either (a
+    // standby serves WAL to a replica still pointed at it).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cut = Cut::port(&c.members[a].ip, 5432);
+    let down = ApiserverDown::now();
+    tokio::time::sleep(Duration::from_secs(c.ttl + 4)).await;
+    let (acked, _) = writer.stop().await;
+    assert!(!acked.is_empty(), "the old primary took no write");
+    assert!(
+        c.members[a].postmaster_pid().is_none(),
+        "the fence did not stop the old primary"
+    );
+    let log = c.dir.join(format!("{old}.log"));
+    let read_only_starts = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("starting postgres read-only")
+            .count()
+    };
+    let before = read_only_starts();
+    down.start();
+    // It starts read-only (no leader yet), and its agent is frozen at once, so that another
+    // member leads (the old primary would otherwise take its own expired Lease back).
+    let deadline = Instant::now() + SLOW;
+    while read_only_starts() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary never started read-only"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.signal_agent(a, libc::SIGSTOP);
+    c.wait_until(SLOW, "another member to lead", |c| {
+        let p = c.answering("/primary");
+        p.len() == 1 && p[0] != a
+    })
+    .await;
+    drop(cut);
+    c.signal_agent(a, libc::SIGCONT);
+    let new = c.answering("/primary")[0];
+    assert_ne!(c.holder().await.as_deref(), Some(old.as_str()));
+    c.wait_until(
+        Duration::from_secs(120),
+        "every replica streaming from the new leader",
+        |c| {
+            (0..3).filter(|i| *i != new).all(|i| {
+                c.http(i, "GET", "/replica?replication_state=streaming", &[], None)
+                    .0
+                    == 200
+            })
+        },
+    )
+    .await;
 }

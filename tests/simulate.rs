@@ -394,6 +394,7 @@ impl Sim {
             since_renew: m.fence.map(|t| now_m.saturating_duration_since(t)),
             failsafe_confirmed: None,
             failsafe_leader: None,
+            not_streaming_for: None,
         }
     }
 

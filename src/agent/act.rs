@@ -257,6 +257,12 @@ impl Agent {
     ) -> Result<(), ActError> {
         let conninfo = leader.and_then(|l| self.conninfo_for(snap, l));
         let source = leader.unwrap_or("the leader");
+        if rewind && conninfo.is_some() && self.pg.running() {
+            // A running replica that cannot stream (see ha::REWIND_AFTER): pg_rewind needs it
+            // stopped cleanly.
+            self.pg.stop(StopMode::Fast).await?;
+            self.not_streaming_since = None;
+        }
         if rewind && let Some(u) = &conninfo {
             // The leader's control file must name its new timeline before pg_rewind reads it
             // (its own checkpoint after the promotion runs in the background): ask for one.

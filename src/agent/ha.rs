@@ -31,6 +31,11 @@ pub struct HaConfig {
 /// thread would kill it: it stops holding on to an unrenewed lease this much before the fence.
 pub const STOP_ALLOWANCE: Duration = Duration::from_secs(1);
 
+/// How long a replica on an older timeline than the cluster's may fail to stream from its
+/// leader before it is rewound: longer than a WAL receiver's reconnects (every 5 s) take, since
+/// pg_rewind stops it.
+pub const REWIND_AFTER: Duration = Duration::from_secs(15);
+
 /// The leader Lease as this member sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseView {
@@ -158,6 +163,8 @@ pub struct Observation {
     /// Failsafe: the leader that pinged this member's `POST /failsafe` within ttl; its lease is
     /// treated as valid even if this member saw no renewal (the apiserver was away).
     pub failsafe_leader: Option<String>,
+    /// A replica following a leader: how long its WAL receiver has not been streaming.
+    pub not_streaming_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +502,27 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
                     release: false,
                 },
                 format!("demoting: {l} holds the leader lease"),
+            );
+        }
+        // A member that ran as primary, then started read-only (fenced during an outage, a
+        // restart with nobody leading), may hold WAL the new leader never had: it then never
+        // streams ("not a child of this server's history"). Its control file no longer says it
+        // was primary, so the sign is this: following, not streaming, on an older timeline.
+        // pg_rewind changes nothing when nothing diverged.
+        if local.in_recovery == Some(true)
+            && local.following.as_deref() == Some(l)
+            && obs.not_streaming_for.is_some_and(|t| t >= REWIND_AFTER)
+            && local.timeline.is_some_and(|t| t < dcs.cluster_timeline)
+        {
+            return d(
+                Action::StartPostgres(StartAs::Replica {
+                    leader: Some(l.to_string()),
+                    rewind: true,
+                }),
+                format!(
+                    "rewinding and restarting as a replica of {l}: not streaming for {}s, on an older timeline than the cluster's",
+                    REWIND_AFTER.as_secs()
+                ),
             );
         }
         return d(

@@ -128,6 +128,8 @@ struct Agent {
     route_gate: routing::RouteGate,
     /// When a DCS read last failed: kube-proxy's watch may be backing off since.
     apiserver_away_at: Option<Instant>,
+    /// Since when this replica's WAL receiver has not been streaming from the leader it follows.
+    not_streaming_since: Option<Instant>,
     /// Slots of members whose pods are gone, and since when.
     slot_orphans: postgres::slots::Orphans,
     softdog: Option<tokio::process::Child>,
@@ -206,6 +208,14 @@ impl Agent {
         } else {
             None
         };
+        // A replica following a leader whose WAL receiver does not stream: since when.
+        let following_without_stream = self.upstream.member().is_some()
+            && live.as_ref().is_some_and(|l| l.in_recovery && !l.streaming);
+        self.not_streaming_since = if following_without_stream {
+            Some(self.not_streaming_since.unwrap_or_else(Instant::now))
+        } else {
+            None
+        };
         let local = LocalPostgres {
             data: data.clone(),
             running,
@@ -271,6 +281,7 @@ impl Agent {
             since_renew: self.fence.since_renew(),
             failsafe_confirmed,
             failsafe_leader,
+            not_streaming_for: self.not_streaming_since.map(|t| t.elapsed()),
         };
         let before = events::Before {
             in_recovery: obs.local.in_recovery == Some(true),

@@ -185,6 +185,7 @@ impl Agent {
             slot_orphans: Default::default(),
             route_gate: Default::default(),
             apiserver_away_at: None,
+            not_streaming_since: None,
             client,
             commands: command_rx,
             softdog,

@@ -155,6 +155,7 @@ fn observation(r: &mut Rng) -> Observation {
         since_renew: r.maybe(|r| Duration::from_millis(r.below(10_000))),
         failsafe_confirmed: r.maybe(|r| r.flip()),
         failsafe_leader: r.maybe(|r| r.pick(NAMES).to_string()),
+        not_streaming_for: r.maybe(|r| Duration::from_millis(r.below(30_000))),
         me,
     }
 }

@@ -88,6 +88,7 @@ fn obs(me: &str, local: LocalPostgres, dcs: Option<DcsView>) -> Observation {
         since_renew: None,
         failsafe_confirmed: None,
         failsafe_leader: None,
+        not_streaming_for: None,
     }
 }
 
@@ -330,6 +331,34 @@ fn the_former_synchronous_leader_may_race() {
         "{}",
         r.reason
     );
+}
+
+/// Safety hole 8: a former primary that started read-only and then followed a new leader with
+/// WAL the leader never had streams nothing, forever; it is rewound.
+#[test]
+fn a_replica_that_cannot_stream_on_an_older_timeline_is_rewound() {
+    let mut d = dcs(held("a"));
+    d.cluster_timeline = 2;
+    let mut o = obs("b", replica(100), Some(d));
+    o.local.following = Some("a".into());
+    o.not_streaming_for = Some(REWIND_AFTER);
+    assert_eq!(
+        decide(&o, &cfg()).action,
+        Action::StartPostgres(StartAs::Replica {
+            leader: Some("a".into()),
+            rewind: true
+        })
+    );
+    // Streaming again, or on the cluster's timeline, or not long enough: just follow.
+    for change in [
+        |o: &mut Observation| o.not_streaming_for = None,
+        |o: &mut Observation| o.local.timeline = Some(2),
+        |o: &mut Observation| o.not_streaming_for = Some(Duration::from_secs(5)),
+    ] {
+        let mut o = o.clone();
+        change(&mut o);
+        assert!(matches!(decide(&o, &cfg()).action, Action::Follow { .. }));
+    }
 }
 
 #[test]
