@@ -56,12 +56,26 @@ async fn a_restarted_primary_is_not_fenced_by_the_softdog_its_predecessor_left()
     );
 }
 
+/// The children of process `parent` whose command line (a PostgreSQL process title, or the
+/// agent's `softdog` subcommand) contains `what`.
+fn children_titled(parent: i32, what: &str) -> Vec<i32> {
+    children_of(parent)
+        .into_iter()
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
+        })
+        .collect()
+}
+
+/// A child of `parent` whose command line contains `what` ("checkpointer").
+fn child_titled(parent: i32, what: &str) -> Option<i32> {
+    children_titled(parent, what).into_iter().next()
+}
+
 /// The startup process (crash recovery or WAL replay) of postmaster `pm`, if it runs now.
 fn startup_process(pm: i32) -> Option<i32> {
-    children_of(pm).into_iter().find(|child| {
-        std::fs::read(format!("/proc/{child}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains("startup"))
-    })
+    child_titled(pm, "startup")
 }
 
 /// Hole 1: a primary's crash recovery longer than the fence deadline. The postmaster is killed
@@ -125,14 +139,6 @@ async fn a_primary_in_slow_crash_recovery_keeps_its_lease_and_its_postmaster() {
         .unwrap()
         .get(0);
     assert_eq!(rows, 1_000_000);
-}
-
-/// A child of postmaster `pm` whose process title names `what` ("checkpointer").
-fn child_titled(pm: i32, what: &str) -> Option<i32> {
-    children_of(pm).into_iter().find(|child| {
-        std::fs::read(format!("/proc/{child}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
-    })
 }
 
 /// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
@@ -270,13 +276,7 @@ async fn a_restarted_primary_acknowledges_nothing_its_synchronous_standby_lacks(
 async fn a_killed_softdog_is_replaced_before_it_is_needed() {
     let (c, p) = agents::three("softdog", SLOW).await;
     let agent = c.members[p].agent_pid().expect("the primary's agent");
-    let softdog = children_of(agent)
-        .into_iter()
-        .find(|child| {
-            std::fs::read(format!("/proc/{child}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("softdog"))
-        })
-        .expect("the primary's softdog");
+    let softdog = child_titled(agent, "softdog").expect("the primary's softdog");
     let prober = Prober::start(&c);
     signal(softdog, libc::SIGKILL);
     // One loop to start it again, one renew to arm it.
@@ -431,13 +431,7 @@ async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_strea
     let pm = c.members[a]
         .postmaster_pid()
         .expect("the primary's postmaster");
-    let senders: Vec<i32> = children_of(pm)
-        .into_iter()
-        .filter(|child| {
-            std::fs::read(format!("/proc/{child}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("walsender"))
-        })
-        .collect();
+    let senders = children_titled(pm, "walsender");
     assert_eq!(senders.len(), 2, "two WAL senders");
     for s in &senders {
         signal(*s, libc::SIGSTOP);
