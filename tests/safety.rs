@@ -456,9 +456,16 @@ async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_strea
             .count()
     };
     let before = read_only_starts();
+    // The other agents are frozen while the apiserver comes back, so that no one leads before
+    // the old primary has started read-only (otherwise it starts as a replica of the winner,
+    // the path hole 8 is not about); then its agent is frozen at once and theirs thawed, so
+    // that another member leads (the old primary would otherwise take its own expired Lease
+    // back).
+    let others: Vec<usize> = (0..3).filter(|i| *i != a).collect();
+    for &i in &others {
+        c.signal_agent(i, libc::SIGSTOP);
+    }
     down.start();
-    // It starts read-only (no leader yet), and its agent is frozen at once, so that another
-    // member leads (the old primary would otherwise take its own expired Lease back).
     let deadline = Instant::now() + SLOW;
     while read_only_starts() == before {
         assert!(
@@ -468,6 +475,9 @@ async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_strea
         std::thread::sleep(Duration::from_millis(5));
     }
     c.signal_agent(a, libc::SIGSTOP);
+    for &i in &others {
+        c.signal_agent(i, libc::SIGCONT);
+    }
     c.wait_until(SLOW, "another member to lead", |c| {
         let p = c.answering("/primary");
         p.len() == 1 && p[0] != a
