@@ -13,6 +13,7 @@ use super::ha::{Action, DataDir, Decision, StartAs, StopMode};
 use super::postgres::bootstrap::{self, AppObjects, BootstrapObjects};
 use super::postgres::{self, LiveState, PgError, Postgres, slots};
 use super::routing::{Gate, Seen};
+use super::steps::{self, Step};
 use super::{Agent, events};
 use crate::api::cluster::SynchronousMode;
 use crate::api::member::MemberState;
@@ -60,84 +61,113 @@ impl Upstream {
 }
 
 impl Agent {
+    /// Carry out `decision` step by step, in the order `steps::plan` gives (the simulation in
+    /// tests/simulate.rs runs the same plan against its models).
     pub(super) async fn act(
         &mut self,
         decision: &Decision,
         snap: Option<&Snapshot>,
         live: Option<&LiveState>,
     ) -> Result<(), ActError> {
+        let in_recovery = live.map(|l| l.in_recovery);
+        let paused = snap.is_some_and(|s| s.paused);
+        // When this cycle's Lease write was sent: where the fencing clock counts from.
+        let mut sent: Option<Instant> = None;
+        let plan = steps::plan(&decision.action, in_recovery, paused);
+        for (i, step) in plan.iter().enumerate() {
+            match self.step(step, decision, snap, live, sent).await {
+                Ok(Some(t)) => sent = Some(t),
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(step, Step::Renew | Step::Acquire) {
+                        for undo in steps::on_lease_write_failure(&plan[..i]) {
+                            let _ = self.step(&undo, decision, snap, live, sent).await;
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of a plan; a Lease write returns when it was sent.
+    async fn step(
+        &mut self,
+        step: &Step,
+        decision: &Decision,
+        snap: Option<&Snapshot>,
+        live: Option<&LiveState>,
+        sent: Option<Instant>,
+    ) -> Result<Option<Instant>, ActError> {
         let lsn = live.and_then(|l| l.lsn);
-        match &decision.action {
-            Action::Nothing => {
-                if snap.is_some_and(|s| s.paused) {
-                    self.fence.stand_down();
+        match step {
+            Step::Renew => {
+                // A primary start writes no position: postgres has not said where it stands.
+                let lsn = if decision.action == Action::StartPostgres(StartAs::Primary) {
+                    None
+                } else {
+                    lsn
+                };
+                return self.renew(snap, lsn).await.map(Some);
+            }
+            Step::Acquire => {
+                let t = Instant::now();
+                self.dcs.acquire(lsn).await.map_err(ActError::Dcs)?;
+                return Ok(Some(t));
+            }
+            Step::Arm => self.fence.arm()?,
+            Step::Holding => {
+                // Every plan puts a Lease write before this step; without one nothing is held.
+                let Some(t) = sent else {
+                    return Err(ActError::Halt(
+                        "internal: the fencing clock was to start without a Lease write".into(),
+                    ));
+                };
+                self.fence.holding(t);
+            }
+            Step::InTime => self.fence.in_time(self.ha.fence_after)?,
+            Step::Renewed => {
+                if let Some(t) = sent {
+                    // The watchdog is fed only after an acknowledged renew.
+                    self.fence.renewed(t);
                 }
             }
-            Action::HoldLease => {
-                self.renew(snap, lsn).await?;
-                self.fence.stand_down();
-            }
-            Action::RenewLease => {
-                let sent = self.renew(snap, lsn).await?;
-                // The watchdog is fed only after an acknowledged renew.
-                self.fence.renewed(sent);
-                if live.is_some_and(|l| !l.in_recovery)
-                    && let Some(s) = snap
-                {
-                    self.primary_upkeep(s).await;
-                }
-            }
-            Action::AcquireLease => {
-                self.fence.arm()?;
-                let sent = Instant::now();
-                if let Err(e) = self.dcs.acquire(lsn).await {
-                    self.fence.stopped();
-                    return Err(ActError::Dcs(e));
-                }
-                self.fence.holding(sent);
-                if live.is_some_and(|l| l.in_recovery) {
-                    self.promote(snap, live).await?;
-                }
-            }
-            Action::Promote => {
-                // The fence counts from a renew of this cycle, never from an older one.
-                let sent = self.renew(snap, lsn).await?;
-                self.fence.arm()?;
-                self.fence.holding(sent);
-                self.promote(snap, live).await?;
-            }
-            Action::Demote { mode, release } => {
+            Step::Leaving => self.fence.leaving(),
+            Step::Disarm => self.fence.stopped(),
+            Step::StandDown => self.fence.stand_down(),
+            // Confirmed by every member this cycle: as good as a renew for the fences.
+            Step::Confirmed => self
+                .fence
+                .confirmed(self.failsafe_asked.unwrap_or_else(Instant::now)),
+            Step::Unroute => {
                 // Not primary from now on for anyone who asks (`/primary` answers 503): the
                 // operator's label updater must not put back the label removed below while a
-                // long stop runs.
+                // long stop runs. Routing first: the role label leaves before postgres stops
+                // answering; it starts again only once `-rw` no longer routes here (the routing
+                // gate).
                 self.rest.view.write().await.state = MemberState::Stopping;
-                // Routing first: the role label leaves before postgres stops answering; it starts
-                // again only once `-rw` no longer routes here (the routing gate).
-                self.fence.leaving();
                 self.route_gate.label_removed(Instant::now());
                 if let Err(e) = self.dcs.publish_role(None).await {
                     warn!(error = %e, "cannot remove the role label");
                 }
+            }
+            Step::Stop(mode) => {
                 // The watchdog stays armed until no client is left (a hung stop still fires
                 // before the ttl), not until the shutdown checkpoint ends: on a busy primary
                 // that can take longer than the watchdog allows, and a fired watchdog would
                 // turn a clean switchover into a crash.
                 let fence = &mut self.fence;
                 self.pg.stop_with(*mode, || fence.stopped()).await?;
-                self.fence.stopped();
                 self.upstream = Upstream::Unknown;
                 self.conf.synchronous_standby_names = None;
                 self.conf.synchronous_since = None;
-                if *release {
-                    let optime = self.pg.checkpoint_location().await;
-                    self.dcs.release(optime).await.map_err(ActError::Dcs)?;
-                }
             }
-            Action::StartPostgres(StartAs::Primary) => {
-                // Only with a lease renewed just now: never start a primary on a stale lease.
-                let sent = self.renew(snap, None).await?;
-                self.fence.arm()?;
-                self.fence.holding(sent);
+            Step::Release => {
+                let optime = self.pg.checkpoint_location().await;
+                self.dcs.release(optime).await.map_err(ActError::Dcs)?;
+            }
+            Step::StartPrimary => {
                 self.route_gate = Default::default();
                 self.conf.clients_fenced = false;
                 // The standbys the `sync` key names may be promoted: not one commit may be
@@ -151,16 +181,21 @@ impl Agent {
                 self.pg.start(&self.settings(None), false).await?;
                 self.upstream = Upstream::Nobody;
             }
-            Action::StartPostgres(StartAs::Replica { leader, rewind }) => {
+            Step::StartReplica { leader, rewind } => {
                 self.start_replica(snap, leader.as_deref(), *rewind).await?;
             }
-            Action::Follow { leader } => {
-                self.fence.leaving();
+            Step::Promote => self.promote(snap, live).await?,
+            Step::Upkeep => {
+                if let Some(s) = snap {
+                    self.primary_upkeep(s).await;
+                }
+            }
+            Step::Follow { leader } => {
                 let wanted = Upstream::of(leader.as_deref());
                 if self.upstream != wanted {
                     let conninfo = leader.as_deref().and_then(|l| self.conninfo_for(snap, l));
                     if leader.is_some() && conninfo.is_none() {
-                        return Ok(());
+                        return Ok(None);
                     }
                     let settings = self.settings(conninfo);
                     self.pg.reconfigure(&settings).await?;
@@ -168,6 +203,18 @@ impl Agent {
                     self.upstream = wanted;
                 }
             }
+            Step::Other => self.act_whole(decision, snap).await?,
+        }
+        Ok(None)
+    }
+
+    /// The actions with no Lease or fencing step of their own.
+    async fn act_whole(
+        &mut self,
+        decision: &Decision,
+        snap: Option<&Snapshot>,
+    ) -> Result<(), ActError> {
+        match &decision.action {
             Action::ClaimInitialize => {
                 let won = self.dcs.claim_initialize().await.map_err(ActError::Dcs)?;
                 info!(won, "raced for the initialize key");
@@ -204,13 +251,14 @@ impl Agent {
                     .await
                     .map_err(ActError::Dcs)?;
             }
-            // Confirmed by every member this cycle: as good as a renew for the fences.
-            Action::KeepPrimary => self
-                .fence
-                .confirmed(self.failsafe_asked.unwrap_or_else(Instant::now)),
             Action::Halt => {
                 let _ = self.pg.stop(StopMode::Immediate).await;
                 return Err(ActError::Halt(decision.reason.clone()));
+            }
+            other => {
+                return Err(ActError::Halt(format!(
+                    "internal: {other:?} has steps of its own"
+                )));
             }
         }
         Ok(())
@@ -298,7 +346,6 @@ impl Agent {
         if let Gate::Closed(why) = &gate {
             info!("starting with clients fenced: {why}");
         }
-        self.fence.stand_down();
         self.conf.synchronous_standby_names = None;
         self.conf.synchronous_since = None;
         let known = leader.is_none() || conninfo.is_some();
@@ -422,9 +469,13 @@ impl Agent {
         self.rest.view.write().await.state = MemberState::Initializing;
         let _ = self.pg.stop(StopMode::Immediate).await;
         self.pg.initdb(&self.settings(None).initdb).await?;
-        let sent = Instant::now();
-        self.dcs.acquire(None).await.map_err(ActError::Dcs)?;
+        // Armed before the write, as every plan that makes a primary (steps.rs).
         self.fence.arm()?;
+        let sent = Instant::now();
+        if let Err(e) = self.dcs.acquire(None).await {
+            self.fence.stopped();
+            return Err(ActError::Dcs(e));
+        }
         self.fence.holding(sent);
         self.pg.start(&self.settings(None), false).await?;
         self.upstream = Upstream::Nobody;

@@ -33,6 +33,10 @@ pub type RenewClock = Arc<Mutex<Option<Instant>>>;
 pub enum FenceError {
     #[error("watchdog required but unavailable: {0}")]
     WatchdogRequired(String),
+    #[error(
+        "a fence counted {age_s:.1}s since this cycle's Lease write or watchdog feed, past its deadline of {deadline_s:.1}s: not starting or promoting a primary on it"
+    )]
+    Overdue { age_s: f64, deadline_s: f64 },
 }
 
 pub struct Fence {
@@ -40,6 +44,8 @@ pub struct Fence {
     clock: RenewClock,
     /// A renew answered later than this after it was sent does not feed the watchdog.
     feed_within: Duration,
+    /// When the watchdog was last armed or fed, while it is armed.
+    fed: Option<Instant>,
 }
 
 impl Fence {
@@ -49,6 +55,7 @@ impl Fence {
             watchdog,
             clock: Arc::new(Mutex::new(None)),
             feed_within: safety_margin / 2,
+            fed: None,
         }
     }
 
@@ -84,7 +91,10 @@ impl Fence {
     /// cannot be armed refuses the promotion; in `automatic` it is logged and the promotion goes on.
     pub fn arm(&mut self) -> Result<(), FenceError> {
         match self.watchdog.activate() {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.note_fed();
+                Ok(())
+            }
             Err(e) if self.watchdog.mode() == WatchdogMode::Required => {
                 Err(FenceError::WatchdogRequired(e.to_string()))
             }
@@ -107,8 +117,9 @@ impl Fence {
     pub fn renewed(&mut self, sent: Instant) {
         let took = sent.elapsed();
         if took <= self.feed_within {
-            if let Err(e) = self.watchdog.activate() {
-                warn!(error = %e, "watchdog keepalive failed");
+            match self.watchdog.activate() {
+                Ok(()) => self.note_fed(),
+                Err(e) => warn!(error = %e, "watchdog keepalive failed"),
             }
         } else {
             warn!(
@@ -122,12 +133,41 @@ impl Fence {
     /// Failsafe: every member confirmed this primary in a round started at `asked`, as good as a
     /// renew sent then (members honour a confirmation for ttl from when they received it).
     pub fn confirmed(&mut self, asked: Instant) {
-        if asked.elapsed() <= self.feed_within
-            && let Err(e) = self.watchdog.keepalive()
-        {
-            warn!(error = %e, "watchdog keepalive failed");
+        if asked.elapsed() <= self.feed_within {
+            match self.watchdog.keepalive() {
+                Ok(()) => self.note_fed(),
+                Err(e) => warn!(error = %e, "watchdog keepalive failed"),
+            }
         }
         self.set(Some(asked));
+    }
+
+    /// Right before postgres is started or promoted as primary: both fences must still be
+    /// ahead of their deadline. An agent that stalled since the Lease write (SIGSTOP, CPU
+    /// starvation) finds its fencing clock overdue, or its watchdog fired already (into no
+    /// primary, and disarmed itself): another member may hold the Lease by now.
+    pub fn in_time(&self, deadline: Duration) -> Result<(), FenceError> {
+        let late = |age: Duration| FenceError::Overdue {
+            age_s: age.as_secs_f64(),
+            deadline_s: deadline.as_secs_f64(),
+        };
+        if let Some(age) = self.since_renew()
+            && age >= deadline
+        {
+            return Err(late(age));
+        }
+        if let Some(fed) = self.fed
+            && fed.elapsed() >= deadline
+        {
+            return Err(late(fed.elapsed()));
+        }
+        Ok(())
+    }
+
+    fn note_fed(&mut self) {
+        if self.watchdog.is_armed() {
+            self.fed = Some(Instant::now());
+        }
     }
 
     /// This member stops acting as primary: the fencing thread stands down so a clean stop is
@@ -140,6 +180,7 @@ impl Fence {
     /// PostgreSQL is down (or a replica): disarm the watchdog with the magic close.
     pub fn stopped(&mut self) {
         self.watchdog.disable();
+        self.fed = None;
     }
 
     /// Not primary and nothing to guard (pause, a replica start, shutdown): both at once.
@@ -158,6 +199,10 @@ impl Fence {
     /// postgres at once (the postmaster and each child by pid, see `softdog::fire`), even when
     /// the loop is blocked in a hung request. A thread, not a task: nothing the runtime runs
     /// can delay it.
+    ///
+    /// The clock stays overdue after it fired, until the agent renews or stands down: a loop
+    /// that stalled between its Lease write and starting or promoting postgres (SIGSTOP, a
+    /// hung call) and then carries on finds any postmaster it starts killed within 100 ms.
     pub fn spawn_thread(
         &self,
         deadline: Duration,
@@ -172,21 +217,29 @@ impl Fence {
             .stack_size(256 * 1024)
             .spawn(move || {
                 let _entered = span.enter();
+                // Whether this overdue stretch was reported already.
+                let mut reported = false;
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
                     let Some(overdue) = overdue(&clock, deadline) else {
+                        reported = false;
                         continue;
                     };
-                    error!(
-                        deadline_s = deadline.as_secs_f64(),
-                        "no lease renew within the fence deadline: fencing postgres"
-                    );
-                    softdog::fire(&pidfile);
-                    if let Ok(mut g) = clock.lock() {
-                        *g = None;
+                    if !reported {
+                        error!(
+                            deadline_s = deadline.as_secs_f64(),
+                            "no lease renew within the fence deadline: fencing postgres"
+                        );
+                        telemetry.fenced(FencingReason::RetryTimeout);
+                        events.report(events::fenced_by_timeout(&me, overdue, deadline));
+                        reported = true;
                     }
-                    telemetry.fenced(FencingReason::RetryTimeout);
-                    events.report(events::fenced_by_timeout(&me, overdue, deadline));
+                    if let Some(pid) = softdog::postmaster_from_pidfile(&pidfile)
+                        .filter(|pid| softdog::is_postgres(*pid))
+                    {
+                        let backends = softdog::kill_postmaster(pid);
+                        error!(pid, backends, "fenced: killed the postmaster and its backends");
+                    }
                 }
             })?;
         Ok(())

@@ -23,6 +23,7 @@ pub mod rest;
 pub mod routing;
 pub mod softdog;
 mod start;
+pub mod steps;
 pub mod watchdog;
 
 use std::sync::Arc;
@@ -68,9 +69,6 @@ impl From<ActError> for AgentError {
         }
     }
 }
-
-/// How soon a primary that could not renew tries again.
-const RETRY_SOON: Duration = Duration::from_millis(500);
 
 /// How long a primary's shutdown waits for the CHECKPOINT it asks for before stopping: the
 /// watchdog (fed at the last renew, at most loop_wait ago) must not fire meanwhile.
@@ -325,24 +323,20 @@ impl Agent {
         }
         self.publish(snap.as_ref(), &decision).await;
 
-        // A primary that could not renew tries again soon: it holds on only until its fence. A
-        // failsafe-confirmed one keeps the normal cadence: each confirmation moves its fence as
-        // a renew would, and a loop every 500 ms through a long outage would double its CPU.
-        if self.fence.is_primary()
-            && (snap.is_none() || obs.renew_failed)
-            && decision.action != Action::KeepPrimary
-        {
-            return Ok(RETRY_SOON);
-        }
-        // A follower wakes as soon as the lease could have expired, not a whole loop later.
-        let next = match &snap {
-            Some(s) if s.holder() != Some(self.args.name.as_str()) && s.holder().is_some() => self
-                .ha
-                .loop_wait
-                .min(self.dcs.lease_expires_in() + Duration::from_millis(100)),
-            _ => self.ha.loop_wait,
+        let others_lease_expires_in = match &snap {
+            Some(s) if s.holder() != Some(self.args.name.as_str()) && s.holder().is_some() => {
+                Some(self.dcs.lease_expires_in())
+            }
+            _ => None,
         };
-        Ok(next.max(Duration::from_millis(200)))
+        Ok(steps::next_wait(
+            self.ha.loop_wait,
+            self.fence.is_primary(),
+            snap.is_some(),
+            obs.renew_failed,
+            &decision.action,
+            others_lease_expires_in,
+        ))
     }
 
     /// Failsafe mode as the cluster's dynamic configuration says (no restart), when it says.

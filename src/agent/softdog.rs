@@ -126,9 +126,16 @@ pub fn postmaster_from_pidfile(pidfile: &Path) -> Option<i32> {
         .filter(|p| *p > 1)
 }
 
+/// Whether `pid` is a running PostgreSQL process (not a pid a stale pidfile names that the
+/// kernel has given to something else since).
+pub fn is_postgres(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|c| c.trim_end() == "postgres")
+}
+
 /// Fence: kill the postmaster named in `pidfile` and all its backends.
 pub fn fire(pidfile: &Path) {
-    match postmaster_from_pidfile(pidfile) {
+    match postmaster_from_pidfile(pidfile).filter(|pid| is_postgres(*pid)) {
         Some(pid) => {
             let backends = kill_postmaster(pid);
             error!(
@@ -357,7 +364,11 @@ mod tests {
         };
         let pidfile = dir.join("postmaster.pid");
         std::fs::write(&pidfile, format!("{pm}\n/data\n")).unwrap();
+        // Not a postgres process: a stale pidfile naming a recycled pid is left alone.
         fire(&pidfile);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(child.try_wait().unwrap().is_none(), "fired at a non-postgres pid");
+        kill_postmaster(pm);
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         let gone = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(20));
