@@ -18,6 +18,7 @@ use super::{Agent, events};
 use crate::api::cluster::SynchronousMode;
 use crate::api::member::MemberState;
 use crate::api::names::ROLE_PRIMARY;
+use crate::api::state::SyncState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -424,6 +425,17 @@ impl Agent {
         if let Err(e) = self.dcs.publish_role(None).await {
             warn!(error = %e, "cannot update the role label");
         }
+        if self.ha.synchronous_mode != SynchronousMode::Off {
+            // Before the first commit it may acknowledge: the `sync` key names this member alone
+            // (an empty synchronous set it grows as standbys confirm), so no other member may be
+            // promoted over commits only it has. Written after the promotion, a window was left
+            // where the old key still named the former primary and its standby (Patroni writes
+            // it first too).
+            self.dcs
+                .publish_sync(&[], None)
+                .await
+                .map_err(ActError::Dcs)?;
+        }
         if self.ha.synchronous_mode == SynchronousMode::Strict {
             // Strict: not one commit may be acknowledged asynchronously, even right after promotion.
             self.set_synchronous_standby_names(Some("*".into())).await?;
@@ -454,10 +466,6 @@ impl Agent {
             .record_promotion(entry)
             .await
             .map_err(ActError::Dcs)?;
-        if self.ha.synchronous_mode != SynchronousMode::Off {
-            // A new leader starts with an empty synchronous set and grows it as standbys confirm.
-            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
-        }
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
         }
@@ -564,14 +572,23 @@ impl Agent {
             &nosync,
             self.conf.synchronous_since,
         );
+        // Each write only while the key is what this cycle read (or just wrote).
+        let mut key = snap.sync.clone();
         if plan.unpublish {
-            self.dcs.publish_sync(&[]).await.map_err(ActError::Dcs)?;
+            self.dcs
+                .publish_sync(&[], Some(&key))
+                .await
+                .map_err(ActError::Dcs)?;
+            key = SyncState {
+                leader: Some(self.args.name.clone()),
+                sync_standby: vec![],
+            };
         }
         self.set_synchronous_standby_names(plan.synchronous_standby_names)
             .await?;
         if let Some(name) = plan.publish {
             self.dcs
-                .publish_sync(std::slice::from_ref(&name))
+                .publish_sync(std::slice::from_ref(&name), Some(&key))
                 .await
                 .map_err(ActError::Dcs)?;
             info!(standby = %name, "synchronous standby published");

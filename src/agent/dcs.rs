@@ -586,21 +586,45 @@ impl Dcs {
     }
 
     /// Publish the synchronous set (`sync` key) with ourselves as its leader.
-    pub async fn publish_sync(&self, standbys: &[String]) -> Result<(), DcsError> {
-        let value = serde_json::to_string(&SyncState {
+    /// Write the `sync` key naming this member its leader, with `standbys`. `read`: the key as
+    /// this cycle read it; the write happens only while the key is still that (a compare-and-
+    /// swap on the key, as Patroni writes it with the version it read), so a deposed primary
+    /// that stalled cannot overwrite what its successor wrote. `None`: take the key over
+    /// whatever it says, only right after this member won the Lease and before it promotes.
+    pub async fn publish_sync(
+        &self,
+        standbys: &[String],
+        read: Option<&SyncState>,
+    ) -> Result<(), DcsError> {
+        let mine = SyncState {
             leader: Some(self.me.clone()),
             sync_standby: standbys.to_vec(),
-        })
-        .map_err(|e| DcsError::Invalid(e.to_string()))?;
+        };
+        let value = serde_json::to_string(&mine).map_err(|e| DcsError::Invalid(e.to_string()))?;
+        let mut moved = false;
         self.update_state(|data| {
-            if data.get(keys::SYNC) == Some(&value) {
+            let current: SyncState = data
+                .get(keys::SYNC)
+                .and_then(|v| serde_json::from_str(v).ok())
+                .unwrap_or_default();
+            if read.is_some_and(|r| *r != current) {
+                moved = true;
+                return false;
+            }
+            if current == mine {
                 return false;
             }
             data.insert(keys::SYNC.into(), value.clone());
             true
         })
-        .await
-        .map(|_| ())
+        .await?;
+        if moved {
+            return Err(DcsError::Conflict(format!(
+                "{}: the sync key changed since this cycle read it",
+                self.names.state_config_map()
+            )));
+        }
+        Ok(())
     }
 
     pub async fn request_switchover(&self, request: &SwitchoverKey) -> Result<(), DcsError> {

@@ -238,7 +238,10 @@ impl Fence {
                         .filter(|pid| softdog::is_postgres(*pid))
                     {
                         let backends = softdog::kill_postmaster(pid);
-                        error!(pid, backends, "fenced: killed the postmaster and its backends");
+                        error!(
+                            pid,
+                            backends, "fenced: killed the postmaster and its backends"
+                        );
                     }
                 }
             })?;

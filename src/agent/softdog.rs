@@ -129,8 +129,7 @@ pub fn postmaster_from_pidfile(pidfile: &Path) -> Option<i32> {
 /// Whether `pid` is a running PostgreSQL process (not a pid a stale pidfile names that the
 /// kernel has given to something else since).
 pub fn is_postgres(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.trim_end() == "postgres")
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "postgres")
 }
 
 /// Fence: kill the postmaster named in `pidfile` and all its backends.
@@ -367,7 +366,10 @@ mod tests {
         // Not a postgres process: a stale pidfile naming a recycled pid is left alone.
         fire(&pidfile);
         std::thread::sleep(Duration::from_millis(100));
-        assert!(child.try_wait().unwrap().is_none(), "fired at a non-postgres pid");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "fired at a non-postgres pid"
+        );
         kill_postmaster(pm);
         assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
         let gone = (0..100).any(|_| {
