@@ -1374,9 +1374,11 @@ fn simulated_fault_schedules_never_make_two_members_writable() {
     );
 }
 
-/// Schedules that found a real hole, each failing on the code before its fix. A seed names a
-/// schedule of this version of the model: when the model changes how it draws, the seeds are
-/// drawn again (run the old code against `make simulate` and list what fails).
+/// Schedules that found a real hole, each failing on the code before its fix when it was
+/// found. A seed names a schedule of one version of the model: a change in how the model draws
+/// (the WAL model came after 350, 704 and 7536) leads the same seed elsewhere, so each fix is
+/// also pinned where it lives: the order of steps by the tests in `agent::steps`, the fencing
+/// thread's persistence by `agent::fence`'s, the sync key's compare-and-swap by seed 115 here.
 const REGRESSIONS: &[(u64, &str)] = &[
     (
         115,

@@ -310,6 +310,71 @@ mod tests {
         assert_eq!(overdue(&clock, Duration::from_secs(5)), None);
     }
 
+    /// A stand-in postmaster: a copy of `sleep` named `postgres` (what `softdog::is_postgres`
+    /// looks for), written to `pidfile`.
+    fn fake_postmaster(dir: &std::path::Path, pidfile: &std::path::Path) -> std::process::Child {
+        let exe = dir.join("postgres");
+        if !exe.exists() {
+            std::fs::copy("/bin/sleep", &exe).unwrap();
+        }
+        let child = std::process::Command::new(&exe).arg("60").spawn().unwrap();
+        std::fs::write(pidfile, format!("{}\n", child.id())).unwrap();
+        child
+    }
+
+    fn killed_within(child: &mut std::process::Child, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn an_overdue_fence_keeps_killing_any_postmaster_until_renewed() {
+        let dir = std::env::temp_dir().join(format!("pgwarden-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("postmaster.pid");
+        let f = fence();
+        f.spawn_thread(
+            Duration::from_millis(300),
+            pidfile.clone(),
+            Arc::new(Telemetry::default()),
+            (Events::disabled(), "m".into()),
+        )
+        .unwrap();
+        // Overdue: the first postmaster is killed...
+        *f.clock().lock().unwrap() = Some(Instant::now() - Duration::from_secs(1));
+        let mut first = fake_postmaster(&dir, &pidfile);
+        assert!(killed_within(&mut first, Duration::from_secs(2)));
+        // ...and so is one started after the fence fired (a stalled loop that resumes and
+        // starts a primary on its stale Lease), until the clock moves.
+        let mut second = fake_postmaster(&dir, &pidfile);
+        assert!(killed_within(&mut second, Duration::from_secs(2)));
+        // Renewed: postgres runs.
+        *f.clock().lock().unwrap() = Some(Instant::now() + Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(150));
+        let mut third = fake_postmaster(&dir, &pidfile);
+        assert!(!killed_within(&mut third, Duration::from_millis(500)));
+        let _ = third.kill();
+        let _ = third.wait();
+        // A pidfile naming a process that is not postgres is left alone.
+        *f.clock().lock().unwrap() = Some(Instant::now() - Duration::from_secs(1));
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(&pidfile, format!("{}\n", other.id())).unwrap();
+        assert!(!killed_within(&mut other, Duration::from_millis(500)));
+        let _ = other.kill();
+        let _ = other.wait();
+        *f.clock().lock().unwrap() = None;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn automatic_mode_promotes_without_a_device_and_required_refuses() {
         let mut f = fence();
