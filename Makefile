@@ -27,10 +27,15 @@ fmt:
 clippy:
 	@$(TIMED) "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 
+## Unit tests, then the simulation's UNIT_SEEDS schedules with its report (schedules per second,
+## the invariants checked).
+UNIT_SEEDS ?= 2000
 unit:
-	@$(TIMED) "unit tests" cargo test --all-targets --locked
+	@$(TIMED) "unit tests" cargo test --all-targets --locked -- --skip simulated_fault_schedules
+	@PGWARDEN_SIM_SEEDS=$(UNIT_SEEDS) $(TIMED) "simulation ($(UNIT_SEEDS) schedules)" \
+		cargo test --locked --test simulate simulated_fault_schedules -- --nocapture
 
-## The deterministic simulation of the HA core (tests/simulate.rs; `make unit` runs 300 schedules):
+## The deterministic simulation of the HA core (tests/simulate.rs; `make unit` runs 2000 schedules):
 ## SEEDS schedules from FIRST, in release mode. A failing seed replays with FIRST=seed SEEDS=1.
 SEEDS ?= 10000
 FIRST ?= 0
