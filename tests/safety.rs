@@ -500,3 +500,85 @@ async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_strea
     )
     .await;
 }
+
+/// Holes 6 and 7: in synchronous mode a switchover goes only to the published synchronous
+/// standby (412 for any other, as Patroni answers), and a candidate that dies as the switchover
+/// starts does not leave the cluster without a primary: the former sync leader (the old
+/// primary, in the `sync` key as its leader) may race again, and the dead candidate, which no
+/// longer answers the peer probe, no longer holds the race for itself. No acknowledged write
+/// is lost on the way.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_synchronous_switchover_goes_only_to_the_sync_standby_and_survives_its_death() {
+    let mut c = Cluster::new("swsync", 3).await;
+    for m in &mut c.members {
+        m.extra = vec!["--synchronous-mode".into(), "on".into()];
+    }
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "a published synchronous standby", |c| {
+        c.answering("/replica").len() == 2 && c.answering("/sync").len() == 1
+    })
+    .await;
+    let sync = c.answering("/sync")[0];
+    let other = (0..3).find(|i| *i != p && *i != sync).unwrap();
+    let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let auth = format!("Bearer {}", agents::TOKEN);
+    let h = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let leader = c.members[p].name.clone();
+    let body = |cand: &str| format!(r#"{{"leader": "{leader}", "candidate": "{cand}"}}"#);
+    // Not to the asynchronous replica: it may lack acknowledged commits.
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&body(&c.members[other].name)),
+    );
+    assert_eq!(
+        (code, msg.as_str()),
+        (412, "candidate name does not match with sync_standby")
+    );
+    assert_eq!(
+        c.answering("/primary"),
+        vec![p],
+        "a refused switchover moved nothing"
+    );
+
+    // To the synchronous standby, which is killed (agent and postgres) just before.
+    c.kill9(sync);
+    let (code, msg) = c.http(
+        p,
+        "POST",
+        "/switchover",
+        &h,
+        Some(&body(&c.members[sync].name)),
+    );
+    println!("switchover to the dead candidate: {code} {msg}");
+    c.wait_until(SLOW, "a primary that is not the dead candidate", |c| {
+        let answering = c.answering("/primary");
+        answering.len() == 1 && answering[0] != sync
+    })
+    .await;
+    let primary = c.wait_primary(SLOW).await;
+    assert_ne!(primary, other, "the asynchronous replica was promoted");
+    let (acked, _) = writer.stop().await;
+    assert!(
+        acked.len() > 10,
+        "the writer barely wrote ({})",
+        acked.len()
+    );
+    let client = c.connect(primary).await.expect("connect to the primary");
+    let rows = client
+        .query("SELECT id FROM w", &[])
+        .await
+        .expect("read the rows");
+    let have: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+}
