@@ -1379,7 +1379,22 @@ fn simulated_fault_schedules_never_make_two_members_writable() {
 /// (the WAL model came after 350, 704 and 7536) leads the same seed elsewhere, so each fix is
 /// also pinned where it lives: the order of steps by the tests in `agent::steps`, the fencing
 /// thread's persistence by `agent::fence`'s, the sync key's compare-and-swap by seed 115 here.
+/// Seeds 593 and 3187 were found afterwards by undoing the fix of holes 4 and 5 of the safety
+/// issue in the code (each fails then, and passes with it).
 const REGRESSIONS: &[(u64, &str)] = &[
+    (
+        593,
+        "hole 4, strict mode: a primary restarted after a crash ran with an empty \
+         synchronous_standby_names while the sync key still named its standby, acknowledged \
+         commits only it had, and the standby was promoted without them \
+         (postgres::sync::at_start now starts with the key's standby, or `*`)",
+    ),
+    (
+        3187,
+        "hole 5, synchronous mode on: a standby was published in the sync key as soon as \
+         PostgreSQL called it sync, before it had flushed the commits acknowledged before the \
+         switch, and was promoted without them (sync::plan now waits for its flush position)",
+    ),
     (
         115,
         "synchronous mode on: a deposed primary stalled before its synchronous step, resumed \
