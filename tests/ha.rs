@@ -502,16 +502,24 @@ async fn replica_lagging_beyond_maximum_lag_is_never_promoted() {
     assert_eq!(c.wait_primary(SLOW).await, 0);
     c.start(1);
     c.wait_until(SLOW, "the replica streaming", |c| {
-        c.answering("/replica") == vec![1]
+        c.answering("/replica?replication_state=streaming") == vec![1]
     })
     .await;
-    // Stop the replica's WAL receiver, then write 8 MB it will never receive.
+    // Stop the replica's WAL receiver, then write 8 MB it will never receive. (Streaming a
+    // moment ago, the receiver may be reconnecting right now: ask until it is there.)
     let replica = c.connect(1).await.unwrap();
-    let pid: i32 = replica
-        .query_one("SELECT pid FROM pg_stat_wal_receiver", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid: i32 = loop {
+        if let Some(row) = replica
+            .query_opt("SELECT pid FROM pg_stat_wal_receiver", &[])
+            .await
+            .unwrap()
+        {
+            break row.get(0);
+        }
+        assert!(Instant::now() < deadline, "no WAL receiver on the replica");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let primary = c.connect(0).await.unwrap();
     primary
