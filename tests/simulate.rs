@@ -42,6 +42,7 @@ use pgwarden::agent::steps::{self, Step};
 use pgwarden::api::cluster::SynchronousMode;
 use pgwarden::api::patroni::ReplicationRow;
 use pgwarden::common::lease::LeaseClock;
+use pgwarden::common::rng::SplitMix64;
 
 const TICK: Duration = Duration::from_millis(10);
 const N: usize = 3;
@@ -68,24 +69,16 @@ fn config() -> HaConfig {
     }
 }
 
-/// SplitMix64, the same sequence on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// The seeded generator (`common::rng`), drawing durations in milliseconds too.
+type Rng = SplitMix64;
+
+trait Millis {
+    fn ms(&mut self, lo: u64, hi: u64) -> Duration;
+}
+
+impl Millis for SplitMix64 {
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
+        Duration::from_millis(self.between(lo, hi))
     }
 }
 
@@ -348,7 +341,7 @@ fn lease_object(holder: &Option<String>, rv: u64) -> Lease {
 
 impl Sim {
     fn new(seed: u64, mode: SynchronousMode) -> Sim {
-        let mut rng = Rng(seed);
+        let mut rng = SplitMix64(seed);
         let cfg = config();
         let base = Instant::now();
         let mut apiserver_down = vec![];

@@ -6,4 +6,5 @@ pub mod agent_client;
 pub mod events;
 pub mod lease;
 pub mod prom;
+pub mod rng;
 pub mod throttle;

@@ -7,30 +7,7 @@
 
 use super::*;
 
-/// SplitMix64: small, fast, and the same sequence on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn flip(&mut self) -> bool {
-        self.below(2) == 0
-    }
-    fn pick<'a>(&mut self, of: &[&'a str]) -> &'a str {
-        of[self.below(of.len() as u64) as usize]
-    }
-    fn maybe<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
-        if self.flip() { Some(f(self)) } else { None }
-    }
-}
+use crate::common::rng::SplitMix64 as Rng;
 
 const NAMES: &[&str] = &["a", "b", "c"];
 
