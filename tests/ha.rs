@@ -546,21 +546,8 @@ async fn replica_lagging_beyond_maximum_lag_is_never_promoted() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn synchronous_mode_loses_no_acknowledged_commit_on_failover() {
-    let mut c = Cluster::new("sync", 3).await;
-    for m in &mut c.members {
-        m.extra = vec!["--synchronous-mode".into(), "on".into()];
-    }
-    c.start_all();
-    let p = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "two streaming replicas", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
     // A synchronous standby is published, and /sync answers on exactly that member.
-    c.wait_until(SLOW, "a published synchronous standby", |c| {
-        c.answering("/sync").len() == 1
-    })
-    .await;
+    let (mut c, p) = agents::three_synchronous("sync", "on", SLOW).await;
     let sync_member = c.answering("/sync")[0];
     let ip = c.members[p].ip.clone();
     c.connect(p)

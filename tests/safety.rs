@@ -199,16 +199,7 @@ async fn a_slow_clean_stop_of_the_primary_is_not_fenced() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn a_restarted_primary_acknowledges_nothing_its_synchronous_standby_lacks() {
-    let mut c = Cluster::new("syncstart", 3).await;
-    for m in &mut c.members {
-        m.extra = vec!["--synchronous-mode".into(), "strict".into()];
-    }
-    c.start_all();
-    let p = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "a published synchronous standby", |c| {
-        c.answering("/sync").len() == 1
-    })
-    .await;
+    let (mut c, p) = agents::three_synchronous("syncstart", "strict", SLOW).await;
     let b = c.answering("/sync")[0];
     c.connect(p)
         .await
@@ -510,16 +501,7 @@ async fn a_former_primary_that_started_read_only_is_rewound_when_it_cannot_strea
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn a_synchronous_switchover_goes_only_to_the_sync_standby_and_survives_its_death() {
-    let mut c = Cluster::new("swsync", 3).await;
-    for m in &mut c.members {
-        m.extra = vec!["--synchronous-mode".into(), "on".into()];
-    }
-    c.start_all();
-    let p = c.wait_primary(SLOW).await;
-    c.wait_until(SLOW, "a published synchronous standby", |c| {
-        c.answering("/replica").len() == 2 && c.answering("/sync").len() == 1
-    })
-    .await;
+    let (mut c, p) = agents::three_synchronous("swsync", "on", SLOW).await;
     let sync = c.answering("/sync")[0];
     let other = (0..3).find(|i| *i != p && *i != sync).unwrap();
     let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;

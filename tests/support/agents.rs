@@ -471,6 +471,24 @@ pub async fn three(tag: &str, limit: Duration) -> (Cluster, usize) {
     (c, p)
 }
 
+/// Like [`three`], in synchronous mode `mode` (`on` or `strict`), waiting also for a published
+/// synchronous standby.
+pub async fn three_synchronous(tag: &str, mode: &str, limit: Duration) -> (Cluster, usize) {
+    let mut c = Cluster::new(tag, 3).await;
+    for m in &mut c.members {
+        m.extra = vec!["--synchronous-mode".into(), mode.into()];
+    }
+    c.start_all();
+    let p = c.wait_primary(limit).await;
+    c.wait_until(
+        limit,
+        "two streaming replicas and a published synchronous standby",
+        |c| c.answering("/replica").len() == 2 && c.answering("/sync").len() == 1,
+    )
+    .await;
+    (c, p)
+}
+
 /// The first column of each row, as `i32`.
 pub fn rows_on(v: &[tokio_postgres::Row]) -> Vec<i32> {
     v.iter().map(|r| r.get(0)).collect()
