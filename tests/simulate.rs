@@ -238,14 +238,6 @@ enum Kind {
     },
 }
 
-impl Request {
-    const READ: Kind = Kind::Read;
-    const OTHER: Kind = Kind::Other;
-    fn cas(rv: u64, holder: Option<String>) -> Kind {
-        Kind::Cas(rv, holder)
-    }
-}
-
 struct Request {
     /// When the member sent it.
     sent: Vt,
@@ -625,7 +617,7 @@ impl Sim {
         }
         match self.members[i].phase.clone() {
             Phase::Sleeping { until } if until <= self.now => {
-                let req = self.send(i, Request::READ);
+                let req = self.send(i, Kind::Read);
                 self.members[i].phase = Phase::Reading { req };
             }
             Phase::Reading { req } => {
@@ -853,7 +845,7 @@ impl Sim {
             }
             Step::Renew | Step::Acquire => {
                 a.sent = Some(self.now);
-                let req = self.send(i, Request::cas(rv, me));
+                let req = self.send(i, Kind::Cas(rv, me));
                 Some(Wait::Request {
                     req,
                     lease: true,
@@ -861,7 +853,7 @@ impl Sim {
                 })
             }
             Step::Release => {
-                let req = self.send(i, Request::cas(rv, None));
+                let req = self.send(i, Kind::Cas(rv, None));
                 Some(Wait::Request {
                     req,
                     lease: false,
@@ -870,7 +862,7 @@ impl Sim {
             }
             // A call that does not touch the Lease (the role label); its failure is only logged.
             Step::Unroute => {
-                let req = self.send(i, Request::OTHER);
+                let req = self.send(i, Kind::Other);
                 Some(Wait::Request {
                     req,
                     lease: false,

@@ -603,10 +603,9 @@ impl Dcs {
         let value = serde_json::to_string(&mine).map_err(|e| DcsError::Invalid(e.to_string()))?;
         let mut moved = false;
         self.update_state(|data| {
-            let current: SyncState = data
-                .get(keys::SYNC)
-                .and_then(|v| serde_json::from_str(v).ok())
-                .unwrap_or_default();
+            // Parsed as the snapshot parses it, so an unchanged key compares equal.
+            let current: SyncState =
+                parse_key(data, keys::SYNC, self.names.cluster()).unwrap_or_default();
             if read.is_some_and(|r| *r != current) {
                 moved = true;
                 return false;

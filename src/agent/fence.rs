@@ -156,10 +156,10 @@ impl Fence {
         {
             return Err(late(age));
         }
-        if let Some(fed) = self.fed
-            && fed.elapsed() >= deadline
+        if let Some(age) = self.fed.map(|fed| fed.elapsed())
+            && age >= deadline
         {
-            return Err(late(fed.elapsed()));
+            return Err(late(age));
         }
         Ok(())
     }
