@@ -141,6 +141,85 @@ async fn a_primary_in_slow_crash_recovery_keeps_its_lease_and_its_postmaster() {
     assert_eq!(rows, 1_000_000);
 }
 
+/// Hole 1, the promotion: a replica that wins the Lease promotes through its replay backlog.
+/// `pg_promote(true, 60)` waited for the replay inside one cycle, with the fencing clock running
+/// from the renew before it: a replay longer than the fence deadline got the new primary killed
+/// halfway, restarted, and the failover took that much longer. Here every replica's startup
+/// process is frozen (SIGSTOP, as slow storage makes a long replay) before the primary dies
+/// (kill -9); the winner's promotion then cannot end until the startup process thaws, ttl + 4 s
+/// later. Now the promotion is signalled and the loop renews the Lease while it runs: the
+/// promoting postmaster survives, the Lease stays with it all along (nobody else races), no two
+/// members are ever writable, and it leads with every acknowledged write once the replay ends.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_promotion_through_a_long_replay_keeps_its_lease_and_its_postmaster() {
+    let (mut c, p) = agents::three("promoting", SLOW).await;
+    let old = c.members[p].name.clone();
+    let replicas: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    let mut frozen = vec![];
+    for r in &replicas {
+        let pm = c.members[*r]
+            .postmaster_pid()
+            .expect("a replica's postmaster");
+        let startup = startup_process(pm).expect("a replica's startup process");
+        signal(startup, libc::SIGSTOP);
+        frozen.push((*r, pm, startup));
+    }
+    // WAL the replicas receive (asynchronously: the writer stops a second before the kill, so
+    // every acknowledged write reached them) but cannot replay.
+    let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked, _) = writer.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let prober = Prober::start(&c);
+    c.kill9(p);
+    let limit = Instant::now() + SLOW;
+    let winner = loop {
+        if let Some(h) = c.holder().await
+            && h != old
+        {
+            break h;
+        }
+        assert!(Instant::now() < limit, "no replica took the Lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let w = c.index_of(&winner);
+    // Longer than the fence deadline and the ttl: the promotion hangs in the frozen replay.
+    let deadline = Instant::now() + Duration::from_secs(c.ttl + 4);
+    while Instant::now() < deadline {
+        assert_eq!(
+            c.holder().await.as_deref(),
+            Some(winner.as_str()),
+            "the Lease moved away from the promoting member"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for (_, _, startup) in &frozen {
+        signal(*startup, libc::SIGCONT);
+    }
+    c.wait_until(SLOW, "the promoted member to lead", |c| {
+        c.answering("/primary") == vec![w]
+    })
+    .await;
+    let samples = prober.stop().await;
+    let two = traffic::two_writable(&samples);
+    assert!(
+        two.is_empty(),
+        "{} samples saw two writable members, first: {:?}",
+        two.len(),
+        two.first()
+    );
+    let (_, pm, _) = frozen.iter().find(|(r, _, _)| *r == w).expect("the winner");
+    assert_eq!(
+        c.members[w].postmaster_pid(),
+        Some(*pm),
+        "the promoting postmaster was killed"
+    );
+    assert_eq!(c.holder().await.as_deref(), Some(winner.as_str()));
+    let lost = traffic::lost_writes(&c.members[w].ip, "w", &acked).await;
+    assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
+}
+
 /// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
 /// watchdog stayed armed and unfed through the CHECKPOINT before the stop and the whole fast
 /// shutdown; a shutdown checkpoint longer than its timeout got the postmaster killed, and WAL

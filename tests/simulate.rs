@@ -148,6 +148,11 @@ enum Pg {
         primary: bool,
     },
     Replica,
+    /// A signalled promotion replaying what it received: answers as a replica, becomes primary
+    /// then, whatever its agent does meanwhile.
+    Promoting {
+        until: Vt,
+    },
     Primary,
     /// A stop in progress: writes are taken until the safe point (no client left), then none.
     Stopping {
@@ -211,8 +216,12 @@ enum After {
     Send(Kind),
     /// Set synchronous_standby_names (`Agent::set_synchronous_standby_names`).
     Ssn(Option<String>),
-    /// pg_promote, waiting until it is done.
+    /// Signal the promotion (pg_promote without waiting), then wait up to
+    /// `steps::PROMOTE_WAIT` for it.
     PromotePg,
+    /// `Agent::promoted`: out of recovery, the promotion ends (the history record, whose
+    /// failure is only logged and retried next cycle).
+    Promoted,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +295,9 @@ struct Member {
     pending: Option<u64>,
     /// How many WAL positions this replica takes per tick when it streams (0: throttled).
     stream_rate: u64,
+    /// The agent's `promotion`: `Some(false)` signalled, `Some(true)` out of recovery but not
+    /// recorded yet.
+    promotion: Option<bool>,
 }
 
 struct Sim {
@@ -383,6 +395,7 @@ impl Sim {
                     synchronous_since: None,
                     pending: None,
                     stream_rate: 1,
+                    promotion: None,
                 }
             })
             .collect();
@@ -550,13 +563,15 @@ impl Sim {
             },
             running: m.pg != Pg::Stopped,
             in_recovery: match m.pg {
-                Pg::Replica => Some(true),
+                Pg::Replica | Pg::Promoting { .. } => Some(true),
                 Pg::Primary => Some(false),
                 _ => None,
             },
             timeline: Some(1),
             lsn: Some(m.wal.1),
             following: None,
+            promoting: m.promotion == Some(false)
+                && !matches!(m.pg, Pg::Stopped | Pg::Primary | Pg::Stopping { .. }),
         };
         // The peer probe: members whose agent answers its REST API now.
         let peers = (0..N)
@@ -675,7 +690,15 @@ impl Sim {
                         self.members[i].phase = Phase::Acting(Box::new(a));
                         return;
                     }
-                    Some(Ok(())) => a.wait = None,
+                    Some(Ok(())) => {
+                        // The history record of a finished promotion went through.
+                        if matches!(wait, Wait::Request { fatal: false, .. })
+                            && self.members[i].promotion == Some(true)
+                        {
+                            self.members[i].promotion = None;
+                        }
+                        a.wait = None
+                    }
                     // A call whose failure is only logged (the role label).
                     Some(Err(_)) if matches!(wait, Wait::Request { fatal: false, .. }) => {
                         a.wait = None
@@ -713,6 +736,7 @@ impl Sim {
                 match a.after.remove(0) {
                     After::Ssn(value) => self.set_ssn(i, value),
                     After::PromotePg => a.wait = Some(self.promote_pg(i)),
+                    After::Promoted => a.wait = self.promoted(i),
                     After::Send(kind) => {
                         let req = self.send(i, kind);
                         a.wait = Some(Wait::Request {
@@ -752,32 +776,54 @@ impl Sim {
         }
     }
 
-    /// pg_promote: the replay backlog first (sometimes long), then a new timeline.
+    /// pg_promote without waiting: the replay backlog first (sometimes long), then a new
+    /// timeline; the step waits up to `steps::PROMOTE_WAIT` for it (`Agent::promote`).
     fn promote_pg(&mut self, i: usize) -> Wait {
-        let d = if self.rng.chance(5) {
-            self.rng.ms(2_000, 10_000)
-        } else {
-            self.rng.ms(50, 500)
-        };
-        if self.members[i].pg != Pg::Stopped {
+        if self.members[i].promotion.is_none() {
+            let d = if self.rng.chance(5) {
+                self.rng.ms(2_000, 10_000)
+            } else {
+                self.rng.ms(50, 500)
+            };
+            if self.members[i].pg == Pg::Stopped {
+                return Wait::Failed;
+            }
             if self.mode == SynchronousMode::Strict {
                 // Not one commit acknowledged asynchronously, even right after it.
                 self.set_ssn(i, Some("*".into()));
             }
-            self.members[i].pg = Pg::Starting {
+            self.members[i].pg = Pg::Promoting {
                 until: self.now + d,
-                primary: true,
             };
             // A new timeline from here: replay stops, the WAL forks.
             let (b, lsn) = self.members[i].wal;
             self.members[i].wal = (self.wal.fork(b, lsn), lsn);
             self.members[i].upstream = None;
-            self.note(format!("{} becoming primary", self.members[i].name));
+            self.members[i].promotion = Some(false);
+            self.note(format!("{} promotion signalled", self.members[i].name));
         }
+        let until = match self.members[i].pg {
+            Pg::Promoting { until } => until.min(self.now + steps::PROMOTE_WAIT),
+            _ => self.now,
+        };
         Wait::Pg {
-            until: self.now + d,
+            until,
             fails_if_stopped: true,
         }
+    }
+
+    /// `Agent::promoted`, when postgres is out of recovery.
+    fn promoted(&mut self, i: usize) -> Option<Wait> {
+        if self.members[i].pg != Pg::Primary || self.members[i].promotion.is_none() {
+            return None;
+        }
+        self.members[i].promotion = Some(true);
+        let req = self.send(i, Kind::Other);
+        Some(Wait::Request {
+            req,
+            lease: false,
+            fatal: false,
+        })
     }
 
     /// `Agent::set_synchronous_standby_names`: a new value, counted from this flush position.
@@ -883,6 +929,7 @@ impl Sim {
                     };
                     self.members[i].disarm_at_safe_point = true;
                 }
+                self.members[i].promotion = None;
                 Some(Wait::Pg {
                     until: self.now + done,
                     fails_if_stopped: false,
@@ -917,6 +964,7 @@ impl Sim {
                 m.upstream = source;
                 m.ssn = None;
                 m.synchronous_since = None;
+                m.promotion = None;
                 if *rewind && let Some(u) = source {
                     // pg_rewind: back to where this member's WAL and the source's agree.
                     let theirs = self.members[u].wal;
@@ -935,23 +983,28 @@ impl Sim {
             }
             Step::Promote => {
                 // act.rs `promote`: in synchronous mode the `sync` key is taken over first, then
-                // pg_promote (which waits for the replay backlog), then the history record.
-                if self.mode != SynchronousMode::Off {
+                // the promotion is signalled (once) and waited for a while, then recorded if it
+                // ended.
+                if self.mode != SynchronousMode::Off && self.members[i].promotion.is_none() {
                     a.after.push(After::Send(Kind::Sync {
                         key: (me, vec![]),
                         expect: None,
                     }));
                 }
                 a.after.push(After::PromotePg);
-                a.after.push(After::Send(Kind::Other));
+                a.after.push(After::Promoted);
                 None
             }
             Step::Follow { leader } => {
                 self.members[i].upstream = leader.as_deref().and_then(|l| self.index(l));
                 None
             }
-            Step::Upkeep if self.mode != SynchronousMode::Off => {
-                self.synchronous_step(i, a);
+            Step::Upkeep => {
+                // A promotion left pending by an earlier cycle ends here.
+                a.after.push(After::Promoted);
+                if self.mode != SynchronousMode::Off {
+                    self.synchronous_step(i, a);
+                }
                 None
             }
             _ => {
@@ -1144,11 +1197,14 @@ impl Sim {
             Some((Some(h), _, _)) if *h != m.name => Some(m.clock.expires_in(self.cfg.ttl, now_m)),
             _ => None,
         };
+        let promoting = m.promotion == Some(false)
+            && !matches!(m.pg, Pg::Stopped | Pg::Primary | Pg::Stopping { .. });
         let wait = steps::next_wait(
             self.cfg.loop_wait,
             m.fence.is_some(),
             a.read.is_some(),
             renew_failed,
+            promoting,
             &a.action,
             others,
         );
@@ -1185,6 +1241,7 @@ impl Sim {
                 m.fence = None;
                 m.watchdog = None;
                 m.fed = None;
+                m.promotion = None;
                 m.dead_until = Some(self.now + down);
             }
         }
@@ -1199,6 +1256,15 @@ impl Sim {
                 m.phase = Phase::Sleeping { until: self.now };
                 m.lease_lost = false;
                 self.note(format!("m{i} pod restarted"));
+            }
+            // A promotion's replay ending: primary from now on, whatever the agent does.
+            if let Pg::Promoting { until } = self.members[i].pg
+                && until <= self.now
+            {
+                self.members[i].pg = Pg::Starting {
+                    until: self.now,
+                    primary: true,
+                };
             }
             // PostgreSQL finishing a start or promotion.
             if let Pg::Starting { until, primary } = self.members[i].pg
@@ -1325,7 +1391,7 @@ fn run(seed: u64, mode: SynchronousMode) -> Result<(usize, usize), String> {
         ));
     }
     let count = |what: &str| sim.log.iter().filter(|l| l.contains(what)).count();
-    Ok((count("becoming primary"), count("postgres killed")))
+    Ok((count("promotion signalled"), count("postgres killed")))
 }
 
 #[test]

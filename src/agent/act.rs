@@ -45,6 +45,15 @@ pub enum Upstream {
     Member(String),
 }
 
+/// A promotion this agent signalled: the history entry it writes once postgres left recovery.
+#[derive(Debug, Clone)]
+pub struct Promotion {
+    pub entry: HistoryEntry,
+    /// Postgres left recovery (clients opened, checkpoint asked); only the history write may
+    /// be left.
+    pub done: bool,
+}
+
 impl Upstream {
     pub fn of(leader: Option<&str>) -> Self {
         match leader {
@@ -161,6 +170,7 @@ impl Agent {
                 let fence = &mut self.fence;
                 self.pg.stop_with(*mode, || fence.stopped()).await?;
                 self.upstream = Upstream::Unknown;
+                self.promotion = None;
                 self.conf.synchronous_standby_names = None;
                 self.conf.synchronous_since = None;
             }
@@ -187,6 +197,10 @@ impl Agent {
             }
             Step::Promote => self.promote(snap, live).await?,
             Step::Upkeep => {
+                // Out of recovery: a promotion left pending by an earlier cycle ends here.
+                if self.promotion.is_some() {
+                    self.promoted().await;
+                }
                 if let Some(s) = snap {
                     self.primary_upkeep(s).await;
                 }
@@ -349,6 +363,7 @@ impl Agent {
         }
         self.conf.synchronous_standby_names = None;
         self.conf.synchronous_since = None;
+        self.promotion = None;
         let known = leader.is_none() || conninfo.is_some();
         self.pg.start(&self.settings(conninfo), true).await?;
         // Without the leader's address nothing streams yet: record no upstream, so the next
@@ -415,61 +430,102 @@ impl Agent {
             .decide(seen, now, super::routing::allowance(away_lately))
     }
 
+    /// Promote the running replica: take the `sync` key over, signal the promotion, and wait up
+    /// to `steps::PROMOTE_WAIT` for it to end. A longer replay goes on after the cycle: the
+    /// loop renews the Lease meanwhile (`ha::decide` with `promoting`), and the first cycle that
+    /// finds postgres out of recovery finishes the promotion (`Step::Upkeep`). Waiting for the
+    /// whole replay inside one cycle let the fence, counting from the renew before it, kill a
+    /// new primary whose replay took longer than the fence deadline.
     async fn promote(
         &mut self,
         snap: Option<&Snapshot>,
         live: Option<&LiveState>,
     ) -> Result<(), ActError> {
-        let old_tl = live.and_then(|l| l.timeline).unwrap_or(1);
-        let switch_lsn = live.and_then(|l| l.lsn).unwrap_or(0);
-        if let Err(e) = self.dcs.publish_role(None).await {
-            warn!(error = %e, "cannot update the role label");
+        if self.promotion.is_none() {
+            if let Err(e) = self.dcs.publish_role(None).await {
+                warn!(error = %e, "cannot update the role label");
+            }
+            if self.ha.synchronous_mode != SynchronousMode::Off {
+                // Before the first commit it may acknowledge: the `sync` key names this member
+                // alone (an empty synchronous set it grows as standbys confirm), so no other
+                // member may be promoted over commits only it has. Written after the promotion,
+                // a window was left where the old key still named the former primary and its
+                // standby (Patroni writes it first too).
+                self.dcs
+                    .publish_sync(&[], None)
+                    .await
+                    .map_err(ActError::Dcs)?;
+            }
+            if self.ha.synchronous_mode == SynchronousMode::Strict {
+                // Strict: not one commit may be acknowledged asynchronously, even right after
+                // promotion.
+                self.set_synchronous_standby_names(Some("*".into())).await?;
+            }
+            let reason = match snap.and_then(|s| s.switchover.as_ref()) {
+                Some(_) => "switchover",
+                None => "no recovery target specified",
+            };
+            let entry = HistoryEntry {
+                timeline: live.and_then(|l| l.timeline).unwrap_or(1),
+                switch_lsn: live.and_then(|l| l.lsn).unwrap_or(0),
+                reason: reason.into(),
+                time: jiff::Timestamp::now().to_string(),
+                new_leader: self.args.name.clone(),
+            };
+            self.pg.signal_promote().await?;
+            info!(from_timeline = entry.timeline, "promotion signalled");
+            self.promotion = Some(Promotion { entry, done: false });
         }
-        if self.ha.synchronous_mode != SynchronousMode::Off {
-            // Before the first commit it may acknowledge: the `sync` key names this member alone
-            // (an empty synchronous set it grows as standbys confirm), so no other member may be
-            // promoted over commits only it has. Written after the promotion, a window was left
-            // where the old key still named the former primary and its standby (Patroni writes
-            // it first too).
-            self.dcs
-                .publish_sync(&[], None)
-                .await
-                .map_err(ActError::Dcs)?;
+        if self.pg.promoted(steps::PROMOTE_WAIT).await? {
+            self.promoted().await;
+        } else {
+            info!(
+                "postgres is still replaying WAL: the promotion goes on while the lease is renewed"
+            );
         }
-        if self.ha.synchronous_mode == SynchronousMode::Strict {
-            // Strict: not one commit may be acknowledged asynchronously, even right after promotion.
-            self.set_synchronous_standby_names(Some("*".into())).await?;
-        }
-        self.pg.promote().await?;
-        self.upstream = Upstream::Nobody;
-        info!(timeline = old_tl + 1, "promoted");
-        // The primary is where -rw should route: open its clients before the label says so.
-        self.route_gate = Default::default();
-        if self.conf.clients_fenced {
-            self.conf.clients_fenced = false;
-            if let Err(e) = self.reload().await {
-                warn!(error = %e, "cannot reopen pg_hba.conf after the promotion");
+        Ok(())
+    }
+
+    /// Postgres left recovery after a promotion this agent signalled: route clients here,
+    /// checkpoint, and record the promotion in the cluster's history.
+    async fn promoted(&mut self) {
+        let Some(p) = self.promotion.as_mut() else {
+            return;
+        };
+        if !p.done {
+            p.done = true;
+            let timeline = p.entry.timeline + 1;
+            self.upstream = Upstream::Nobody;
+            info!(timeline, "promoted");
+            self.pg.checkpoint_in_background();
+            // The primary is where -rw should route: open its clients before the label says so.
+            self.route_gate = Default::default();
+            if self.conf.clients_fenced {
+                self.conf.clients_fenced = false;
+                if let Err(e) = self.reload().await {
+                    warn!(error = %e, "cannot reopen pg_hba.conf after the promotion");
+                }
             }
         }
-        let reason = match snap.and_then(|s| s.switchover.as_ref()) {
-            Some(_) => "switchover",
-            None => "no recovery target specified",
-        };
-        let entry = HistoryEntry {
-            timeline: old_tl,
-            switch_lsn,
-            reason: reason.into(),
-            time: jiff::Timestamp::now().to_string(),
-            new_leader: self.args.name.clone(),
-        };
-        self.dcs
-            .record_promotion(entry)
-            .await
-            .map_err(ActError::Dcs)?;
+        self.record_promotion().await;
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
         }
-        Ok(())
+    }
+
+    /// Write the finished promotion's entry into the cluster's history (which tells former
+    /// primaries they must rewind); a failed write is tried again every cycle while this member
+    /// is primary, never dropped.
+    async fn record_promotion(&mut self) {
+        let Some(p) = self.promotion.as_ref().filter(|p| p.done) else {
+            return;
+        };
+        match self.dcs.record_promotion(p.entry.clone()).await {
+            Ok(()) => self.promotion = None,
+            Err(e) => {
+                warn!(error = %e, "cannot record the promotion in the history; trying again next cycle")
+            }
+        }
     }
 
     /// The winner of the initialize key creates the cluster.

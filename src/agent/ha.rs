@@ -128,6 +128,9 @@ pub struct LocalPostgres {
     pub lsn: Option<u64>,
     /// The member `primary_conninfo` points at, when running as a replica.
     pub following: Option<String>,
+    /// A promotion was signalled (`pg_promote` without waiting) and postgres has not left
+    /// recovery yet: it may become writable any moment, so it counts as primary for fencing.
+    pub promoting: bool,
 }
 
 /// A peer's answer to `GET /patroni`, asked only when racing for the lease.
@@ -268,6 +271,9 @@ fn grace(obs: &Observation, cfg: &HaConfig) -> Option<Decision> {
 pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     let local = &obs.local;
     let is_primary = local.running && local.in_recovery == Some(false);
+    // What must be fenced: a primary, or a replica told to promote (it becomes writable when
+    // its replay ends, whatever the agent does meanwhile).
+    let may_be_primary = is_primary || (local.running && local.promoting);
     if obs.paused {
         if is_primary
             && let Some(dcs) = &obs.dcs
@@ -292,10 +298,10 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
                 "failsafe: the apiserver cannot be reached, every member confirmed this primary; staying primary",
             );
         }
-        if is_primary && let Some(grace) = grace(obs, cfg) {
+        if may_be_primary && let Some(grace) = grace(obs, cfg) {
             return grace;
         }
-        if is_primary {
+        if may_be_primary {
             return d(
                 Action::Demote {
                     mode: StopMode::Immediate,
@@ -436,7 +442,7 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     if i_hold_lease {
         if obs.renew_failed
             && !obs.lease_lost
-            && is_primary
+            && may_be_primary
             && let Some(grace) = grace(obs, cfg)
         {
             return grace;
@@ -451,6 +457,21 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
             );
         }
         if !is_primary {
+            if local.promoting {
+                // Patroni's "updated leader lock during promote": the replay may take long; the
+                // Lease (and with it the fences) is renewed every loop meanwhile, and the
+                // promotion is never signalled twice.
+                return match obs.since_renew {
+                    Some(age) if age < cfg.loop_wait => d(
+                        Action::Nothing,
+                        "promotion in progress: postgres is still replaying its WAL",
+                    ),
+                    _ => d(
+                        Action::RenewLease,
+                        "promotion in progress: renewed the leader lease while postgres replays its WAL",
+                    ),
+                };
+            }
             if local.in_recovery.is_none() {
                 return d(
                     Action::RenewLease,
@@ -495,7 +516,7 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
     }
 
     if let Some(l) = leader {
-        if is_primary {
+        if may_be_primary {
             return d(
                 Action::Demote {
                     mode: StopMode::Immediate,

@@ -131,6 +131,8 @@ struct Agent {
     /// Slots of members whose pods are gone, and since when.
     slot_orphans: postgres::slots::Orphans,
     softdog: Option<tokio::process::Child>,
+    /// A promotion signalled and not yet recorded (see `act::Agent::promote`).
+    promotion: Option<act::Promotion>,
 }
 
 impl Agent {
@@ -221,6 +223,9 @@ impl Agent {
             timeline: live.as_ref().and_then(|l| l.timeline),
             lsn: live.as_ref().and_then(|l| l.lsn),
             following: self.upstream.member().map(str::to_string),
+            promoting: running
+                && self.promotion.as_ref().is_some_and(|p| !p.done)
+                && live.as_ref().is_none_or(|l| l.in_recovery),
         };
         let racing = snap
             .as_ref()
@@ -334,6 +339,7 @@ impl Agent {
             self.fence.is_primary(),
             snap.is_some(),
             obs.renew_failed,
+            obs.local.promoting,
             &decision.action,
             others_lease_expires_in,
         ))

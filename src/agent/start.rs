@@ -189,6 +189,7 @@ impl Agent {
             client,
             commands: command_rx,
             softdog,
+            promotion: None,
             args,
         })
     }

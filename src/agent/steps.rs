@@ -23,8 +23,11 @@ use super::ha::{Action, StartAs, StopMode};
 /// How soon a primary that could not renew (or read) tries again: it holds on only until its
 /// fence.
 pub const RETRY_SOON: Duration = Duration::from_millis(500);
-/// The shortest wait between two cycles.
+/// The shortest wait between two cycles (also the cadence while a promotion replays).
 pub const MIN_WAIT: Duration = Duration::from_millis(200);
+/// How long a promotion's step waits for postgres to leave recovery before the cycle ends and
+/// the promotion goes on in the background (most end well within it).
+pub const PROMOTE_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -66,9 +69,12 @@ pub enum Step {
         leader: Option<String>,
         rewind: bool,
     },
-    /// Promote the running replica, then record the promotion in the cluster's history.
+    /// Promote the running replica: signal it (once), wait up to [`PROMOTE_WAIT`] for it to
+    /// leave recovery, and if it did, finish (clients, label, history). A longer replay goes on
+    /// after the plan, fenced as a primary.
     Promote,
-    /// A renewed primary's housekeeping: replication slots, the synchronous standby.
+    /// A renewed primary's housekeeping: finishing a promotion that outlasted its step,
+    /// replication slots, the synchronous standby.
     Upkeep,
     /// Point the running replica at `leader`.
     Follow { leader: Option<String> },
@@ -153,16 +159,21 @@ pub fn on_lease_write_failure(done: &[Step]) -> Vec<Step> {
 
 /// How long the agent sleeps after a cycle. `fencing`: the fencing clock runs (this member acts
 /// as primary); `read`: the apiserver answered this cycle's read; `renew_failed`: a renew of
-/// this cycle failed; `others_lease_expires_in`: when another member holds the Lease, how long
+/// this cycle failed; `promoting`: a signalled promotion has not ended yet; `others_lease_expires_in`: when another member holds the Lease, how long
 /// until it expires on this member's clock.
 pub fn next_wait(
     loop_wait: Duration,
     fencing: bool,
     read: bool,
     renew_failed: bool,
+    promoting: bool,
     action: &Action,
     others_lease_expires_in: Option<Duration>,
 ) -> Duration {
+    // A promotion ends when its replay does: look often, so -rw follows at once.
+    if promoting {
+        return MIN_WAIT;
+    }
     // A failsafe-confirmed primary keeps the normal cadence: each confirmation moves its fence
     // as a renew would, and a loop every 500 ms through a long outage would double its CPU.
     if fencing && (!read || renew_failed) && *action != Action::KeepPrimary {

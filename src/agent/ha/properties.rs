@@ -100,6 +100,7 @@ fn local(r: &mut Rng) -> LocalPostgres {
         timeline: r.maybe(|r| 1 + r.below(3) as u32),
         lsn: r.maybe(|r| r.below(1 << 26)),
         following: r.maybe(|r| r.pick(NAMES).to_string()),
+        promoting: running && r.below(4) == 0,
     }
 }
 
@@ -157,6 +158,8 @@ fn valid_for_another(o: &Observation) -> bool {
 fn check(o: &Observation, c: &HaConfig) -> Result<(), String> {
     let action = decide(o, c).action;
     let is_primary = o.local.running && o.local.in_recovery == Some(false);
+    // A replica told to promote becomes writable when its replay ends: fenced like a primary.
+    let may_be_primary = is_primary || (o.local.running && o.local.promoting);
     let rule = |ok: bool, what: &str| {
         if ok {
             Ok(())
@@ -175,6 +178,9 @@ fn check(o: &Observation, c: &HaConfig) -> Result<(), String> {
             o.paused && is_primary && names_me(o),
             "HoldLease outside pause",
         )?;
+    }
+    if o.local.running && o.local.promoting {
+        rule(action != Action::Promote, "a promotion signalled twice")?;
     }
     match &action {
         Action::Promote | Action::StartPostgres(StartAs::Primary) => {
@@ -227,7 +233,7 @@ fn check(o: &Observation, c: &HaConfig) -> Result<(), String> {
     }
     // A primary that sees another valid holder never stays primary (a bootstrap, too, stops
     // PostgreSQL first).
-    if is_primary && !o.paused && valid_for_another(o) {
+    if may_be_primary && !o.paused && valid_for_another(o) {
         rule(
             matches!(
                 action,
@@ -237,12 +243,12 @@ fn check(o: &Observation, c: &HaConfig) -> Result<(), String> {
         )?;
     }
     // Without the apiserver a primary keeps running only within its grace or confirmed.
-    if o.dcs.is_none() && is_primary && !o.paused {
+    if o.dcs.is_none() && may_be_primary && !o.paused {
         let in_grace = o
             .since_renew
             .is_some_and(|a| a < c.fence_after.saturating_sub(STOP_ALLOWANCE));
         let confirmed = c.failsafe_mode && o.failsafe_confirmed == Some(true);
-        if !in_grace && !confirmed {
+        if !in_grace && (!confirmed || !is_primary) {
             rule(
                 matches!(action, Action::Demote { .. }),
                 "a primary without the apiserver outlives its grace",

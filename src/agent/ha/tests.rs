@@ -28,6 +28,7 @@ fn replica(lsn: u64) -> LocalPostgres {
         timeline: Some(1),
         lsn: Some(lsn),
         following: Some("a".into()),
+        promoting: false,
     }
 }
 
@@ -389,6 +390,7 @@ fn former_primary_on_an_old_timeline_rewinds_before_following() {
         timeline: None,
         lsn: None,
         following: None,
+        promoting: false,
     };
     let mut d = dcs(held("b"));
     d.cluster_timeline = 2;
@@ -425,6 +427,7 @@ fn empty_member_races_for_initialize_when_no_cluster_exists() {
         timeline: None,
         lsn: None,
         following: None,
+        promoting: false,
     };
     let mut d = dcs(LeaseView::Free);
     d.initialize = Initialize::Absent;

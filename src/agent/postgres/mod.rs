@@ -562,20 +562,49 @@ impl Postgres {
     }
 
     /// Promote and wait for it to finish.
-    pub async fn promote(&mut self) -> Result<(), PgError> {
+    /// Tell the startup process to promote, without waiting for it: the replay of what was
+    /// received goes on first, for as long as it takes, while the agent keeps renewing the
+    /// Lease (see [`Postgres::promoted`]).
+    pub async fn signal_promote(&mut self) -> Result<(), PgError> {
         let client = self.connect().await?;
-        let done: bool = client
-            .query_one("SELECT pg_promote(true, 60)", &[])
+        let signalled: bool = client
+            .query_one("SELECT pg_promote(false)", &[])
             .await?
             .get(0);
-        if !done {
-            return Err(PgError::Timeout("promote"));
+        if !signalled {
+            return Err(PgError::Program {
+                program: "pg_promote".into(),
+                detail: "the promotion could not be signalled".into(),
+            });
         }
-        // Until a checkpoint records the new timeline in the control file, pg_rewind against
-        // this server sees the old timeline and wrongly finds nothing to rewind (Patroni's
-        // checkpoint_after_promote). It runs in the background: under write load it can take
-        // longer than the fence allows between renews, and a rewinding member asks for a
-        // CHECKPOINT of its own before pg_rewind reads the control file.
+        Ok(())
+    }
+
+    /// Whether the server left recovery, asking every 50 ms for up to `limit`.
+    pub async fn promoted(&mut self, limit: Duration) -> Result<bool, PgError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let client = self.connect().await?;
+            let in_recovery: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await?
+                .get(0);
+            if !in_recovery {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// After a promotion: a CHECKPOINT, in the background. Until one records the new timeline in
+    /// the control file, pg_rewind against this server sees the old timeline and wrongly finds
+    /// nothing to rewind (Patroni's checkpoint_after_promote). In the background because under
+    /// write load it can take longer than the fence allows between renews; a rewinding member
+    /// asks for a CHECKPOINT of its own before pg_rewind reads the control file.
+    pub fn checkpoint_in_background(&self) {
         let cfg = self.local_config();
         tokio::spawn(async move {
             let checkpoint = async {
@@ -589,7 +618,6 @@ impl Postgres {
                 warn!(error = %e, "the checkpoint after the promotion failed");
             }
         });
-        Ok(())
     }
 
     /// The latest checkpoint's location from `pg_controldata` (the optime a stopped primary
