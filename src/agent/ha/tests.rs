@@ -634,3 +634,44 @@ fn a_paused_primary_keeps_renewing_its_lease() {
     o.paused = true;
     assert_eq!(decide(&o, &cfg()).action, Action::HoldLease);
 }
+
+fn promoting() -> LocalPostgres {
+    LocalPostgres {
+        promoting: true,
+        ..replica(100)
+    }
+}
+
+#[test]
+fn a_promotion_in_progress_is_never_signalled_again_and_renews_once_per_loop() {
+    let mut o = obs("a", promoting(), Some(dcs(held("a"))));
+    o.since_renew = Some(Duration::from_millis(500));
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+    o.since_renew = Some(Duration::from_secs(2));
+    assert_eq!(decide(&o, &cfg()).action, Action::RenewLease);
+    o.since_renew = None;
+    assert_eq!(decide(&o, &cfg()).action, Action::RenewLease);
+}
+
+#[test]
+fn a_promoting_member_is_stopped_like_a_primary() {
+    let stop = Action::Demote {
+        mode: StopMode::Immediate,
+        release: false,
+    };
+    // Another member holds the Lease: the replay would end in a second writable member.
+    let o = obs("a", promoting(), Some(dcs(held("b"))));
+    assert_eq!(decide(&o, &cfg()).action, stop);
+    // Its own renew lost the compare-and-swap.
+    let mut o = obs("a", promoting(), Some(dcs(held("a"))));
+    o.renew_failed = true;
+    o.lease_lost = true;
+    o.since_renew = Some(Duration::from_secs(1));
+    assert_eq!(decide(&o, &cfg()).action, stop);
+    // No apiserver past the grace.
+    let mut o = obs("a", promoting(), None);
+    o.since_renew = Some(Duration::from_secs(1));
+    assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
+    o.since_renew = Some(Duration::from_secs(5));
+    assert_eq!(decide(&o, &cfg()).action, stop);
+}
