@@ -336,7 +336,22 @@ impl Agent {
                 return Ok(());
             }
             if let Err(e) = self.pg.rewind(&u.host, u.port, &self.conf.passfile).await {
-                // Rewind impossible: start over from a fresh basebackup next cycle.
+                // Patroni's rule: a rewind that failed against a leader still answering as a
+                // healthy primary is this data directory's fault (its WAL is gone, its control
+                // file damaged): start over from a fresh basebackup next cycle. One that failed
+                // because the leader went away (a restart, a failover, a cut) before it changed
+                // anything is nobody's: the data directory stays, postgres stays down, and the
+                // next cycle rewinds again from whoever leads then. Wiping on any error threw
+                // away a data directory, and a copy of the cluster, for a moment's fault.
+                // pg_rewind changes the data directory only after it said where it rewinds
+                // from; a failure after that leaves it unusable whatever the leader does.
+                let intact = postgres::rewind_left_data_intact(&e.to_string());
+                let leader_fine =
+                    Postgres::source_is_primary(&u.host, u.port, &self.secrets.superuser).await;
+                if intact && !leader_fine {
+                    warn!(error = %e, "pg_rewind failed before changing anything and {source} no longer answers as a primary; keeping the data directory and trying again next cycle");
+                    return Ok(());
+                }
                 warn!(error = %e, "pg_rewind failed; reinitialising from the leader");
                 self.events.report(events::rewind_failed(
                     &self.args.name,

@@ -855,6 +855,27 @@ impl Postgres {
     /// on an idle primary no record comes to fill it: the rewound replica never becomes
     /// consistent. An explicit CHECKPOINT always writes a record.
     pub async fn checkpoint_source(host: &str, port: u16, password: &str) -> Result<(), PgError> {
+        let client = Self::connect_source(host, port, password).await?;
+        client.batch_execute("CHECKPOINT").await?;
+        Ok(())
+    }
+
+    /// Whether the server at `host:port` answers, as a primary (Patroni's
+    /// `check_leader_is_not_in_recovery`): after a failed pg_rewind it tells a failure of this
+    /// data directory (the leader is fine) from one of the moment (the leader went away).
+    pub async fn source_is_primary(host: &str, port: u16, password: &str) -> bool {
+        let ask = async {
+            let client = Self::connect_source(host, port, password).await?;
+            let in_recovery: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await?
+                .get(0);
+            Ok::<bool, PgError>(!in_recovery)
+        };
+        matches!(ask.await, Ok(true))
+    }
+
+    async fn connect_source(host: &str, port: u16, password: &str) -> Result<Client, PgError> {
         let mut cfg = tokio_postgres::Config::new();
         cfg.host(host)
             .port(port)
@@ -867,9 +888,19 @@ impl Postgres {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        client.batch_execute("CHECKPOINT").await?;
-        Ok(())
+        Ok(client)
     }
+}
+
+/// What pg_rewind prints once it has found where to rewind from and before it changes the
+/// target: everything it writes comes after.
+const REWIND_STARTED: &str = "rewinding from last common checkpoint";
+
+/// Whether a failed pg_rewind (its error output, `detail`) failed before changing the target
+/// data directory. After it began copying, the directory is neither the old one nor the
+/// leader's (PostgreSQL's documentation: take a fresh backup).
+pub fn rewind_left_data_intact(detail: &str) -> bool {
+    !detail.contains(REWIND_STARTED)
 }
 
 pub fn set_mode(path: &Path, mode: u32) -> Result<(), PgError> {
@@ -885,7 +916,23 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod lsn_tests {
-    use super::parse_lsn;
+    use super::{parse_lsn, rewind_left_data_intact};
+
+    #[test]
+    fn a_rewind_that_failed_before_copying_left_the_data_directory_intact() {
+        // Cannot connect: nothing was read or written.
+        assert!(rewind_left_data_intact(
+            "pg_rewind: error: could not connect to server: Connection refused"
+        ));
+        // The target's WAL is gone: found before anything is written.
+        assert!(rewind_left_data_intact(
+            "exit status: 1: pg_rewind: servers diverged at WAL location 0/4023550 on timeline 1\npg_rewind: error: could not find previous WAL record at 0/4023528"
+        ));
+        // The source went away while copying.
+        assert!(!rewind_left_data_intact(
+            "exit status: 1: pg_rewind: servers diverged at WAL location 0/4023550 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000110 on timeline 1\npg_rewind: error: could not fetch remote file \"base/5/1259\": server closed the connection unexpectedly"
+        ));
+    }
 
     #[test]
     fn lsn_text_parses_to_bytes() {
