@@ -220,6 +220,59 @@ async fn a_promotion_through_a_long_replay_keeps_its_lease_and_its_postmaster() 
     assert!(lost.is_empty(), "{} acknowledged writes lost", lost.len());
 }
 
+/// Hole 11, the clone: a basebackup ran inside the loop, so for as long as it took the agent
+/// published nothing and `/liveness` failed after 2 x ttl; in a pod the kubelet then killed a
+/// reinitialisation of any large database halfway, again and again. Here a replica is
+/// reinitialised and its pg_basebackup frozen (SIGSTOP, as a slow network makes a long copy) for
+/// 2 x ttl + 6 s: `/liveness` answers 200 all along and the member says it is creating a
+/// replica; once the copy goes on, the member streams again with the primary's data.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_long_basebackup_keeps_the_agent_live() {
+    let (c, p) = agents::three("clone", SLOW).await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    let auth = format!("Bearer {}", agents::TOKEN);
+    let h = [("Authorization", auth.as_str())];
+    let (code, msg) = c.http(r, "POST", "/reinitialize", &h, Some(r#"{"force": true}"#));
+    assert_eq!((code, msg.as_str()), (200, "reinitialize started"));
+    let agent = c.members[r].agent_pid().expect("the replica's agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let basebackup = loop {
+        if let Some(b) = child_titled(agent, "pg_basebackup") {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "no pg_basebackup seen");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    signal(basebackup, libc::SIGSTOP);
+    let until = Instant::now() + Duration::from_secs(2 * c.ttl + 6);
+    let mut states = std::collections::BTreeSet::new();
+    while Instant::now() < until {
+        let (code, _) = c.http(r, "GET", "/liveness", &[], None);
+        assert_eq!(code, 200, "/liveness failed during the basebackup");
+        let (_, v) = c.get_json(r, "/patroni");
+        states.insert(v["state"].as_str().unwrap_or("").to_string());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    signal(basebackup, libc::SIGCONT);
+    assert!(
+        states.contains("creating replica"),
+        "the member did not say it was creating a replica: {states:?}"
+    );
+    c.wait_until(SLOW, "the reinitialised replica streaming", |c| {
+        c.http(r, "GET", "/replica?replication_state=streaming", &[], None)
+            .0
+            == 200
+    })
+    .await;
+    let name = c.members[r].name.clone();
+    c.wait_event(
+        "ReplicaCreated",
+        &format!("{name} was created as a replica"),
+    )
+    .await;
+}
+
 /// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
 /// watchdog stayed armed and unfed through the CHECKPOINT before the stop and the whole fast
 /// shutdown; a shutdown checkpoint longer than its timeout got the postmaster killed, and WAL

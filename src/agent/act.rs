@@ -45,6 +45,12 @@ pub enum Upstream {
     Member(String),
 }
 
+/// A basebackup running beside the loop.
+pub struct Cloning {
+    pub leader: String,
+    pub task: tokio::task::JoinHandle<Result<(), PgError>>,
+}
+
 /// A promotion this agent signalled: the history entry it writes once postgres left recovery.
 #[derive(Debug, Clone)]
 pub struct Promotion {
@@ -250,15 +256,21 @@ impl Agent {
                     return Ok(());
                 };
                 self.rest.view.write().await.state = MemberState::CreatingReplica;
-                self.pg
-                    .basebackup(
-                        &u.host,
-                        u.port,
-                        &self.args.replication_user,
-                        &self.conf.passfile,
-                    )
-                    .await?;
-                info!(leader, "created replica with pg_basebackup");
+                // Beside the loop, not in it: a basebackup of a large database takes longer
+                // than the liveness probe allows a loop that stopped, and the kubelet would
+                // kill it halfway, again and again (safety hole 11). `cycle` waits for it.
+                let mut pg = self.pg.detached();
+                let user = self.args.replication_user.clone();
+                let passfile = self.conf.passfile.clone();
+                let task =
+                    tokio::spawn(
+                        async move { pg.basebackup(&u.host, u.port, &user, &passfile).await },
+                    );
+                info!(leader, "creating a replica with pg_basebackup");
+                self.cloning = Some(Cloning {
+                    leader: leader.clone(),
+                    task,
+                });
             }
             Action::RecordInitialize { sysid } => {
                 self.dcs

@@ -108,10 +108,6 @@ pub fn for_decision(
             "Bootstrapped",
             format!("{me} initialized the database cluster and is its first primary"),
         )),
-        Action::CloneFrom { leader } => Some(Notice::normal(
-            "ReplicaCreated",
-            format!("{me} was created as a replica of {leader} with pg_basebackup"),
-        )),
         Action::Halt => Some(Notice::warning(
             "Halted",
             format!("{me} stopped managing PostgreSQL: {reason}"),
@@ -139,6 +135,14 @@ pub fn rewind_failed(me: &str, leader: &str, error: &str) -> Notice {
         format!(
             "{me} could not be rewound to follow {leader} ({error}); its data is removed and recloned"
         ),
+    )
+}
+
+/// A basebackup (`Action::CloneFrom`, which runs beside the loop) finished.
+pub fn replica_created(me: &str, leader: &str) -> Notice {
+    Notice::normal(
+        "ReplicaCreated",
+        format!("{me} was created as a replica of {leader} with pg_basebackup"),
     )
 }
 

@@ -33,7 +33,7 @@ use kube::Client;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, info_span, warn};
 
-use act::{ActError, Upstream};
+use act::{ActError, Cloning, Upstream};
 use config::{AgentArgs, ConfigError};
 use dcs::{Dcs, Snapshot};
 use fence::Fence;
@@ -133,6 +133,8 @@ struct Agent {
     softdog: Option<tokio::process::Child>,
     /// A promotion signalled and not yet recorded (see `act::Agent::promote`).
     promotion: Option<act::Promotion>,
+    /// A basebackup running beside the loop (`Action::CloneFrom`).
+    cloning: Option<act::Cloning>,
 }
 
 impl Agent {
@@ -180,6 +182,9 @@ impl Agent {
 
     /// One observe → decide → act → publish cycle; returns how long until the next one.
     async fn cycle(&mut self) -> Result<Duration, AgentError> {
+        if let Some(wait) = self.clone_step().await {
+            return Ok(wait);
+        }
         let snap = match self.dcs.read().await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -345,6 +350,43 @@ impl Agent {
         ))
     }
 
+    /// While a basebackup runs, a cycle only reads the DCS and publishes (the REST API, the
+    /// liveness probe and the member annotation stay current: Patroni's "long action in
+    /// progress"); returns the wait until the next one. Once it ended, its outcome is logged and
+    /// the cycle goes on (`None`): the next decision starts the replica, or clones again.
+    async fn clone_step(&mut self) -> Option<Duration> {
+        let cloning = self.cloning.as_ref()?;
+        if !cloning.task.is_finished() {
+            let decision = Decision {
+                action: Action::CloneFrom {
+                    leader: cloning.leader.clone(),
+                },
+                reason: format!(
+                    "creating a replica from leader {}: pg_basebackup in progress",
+                    cloning.leader
+                ),
+            };
+            let snap = self.dcs.read().await.ok();
+            self.telemetry.apiserver_reachable(snap.is_some());
+            info!(action = ?decision.action, "{}", decision.reason);
+            self.publish(snap.as_ref(), &decision).await;
+            return Some(self.ha.loop_wait);
+        }
+        let Cloning { leader, task } = self.cloning.take()?;
+        match task.await {
+            Ok(Ok(())) => {
+                info!(leader, "created replica with pg_basebackup");
+                self.events
+                    .report(events::replica_created(&self.args.name, &leader));
+            }
+            Ok(Err(e)) => warn!(leader, error = %e, "pg_basebackup failed; deciding again"),
+            Err(e) => {
+                warn!(leader, error = %e, "the basebackup task ended abnormally; deciding again")
+            }
+        }
+        None
+    }
+
     /// Failsafe mode as the cluster's dynamic configuration says (no restart), when it says.
     async fn apply_failsafe_mode(&mut self, wanted: Option<bool>) {
         if let Some(on) = wanted
@@ -437,6 +479,12 @@ impl Agent {
     }
 
     async fn shutdown(&mut self, release: bool) {
+        if let Some(c) = self.cloning.take() {
+            // Its pg_basebackup dies with it (kill_on_drop); the half-filled directory is
+            // recognised as unfinished and cloned again from empty.
+            c.task.abort();
+            let _ = c.task.await;
+        }
         let was_primary = self.fence.is_primary();
         self.fence.leaving();
         if was_primary {

@@ -190,6 +190,7 @@ impl Agent {
             commands: command_rx,
             softdog,
             promotion: None,
+            cloning: None,
             args,
         })
     }

@@ -192,6 +192,17 @@ impl Postgres {
         self.bin_dir.join(name)
     }
 
+    /// A handle on the same data directory with no server of its own, for work that runs
+    /// beside the loop (a basebackup).
+    pub fn detached(&self) -> Self {
+        Self::new(
+            self.bin_dir.clone(),
+            self.data_dir.clone(),
+            self.socket_dir.clone(),
+            self.port,
+        )
+    }
+
     async fn run(
         &self,
         name: &str,
@@ -199,7 +210,9 @@ impl Postgres {
         env: &[(&str, &str)],
     ) -> Result<String, PgError> {
         let mut cmd = Command::new(self.program(name));
-        cmd.args(args)
+        // A tool whose caller gave up (a shutdown during a basebackup) must not outlive it.
+        cmd.kill_on_drop(true)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
