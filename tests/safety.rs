@@ -477,6 +477,60 @@ async fn a_paused_primary_keeps_its_lease_so_nobody_races_on_resume() {
     assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
 }
 
+/// Pause survives the control plane: with the apiserver away, an agent could not read the
+/// `pause` key and forgot it, so the paused primary was demoted at its first failed read (its
+/// fence had stood down for the pause, so it had no grace either): a maintenance window ended
+/// by an apiserver restart. Patroni keeps the cluster it last read. Here the paused cluster
+/// (failsafe off) loses its apiserver for ttl + 7 s: the primary keeps its postmaster and every
+/// write, and after the resume it still leads and nobody else became writable.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_paused_cluster_rides_out_an_apiserver_outage() {
+    let (c, p) = agents::three("pauseout", SLOW).await;
+    let old = c.members[p].name.clone();
+    set_pause(&c, true).await;
+    c.wait_until(SLOW, "every member to report the pause", |c| {
+        (0..3).all(|i| c.get_json(i, "/patroni").1["pause"] == true)
+    })
+    .await;
+    let postmaster = c.members[p].postmaster_pid();
+    let prober = Prober::start(&c);
+    let writer = Writer::start(&c.members[p].ip, "w", Duration::from_millis(20)).await;
+    let down = ApiserverDown::now();
+    tokio::time::sleep(Duration::from_secs(c.ttl + 7)).await;
+    down.start();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (acked, errors) = writer.stop().await;
+    assert!(
+        errors.is_empty(),
+        "{} writes failed on the paused primary, first: {:?}",
+        errors.len(),
+        errors.first()
+    );
+    assert!(
+        acked.len() > 100,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    assert_eq!(
+        c.members[p].postmaster_pid(),
+        postmaster,
+        "the paused primary's postmaster was stopped"
+    );
+    set_pause(&c, false).await;
+    tokio::time::sleep(Duration::from_secs(c.ttl + 2)).await;
+    let samples = prober.stop().await;
+    let two = traffic::two_writable(&samples);
+    assert!(
+        two.is_empty(),
+        "{} samples saw two writable members, first: {:?}",
+        two.len(),
+        two.first()
+    );
+    assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
+    assert_eq!(c.wait_primary(SLOW).await, p);
+}
+
 /// The role label on member `i`'s pod.
 async fn role_label(c: &Cluster, i: usize) -> Option<String> {
     use k8s_openapi::api::core::v1::Pod;

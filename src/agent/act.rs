@@ -86,7 +86,7 @@ impl Agent {
         live: Option<&LiveState>,
     ) -> Result<(), ActError> {
         let in_recovery = live.map(|l| l.in_recovery);
-        let paused = snap.is_some_and(|s| s.paused);
+        let paused = self.paused;
         // When this cycle's Lease write was sent: where the fencing clock counts from.
         let mut sent: Option<Instant> = None;
         let plan = steps::plan(&decision.action, in_recovery, paused);

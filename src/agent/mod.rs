@@ -135,6 +135,9 @@ struct Agent {
     promotion: Option<act::Promotion>,
     /// A basebackup running beside the loop (`Action::CloneFrom`).
     cloning: Option<act::Cloning>,
+    /// Maintenance mode as last read: kept while the apiserver cannot be read (Patroni keeps
+    /// the cluster it last read), or a paused primary would be demoted by an apiserver restart.
+    paused: bool,
 }
 
 impl Agent {
@@ -196,8 +199,9 @@ impl Agent {
                 None
             }
         };
-        if snap.is_some() {
+        if let Some(s) = &snap {
             self.dcs_errors.reset();
+            self.paused = s.paused;
         }
         self.telemetry.apiserver_reachable(snap.is_some());
         let running = self.pg.running();
@@ -280,7 +284,7 @@ impl Agent {
         self.ha.watchdog_blocks_promotion = self.fence.blocks_promotion();
         let mut obs = Observation {
             me: self.args.name.clone(),
-            paused: snap.as_ref().is_some_and(|s| s.paused),
+            paused: self.paused,
             dcs: snap.as_ref().map(|s| s.view(jiff::Timestamp::now())),
             local,
             peers,

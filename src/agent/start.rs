@@ -191,6 +191,7 @@ impl Agent {
             softdog,
             promotion: None,
             cloning: None,
+            paused: false,
             args,
         })
     }
