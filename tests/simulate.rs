@@ -51,6 +51,8 @@ const FAULTY: Duration = Duration::from_secs(60);
 const QUIET: Duration = Duration::from_secs(45);
 /// The chance (percent) that an agent stalls before a step of a plan, while faults happen.
 const STALL_PERCENT: u64 = 1;
+/// The chance (percent) that the network delivers a Lease write (or another call) twice.
+const DUPLICATE_PERCENT: u64 = 2;
 /// The watchdog's safety margin (ttl - margin is the fence deadline and the watchdog timeout).
 const SAFETY_MARGIN: Duration = Duration::from_secs(2);
 
@@ -216,6 +218,8 @@ enum After {
     Send(Kind),
     /// Set synchronous_standby_names (`Agent::set_synchronous_standby_names`).
     Ssn(Option<String>),
+    /// The fences still ahead of their deadline (`Fence::in_time`), or the plan ends.
+    InTime,
     /// Signal the promotion (pg_promote without waiting), then wait up to
     /// `steps::PROMOTE_WAIT` for it.
     PromotePg,
@@ -239,11 +243,11 @@ enum Kind {
     Cas(u64, Option<String>),
     /// A call that does not touch the Lease (a label, the history).
     Other,
-    /// Write the `sync` key (`Dcs::publish_sync`): only while it is still `expect` (`None`:
-    /// whatever it is, the promotion's takeover).
+    /// Write the `sync` key (`Dcs::publish_sync`): only while it is still `expect`, the key as
+    /// the cycle read it.
     Sync {
         key: SyncKey,
-        expect: Option<SyncKey>,
+        expect: SyncKey,
     },
 }
 
@@ -366,7 +370,16 @@ impl Sim {
                 3 => crashes.push((rng.below(N as u64) as usize, at)),
                 4 if mode != SynchronousMode::Off => replication_cut[rng.below(N as u64) as usize]
                     .push((at, at + rng.ms(500, 20_000))),
-                _ => kills.push((rng.below(N as u64) as usize, at, rng.ms(500, 5_000))),
+                // A pod down for less than ttl (a restart), or for longer (its Lease expires
+                // while it is away, and it comes back to a cluster that moved on).
+                _ => {
+                    let down = if rng.chance(30) {
+                        rng.ms(9_000, 30_000)
+                    } else {
+                        rng.ms(500, 5_000)
+                    };
+                    kills.push((rng.below(N as u64) as usize, at, down))
+                }
             }
         }
         let members = (0..N)
@@ -467,6 +480,30 @@ impl Sim {
         let answer_lost = self.rng.chance(2)
             || Self::during(&self.apiserver_down, answered)
             || Self::during(&self.cut[i], answered);
+        // A Lease write the network delivers twice (a retransmission, a proxy retrying): the
+        // copy reaches the apiserver later and nobody waits for its answer. It carries the
+        // version the original expected, so it can only win if the original never arrived.
+        // (ConfigMap writes carry the resourceVersion they read too; the model's `sync` key
+        // has none, so its writes are not duplicated.)
+        if matches!(kind, Kind::Cas(..) | Kind::Other) && self.rng.chance(DUPLICATE_PERCENT) {
+            let later = arrives + self.rng.ms(1, 5_000);
+            self.requests.push(Request {
+                sent: self.now,
+                arrives: (!Self::during(&self.apiserver_down, later)
+                    && !Self::during(&self.cut[i], later))
+                .then_some(later),
+                answered: None,
+                kind: kind.clone(),
+                read: None,
+                won: None,
+                handled: false,
+            });
+            let name = self.members[i].name.clone();
+            self.note(format!(
+                "{name} {kind:?} duplicated, the copy arrives at {:.2}s",
+                later.as_secs_f64()
+            ));
+        }
         self.requests.push(Request {
             sent: self.now,
             arrives: reachable.then_some(arrives),
@@ -489,7 +526,7 @@ impl Sim {
             match &r.kind {
                 Kind::Other => {}
                 Kind::Sync { key, expect } => {
-                    let won = expect.as_ref().is_none_or(|e| *e == self.sync);
+                    let won = *expect == self.sync;
                     r.won = Some(won);
                     if won {
                         self.sync = key.clone();
@@ -737,6 +774,7 @@ impl Sim {
                     After::Ssn(value) => self.set_ssn(i, value),
                     After::PromotePg => a.wait = Some(self.promote_pg(i)),
                     After::Promoted => a.wait = self.promoted(i),
+                    After::InTime => a.wait = self.begin(i, &Step::InTime, &mut a),
                     After::Send(kind) => {
                         let req = self.send(i, kind);
                         a.wait = Some(Wait::Request {
@@ -985,11 +1023,15 @@ impl Sim {
                 // act.rs `promote`: in synchronous mode the `sync` key is taken over first, then
                 // the promotion is signalled (once) and waited for a while, then recorded if it
                 // ended.
-                if self.mode != SynchronousMode::Off && self.members[i].promotion.is_none() {
-                    a.after.push(After::Send(Kind::Sync {
-                        key: (me, vec![]),
-                        expect: None,
-                    }));
+                if self.members[i].promotion.is_none() {
+                    if self.mode != SynchronousMode::Off {
+                        let read = a.read.as_ref().map(|r| r.2.clone());
+                        a.after.push(After::Send(Kind::Sync {
+                            key: (me, vec![]),
+                            expect: read.unwrap_or_default(),
+                        }));
+                    }
+                    a.after.push(After::InTime);
                 }
                 a.after.push(After::PromotePg);
                 a.after.push(After::Promoted);
@@ -1037,7 +1079,7 @@ impl Sim {
             let key = (Some(me.clone()), vec![]);
             a.after.push(After::Send(Kind::Sync {
                 key: key.clone(),
-                expect: Some(expect),
+                expect: expect.clone(),
             }));
             expect = key;
         }
@@ -1045,7 +1087,7 @@ impl Sim {
         if let Some(name) = plan.publish {
             a.after.push(After::Send(Kind::Sync {
                 key: (Some(me), vec![name]),
-                expect: Some(expect),
+                expect: expect.clone(),
             }));
         }
     }
@@ -1433,6 +1475,14 @@ fn simulated_fault_schedules_never_make_two_members_writable() {
 /// Seeds 593 and 3187 were found afterwards by undoing the fix of holes 4 and 5 of the safety
 /// issue in the code (each fails then, and passes with it).
 const REGRESSIONS: &[(u64, &str)] = &[
+    (
+        1639,
+        "synchronous mode on: a member that won the Lease stalled before its promotion took \
+         the sync key over, and on waking overwrote the key of the member that had taken over \
+         meanwhile, naming itself; it was later promoted without that member's acknowledged \
+         commits (the takeover is now a compare-and-swap on the key as the cycle read it, and \
+         the fences are checked again right before the promotion is signalled)",
+    ),
     (
         593,
         "hole 4, strict mode: a primary restarted after a crash ran with an empty \

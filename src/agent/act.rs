@@ -477,9 +477,17 @@ impl Agent {
                 // alone (an empty synchronous set it grows as standbys confirm), so no other
                 // member may be promoted over commits only it has. Written after the promotion,
                 // a window was left where the old key still named the former primary and its
-                // standby (Patroni writes it first too).
+                // standby (Patroni writes it first too). Only while the key is what this cycle
+                // read: an agent that stalled after its Lease write must not overwrite the key
+                // of a member that took over meanwhile (which made itself promotable over that
+                // member's acknowledged commits; found by the simulation, seed 1639).
+                let Some(read) = snap.map(|s| &s.sync) else {
+                    return Err(ActError::Halt(
+                        "internal: a promotion without this cycle's read of the DCS".into(),
+                    ));
+                };
                 self.dcs
-                    .publish_sync(&[], None)
+                    .publish_sync(&[], read)
                     .await
                     .map_err(ActError::Dcs)?;
             }
@@ -488,6 +496,9 @@ impl Agent {
                 // promotion.
                 self.set_synchronous_standby_names(Some("*".into())).await?;
             }
+            // The calls above may have taken long, or the agent stalled: the fences must still
+            // be ahead of their deadline when the promotion is signalled.
+            self.fence.in_time(self.ha.fence_after)?;
             let reason = match snap.and_then(|s| s.switchover.as_ref()) {
                 Some(_) => "switchover",
                 None => "no recovery target specified",
@@ -659,7 +670,7 @@ impl Agent {
         let mut key = snap.sync.clone();
         if plan.unpublish {
             self.dcs
-                .publish_sync(&[], Some(&key))
+                .publish_sync(&[], &key)
                 .await
                 .map_err(ActError::Dcs)?;
             key = SyncState {
@@ -671,7 +682,7 @@ impl Agent {
             .await?;
         if let Some(name) = plan.publish {
             self.dcs
-                .publish_sync(std::slice::from_ref(&name), Some(&key))
+                .publish_sync(std::slice::from_ref(&name), &key)
                 .await
                 .map_err(ActError::Dcs)?;
             info!(standby = %name, "synchronous standby published");

@@ -588,13 +588,13 @@ impl Dcs {
     /// Publish the synchronous set (`sync` key) with ourselves as its leader.
     /// Write the `sync` key naming this member its leader, with `standbys`. `read`: the key as
     /// this cycle read it; the write happens only while the key is still that (a compare-and-
-    /// swap on the key, as Patroni writes it with the version it read), so a deposed primary
-    /// that stalled cannot overwrite what its successor wrote. `None`: take the key over
-    /// whatever it says, only right after this member won the Lease and before it promotes.
+    /// swap on the key, as Patroni writes it with the version it read), so a member that
+    /// stalled (a deposed primary, a winner of the Lease about to promote) cannot overwrite
+    /// what a successor wrote.
     pub async fn publish_sync(
         &self,
         standbys: &[String],
-        read: Option<&SyncState>,
+        read: &SyncState,
     ) -> Result<(), DcsError> {
         let mine = SyncState {
             leader: Some(self.me.clone()),
@@ -606,7 +606,7 @@ impl Dcs {
             // Parsed as the snapshot parses it, so an unchanged key compares equal.
             let current: SyncState =
                 parse_key(data, keys::SYNC, self.names.cluster()).unwrap_or_default();
-            if read.is_some_and(|r| *r != current) {
+            if *read != current {
                 moved = true;
                 return false;
             }
