@@ -423,6 +423,128 @@ async fn a_killed_softdog_is_replaced_before_it_is_needed() {
     assert_ne!(n, p, "nobody took over from the frozen primary");
 }
 
+/// Every process of member `i`'s "pod" (its agent and everything the agent started: the
+/// softdog, the postmaster and its children), as a cgroup freezer sees it.
+fn pod_processes(c: &Cluster, i: usize) -> Vec<i32> {
+    let mut all = vec![];
+    let mut next: Vec<i32> = c.members[i].agent_pid().into_iter().collect();
+    next.extend(c.members[i].postmaster_pid());
+    while let Some(pid) = next.pop() {
+        if !all.contains(&pid) {
+            all.push(pid);
+            next.extend(children_of(pid));
+        }
+    }
+    all
+}
+
+/// Hole 10, the frozen pod: every process of the primary's pod frozen at once (as the cgroup
+/// freezer or a paused VM does: agent, softdog, PostgreSQL), a replica takes over, and the pod
+/// thaws, PostgreSQL first (the worst order). Nothing in the pod counted while it was frozen,
+/// so the old primary's backends run again before anything can kill them: a client whose
+/// INSERT was in flight gets it acknowledged by the old primary after a new one exists. This
+/// measures that window and bounds it: the softdog and the fencing thread find their deadline
+/// long past on their first tick and kill the postmaster within a second of the thaw (in
+/// practice a few milliseconds: the numbers are printed, and in docs/architecture.md). Only a
+/// watchdog outside the pod (the host's `/dev/watchdog`, which resets the node while it is
+/// frozen) closes it; in synchronous mode such a commit is never acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_thawed_primary_pod_is_fenced_within_a_second() {
+    let (c, p) = agents::three("thaw", SLOW).await;
+    let client = c.connect(p).await.expect("connect to the primary");
+    client
+        .batch_execute("CREATE TABLE thaw (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    // A client writing as fast as the old primary answers, with no timeout: its INSERT in
+    // flight at the freeze completes at the thaw.
+    let writer = tokio::spawn(async move {
+        let mut acked = vec![];
+        for id in 1i64.. {
+            match client.execute("INSERT INTO thaw VALUES ($1)", &[&id]).await {
+                Ok(_) => acked.push(Instant::now()),
+                Err(_) => break,
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let postmaster = c.members[p]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    let pod = pod_processes(&c, p);
+    for pid in &pod {
+        signal(*pid, libc::SIGSTOP);
+    }
+    let old = c.members[p].name.clone();
+    let limit = Instant::now() + SLOW;
+    let n = loop {
+        if let Some(h) = c.holder().await
+            && h != old
+        {
+            let n = c.index_of(&h);
+            if c.http(n, "GET", "/primary", &[], None).0 == 200 {
+                break n;
+            }
+        }
+        assert!(
+            Instant::now() < limit,
+            "nobody took over from the frozen pod"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // PostgreSQL thaws first, then the agent and its softdog.
+    let (mut first, mut rest): (Vec<i32>, Vec<i32>) = pod.iter().partition(|pid| {
+        std::fs::read(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| String::from_utf8_lossy(&comm).trim() == "postgres")
+    });
+    first.append(&mut rest);
+    let thawed = Instant::now();
+    for pid in &first {
+        signal(*pid, libc::SIGCONT);
+    }
+    let mut killed_after = None;
+    while thawed.elapsed() < Duration::from_secs(5) {
+        if !std::path::Path::new(&format!("/proc/{postmaster}")).exists()
+            || std::fs::read_to_string(format!("/proc/{postmaster}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        {
+            killed_after = Some(thawed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let acked = tokio::time::timeout(Duration::from_secs(10), writer)
+        .await
+        .expect("the old primary's client ends")
+        .expect("the writer");
+    let after: Vec<Duration> = acked
+        .iter()
+        .filter(|t| **t >= thawed)
+        .map(|t| t.duration_since(thawed))
+        .collect();
+    eprintln!(
+        "thaw of the frozen primary pod: postmaster killed {killed_after:?} after the thaw; {} write(s) acknowledged by the old primary after the thaw, the last {:?} after it",
+        after.len(),
+        after.last()
+    );
+    let killed_after = killed_after.expect("the thawed postmaster was not killed within 5 s");
+    assert!(
+        killed_after < Duration::from_secs(1),
+        "the thawed postmaster lived {killed_after:?}"
+    );
+    assert!(
+        after.iter().all(|d| *d < Duration::from_secs(1)),
+        "the old primary acknowledged writes until {:?} after the thaw",
+        after.last()
+    );
+    assert_eq!(c.wait_primary(SLOW).await, n);
+}
+
 /// Set or clear the state ConfigMap's `pause` key, as `kubectl pgwarden pause|resume` does.
 async fn set_pause(c: &Cluster, on: bool) {
     use k8s_openapi::api::core::v1::ConfigMap;
