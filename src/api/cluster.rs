@@ -76,6 +76,9 @@ pub struct PostgresClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
+    /// Where the instances may run. Unset (and without topologySpreadConstraints): a preferred
+    /// pod anti-affinity on kubernetes.io/hostname spreads the instances over nodes, one per node
+    /// where there are enough. Set: used as given, in place of that default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
 

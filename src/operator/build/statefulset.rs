@@ -10,10 +10,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -320,13 +321,44 @@ fn pod_spec(cluster: &Cluster) -> PodSpec {
         init_containers: Some(vec![install]),
         containers: vec![postgres],
         volumes: Some(volumes),
-        affinity: spec.affinity.clone(),
+        affinity: affinity(cluster),
         tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
         node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
         topology_spread_constraints: (!spec.topology_spread_constraints.is_empty())
             .then(|| spec.topology_spread_constraints.clone()),
         ..Default::default()
     }
+}
+
+/// Where the pods may run: the spec's affinity when it gives one; otherwise, unless the spec
+/// spreads the pods itself (topologySpreadConstraints), a preferred anti-affinity between the
+/// cluster's pods on `kubernetes.io/hostname`, so that one node's loss takes one instance, not the
+/// primary and its replicas together. Preferred, not required: a cluster with more instances
+/// than nodes (a one-node test bed) still schedules every pod.
+fn affinity(cluster: &Cluster) -> Option<Affinity> {
+    let spec = cluster.spec;
+    if spec.affinity.is_some() || !spec.topology_spread_constraints.is_empty() {
+        return spec.affinity.clone();
+    }
+    Some(Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(cluster.labels()),
+                            ..Default::default()
+                        }),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 /// The StatefulSet with `replicas` pods (the caller decides: scaling down waits for a switchover
@@ -416,6 +448,7 @@ pub fn pod_disruption_budget(cluster: &Cluster) -> PodDisruptionBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::names;
     use crate::operator::build::fixtures::cluster;
 
     fn env_of(sts: &StatefulSet) -> BTreeMap<String, String> {
@@ -499,6 +532,45 @@ mod tests {
                 .all(|v| v.host_path.is_none()),
             "no host path without a watchdog device"
         );
+    }
+
+    #[test]
+    fn instances_spread_over_nodes_unless_the_spec_places_them() {
+        let pod_affinity = |spec: serde_json::Value| {
+            let c = cluster(spec);
+            let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+            let sts = statefulset(&cluster, 3);
+            sts.spec.unwrap().template.spec.unwrap().affinity
+        };
+        let default = pod_affinity(serde_json::json!({"instances": 3}))
+            .and_then(|a| a.pod_anti_affinity)
+            .and_then(|a| a.preferred_during_scheduling_ignored_during_execution)
+            .expect("a preferred anti-affinity by default");
+        assert_eq!(default.len(), 1);
+        let term = &default[0].pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let labels = term
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref())
+            .unwrap();
+        assert_eq!(
+            labels.get(names::LABEL_CLUSTER).map(String::as_str),
+            Some("main")
+        );
+        // The spec's own placement wins, whole.
+        let own = pod_affinity(serde_json::json!({
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}
+        }))
+        .unwrap();
+        assert!(own.node_affinity.is_some() && own.pod_anti_affinity.is_none());
+        let spread = pod_affinity(serde_json::json!({
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "DoNotSchedule"}]
+        }));
+        assert!(spread.is_none());
     }
 
     #[test]
