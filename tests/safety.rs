@@ -273,6 +273,86 @@ async fn a_long_basebackup_keeps_the_agent_live() {
     .await;
 }
 
+/// The cluster's history as the state ConfigMap holds it: `(timeline, switch LSN)` per row.
+async fn recorded_history(c: &Cluster) -> Vec<(u64, u64)> {
+    let text = c
+        .state()
+        .await
+        .data
+        .unwrap_or_default()
+        .get("history")
+        .cloned()
+        .unwrap_or_else(|| "[]".into());
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    rows.iter()
+        .filter_map(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
+        .collect()
+}
+
+/// Hole 8, the history: the promotion's entry named the timeline the replica believed it was
+/// on, which after a failover is the last restartpoint's when nothing streams (the primary just
+/// died): the second of two failovers within checkpoint_timeout was recorded as the first one's
+/// timeline and dropped as a duplicate (seen on the demo cluster: PostgreSQL on timeline 4, the
+/// history one switch short). Rewind decisions read this history. Here two failovers (kill -9
+/// of the primary) follow each other; the history must hold each switch PostgreSQL made, with
+/// PostgreSQL's own switch points (its newest `.history` file on the last primary).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn the_history_holds_every_timeline_switch_of_consecutive_failovers() {
+    let (mut c, p0) = agents::three("history", SLOW).await;
+    c.kill9(p0);
+    c.wait_until(SLOW, "a new primary", |c| {
+        let a = c.answering("/primary");
+        a.len() == 1 && a[0] != p0
+    })
+    .await;
+    let p1 = c.answering("/primary")[0];
+    c.start(p0);
+    c.wait_until(SLOW, "two streaming replicas again", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    c.kill9(p1);
+    c.wait_until(SLOW, "a third primary", |c| {
+        let a = c.answering("/primary");
+        a.len() == 1 && a[0] != p1
+    })
+    .await;
+    let p2 = c.answering("/primary")[0];
+    let client = c.connect(p2).await.unwrap();
+    let file: String = client
+        .query_one(
+            "SELECT pg_read_file('pg_wal/' || name) FROM pg_ls_waldir()
+              WHERE name ~ '^[0-9A-F]{8}[.]history$' ORDER BY name DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let switches: Vec<(u64, u64)> = file
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let tli = f.next()?.parse().ok()?;
+            let lsn = pgwarden::agent::postgres::parse_lsn(f.next()?)?;
+            Some((tli, lsn))
+        })
+        .collect();
+    assert_eq!(switches.len(), 2, "PostgreSQL's history: {file}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recorded = recorded_history(&c).await;
+        if recorded == switches {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the history holds {recorded:?}; PostgreSQL switched at {switches:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
 /// watchdog stayed armed and unfed through the CHECKPOINT before the stop and the whole fast
 /// shutdown; a shutdown checkpoint longer than its timeout got the postmaster killed, and WAL

@@ -532,8 +532,19 @@ impl Agent {
         };
         if !p.done {
             p.done = true;
-            let timeline = p.entry.timeline + 1;
             self.upstream = Upstream::Nobody;
+            match self.pg.last_switch().await {
+                // What PostgreSQL recorded; the guess made at the signal is only a fallback.
+                Ok(Some((parent, at))) if parent >= p.entry.timeline => {
+                    p.entry.timeline = parent;
+                    p.entry.switch_lsn = at;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot read the timeline history; recording the promotion as seen before it")
+                }
+            }
+            let timeline = p.entry.timeline + 1;
             info!(timeline, "promoted");
             self.pg.checkpoint_in_background();
             // The primary is where -rw should route: open its clients before the label says so.

@@ -612,6 +612,26 @@ impl Postgres {
         }
     }
 
+    /// The timeline switch this primary made last, from PostgreSQL itself: the parent timeline
+    /// and the switch point the newest `.history` file in pg_wal records. Only PostgreSQL knows
+    /// them for sure: a replica's own idea of its timeline before it promoted (the WAL
+    /// receiver's, or the last restartpoint's when nothing streamed) can be one behind, and a
+    /// history entry written from it named the wrong timeline and was dropped as a duplicate.
+    pub async fn last_switch(&mut self) -> Result<Option<(u32, u64)>, PgError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_opt(
+                "SELECT h.name, pg_read_file('pg_wal/' || h.name)
+                   FROM pg_ls_waldir() h
+                  WHERE h.name ~ '^[0-9A-F]{8}[.]history$'
+                  ORDER BY h.name DESC LIMIT 1",
+                &[],
+            )
+            .await?;
+        // No history file: the cluster never switched timelines.
+        Ok(row.and_then(|row| parse_last_switch(&row.get::<_, String>(1))))
+    }
+
     /// After a promotion: a CHECKPOINT, in the background. Until one records the new timeline in
     /// the control file, pg_rewind against this server sees the old timeline and wrongly finds
     /// nothing to rewind (Patroni's checkpoint_after_promote). In the background because under
@@ -905,6 +925,22 @@ impl Postgres {
     }
 }
 
+/// The last switch a timeline history file records: `(parent timeline, switch point)`. Lines are
+/// `parentTLI <tab> switchpoint <tab> reason`; blank lines and `#` comments are skipped.
+pub fn parse_last_switch(history: &str) -> Option<(u32, u64)> {
+    history
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let tli = fields.next()?.parse().ok()?;
+            let lsn = parse_lsn(fields.next()?)?;
+            Some((tli, lsn))
+        })
+        .next_back()
+}
+
 /// What pg_rewind prints once it has found where to rewind from and before it changes the
 /// target: everything it writes comes after.
 const REWIND_STARTED: &str = "rewinding from last common checkpoint";
@@ -929,7 +965,15 @@ pub fn parse_lsn(s: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod lsn_tests {
-    use super::{parse_lsn, rewind_left_data_intact};
+    use super::{parse_last_switch, parse_lsn, rewind_left_data_intact};
+
+    #[test]
+    fn the_last_timeline_switch_is_read_from_the_history_file() {
+        let history = "1\t0/3000158\tno recovery target specified\n\n2\t0/224B3718\tno recovery target specified\n";
+        assert_eq!(parse_last_switch(history), Some((2, 0x224B_3718)));
+        assert_eq!(parse_last_switch("# a comment\n"), None);
+        assert_eq!(parse_last_switch("garbage\n1\t0/10\tx\n"), Some((1, 0x10)));
+    }
 
     #[test]
     fn a_rewind_that_failed_before_copying_left_the_data_directory_intact() {
