@@ -13,8 +13,10 @@ if [ ! -x "$VENV/bin/patroni" ]; then
 fi
 "$VENV/bin/patroni" --version
 chmod -R o+rX "$VENV"
-trap '"$CLUSTER" down' EXIT
+# The trap only once this script brought the test bed up: when `up` refuses (a test bed, the
+# demo's perhaps, is already running) nothing of the user's is torn down.
 testbed_up --control-plane
+trap '"$CLUSTER" down' EXIT
 phase "benchmark"
 cd "$REPO_DIR"
 PATRONI_VENV=$VENV cargo test --release --locked --test bench -- --ignored --nocapture

@@ -4,8 +4,10 @@
 # tests/safety.rs (three agents as processes on 127.0.0.1-3, real PostgreSQL 15), then `down`.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
-trap '"$CLUSTER" down' EXIT
+# The trap only once this script brought the test bed up: when `up` refuses (a test bed, the
+# demo's perhaps, is already running) nothing of the user's is torn down.
 testbed_up --control-plane
+trap '"$CLUSTER" down' EXIT
 phase "integration: cargo test --test ha --test ha_api --test control_plane --test safety -- --ignored"
 cd "$REPO_DIR"
 # One scenario at a time: they share the loopback addresses and ports. --no-fail-fast: a failure

@@ -354,6 +354,11 @@ pub struct HaSpec {
     #[serde(default = "default_maximum_lag_on_failover")]
     #[schemars(range(min = 0))]
     pub maximum_lag_on_failover: i64,
+    /// Patroni's synchronous replication. "off": commits are acknowledged by the primary alone;
+    /// a failover may lose the last ones. "on": the primary waits for a synchronous standby while
+    /// one is streaming, and only that standby (or the primary) may be promoted, so no
+    /// acknowledged commit is lost; without a standby it acknowledges alone. "strict": as "on",
+    /// but without a standby no commit is acknowledged at all.
     #[serde(default)]
     pub synchronous_mode: SynchronousMode,
     /// How many synchronous standbys the primary waits for (synchronous mode on/strict).
