@@ -353,6 +353,59 @@ async fn the_history_holds_every_timeline_switch_of_consecutive_failovers() {
     }
 }
 
+/// Patroni's primary_start_timeout: a Lease holder whose PostgreSQL cannot start held the Lease
+/// forever, renewing it before every failed start: the cluster stayed without a primary while
+/// healthy replicas waited. Here the primary's postmaster is killed and its address taken by
+/// another process (its port bound first, as a stray process would), so every start fails;
+/// with primaryStartTimeout 10 s it releases the Lease and a replica takes over, and once the
+/// port is free again the old primary rejoins as a replica.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_primary_that_cannot_start_hands_over_after_primary_start_timeout() {
+    let mut c = Cluster::new("pstart", 3).await;
+    for m in &mut c.members {
+        m.extra = vec!["--primary-start-timeout".into(), "10".into()];
+    }
+    c.start_all();
+    let p = c.wait_primary(SLOW).await;
+    c.wait_until(SLOW, "two streaming replicas", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    let old = c.members[p].name.clone();
+    let pm = c.members[p]
+        .postmaster_pid()
+        .expect("the primary's postmaster");
+    kill_postmaster(pm);
+    let addr = format!("{}:5432", c.members[p].ip);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let squatter = loop {
+        match std::net::TcpListener::bind(&addr) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "cannot take {addr}: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    c.wait_until(SLOW, "a replica to take over", |c| {
+        let a = c.answering("/primary");
+        a.len() == 1 && a[0] != p
+    })
+    .await;
+    assert_ne!(c.holder().await.as_deref(), Some(old.as_str()));
+    let log = std::fs::read_to_string(c.dir.join(format!("{old}.log"))).unwrap();
+    assert!(
+        log.contains("primary start timed out"),
+        "the old primary did not say why it let go"
+    );
+    drop(squatter);
+    c.wait_until(SLOW, "the old primary back as a replica", |c| {
+        c.answering("/replica").contains(&p)
+    })
+    .await;
+}
+
 /// Hole 9: a clean stop of a busy primary turned into a crash by its own watchdog. The
 /// watchdog stayed armed and unfed through the CHECKPOINT before the stop and the whole fast
 /// shutdown; a shutdown checkpoint longer than its timeout got the postmaster killed, and WAL

@@ -68,6 +68,7 @@ fn config() -> HaConfig {
         failsafe_mode: false,
         watchdog_blocks_promotion: false,
         fence_after: ttl - SAFETY_MARGIN,
+        primary_start_timeout: Duration::from_secs(300),
     }
 }
 
@@ -636,6 +637,8 @@ impl Sim {
             failsafe_confirmed: None,
             failsafe_leader: None,
             not_streaming_for: m.not_streaming_since.map(|t| self.now.saturating_sub(t)),
+            // A schedule (105 s) is shorter than the default primaryStartTimeout (300 s).
+            primary_start_for: None,
         }
     }
 

@@ -54,6 +54,10 @@ pub struct AgentArgs {
     pub loop_wait: u64,
     #[arg(long, env = "PGWARDEN_RETRY_TIMEOUT", default_value_t = 3)]
     pub retry_timeout: u64,
+    /// Patroni's primary_start_timeout (seconds): how long a primary whose PostgreSQL is down or
+    /// in crash recovery keeps the Lease before it releases it to a healthy replica.
+    #[arg(long, env = "PGWARDEN_PRIMARY_START_TIMEOUT", default_value_t = 300)]
+    pub primary_start_timeout: u64,
     #[arg(
         long,
         env = "PGWARDEN_MAXIMUM_LAG_ON_FAILOVER",

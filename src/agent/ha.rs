@@ -25,6 +25,10 @@ pub struct HaConfig {
     /// The fence deadline: the fencing thread kills postgres this long after the last renew was
     /// sent (`ttl - safetyMargin`: no other member may take the Lease before `ttl`).
     pub fence_after: Duration,
+    /// Patroni's primary_start_timeout: how long a Lease holder may try to get PostgreSQL
+    /// running as primary (a failed start, a crash recovery) before it releases the Lease to a
+    /// member that can take over.
+    pub primary_start_timeout: Duration,
 }
 
 /// How long a primary allows itself to stop postgres in an orderly way before the fencing
@@ -168,6 +172,9 @@ pub struct Observation {
     pub failsafe_leader: Option<String>,
     /// A replica following a leader: how long its WAL receiver has not been streaming.
     pub not_streaming_for: Option<Duration>,
+    /// Holding the Lease: how long PostgreSQL has been down or not answering (a failed start, a
+    /// crash recovery), since it last ran as primary or this member took the Lease.
+    pub primary_start_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,6 +410,33 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
         return d(Action::Nothing, "waiting for a cluster to join");
     };
 
+    // Patroni's primary_start_timeout: a Lease holder that has not got PostgreSQL running for
+    // that long hands the Lease to a member that can take over, rather than hold it forever.
+    if i_hold_lease
+        && !obs.renew_failed
+        && !local.promoting
+        && (!local.running || local.in_recovery.is_none())
+        && let Some(t) = obs.primary_start_for
+        && t >= cfg.primary_start_timeout
+        && let Some(other) = dcs
+            .members
+            .iter()
+            .find(|m| m.name != obs.me && m.running && !m.nofailover && failover_target(cfg, dcs, &m.name))
+    {
+        return d(
+            Action::Demote {
+                mode: StopMode::Immediate,
+                release: true,
+            },
+            format!(
+                "primary start timed out: postgres has not run as primary for {}s (primaryStartTimeout {}s); releasing the leader lease for {} and the others to take over",
+                t.as_secs(),
+                cfg.primary_start_timeout.as_secs(),
+                other.name
+            ),
+        );
+    }
+
     // PostgreSQL is down: bring it back in the role the lease says.
     if !local.running {
         if i_hold_lease && !obs.renew_failed && leader == Some(obs.me.as_str()) {
@@ -569,6 +603,11 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
             format!("not racing for the lease: {why}"),
         ),
     }
+}
+
+/// May member `name` take over at all (synchronous mode: only the synchronous set)?
+fn failover_target(cfg: &HaConfig, dcs: &DcsView, name: &str) -> bool {
+    cfg.synchronous_mode == SynchronousMode::Off || dcs.in_sync_set(name)
 }
 
 /// Patroni's `is_healthiest_node`: may this member take the free lease?

@@ -135,6 +135,9 @@ struct Agent {
     promotion: Option<act::Promotion>,
     /// A basebackup running beside the loop (`Action::CloneFrom`).
     cloning: Option<act::Cloning>,
+    /// Since when this Lease holder's PostgreSQL has been down or not answering (see
+    /// `HaConfig::primary_start_timeout`).
+    primary_down_since: Option<Instant>,
     /// Maintenance mode as last read: kept while the apiserver cannot be read (Patroni keeps
     /// the cluster it last read), or a paused primary would be demoted by an apiserver restart.
     paused: bool,
@@ -236,6 +239,13 @@ impl Agent {
                 && self.promotion.as_ref().is_some_and(|p| !p.done)
                 && live.as_ref().is_none_or(|l| l.in_recovery),
         };
+        if let Some(s) = &snap {
+            // Without a read the holder is unknown: the count goes on as it was.
+            let holds = s.holder() == Some(self.args.name.as_str());
+            let down = !running || live.as_ref().is_none();
+            self.primary_down_since = (holds && down)
+                .then(|| self.primary_down_since.unwrap_or_else(Instant::now));
+        }
         let racing = snap
             .as_ref()
             .is_some_and(|s| !matches!(s.lease, LeaseView::Held { expired: false, .. }))
@@ -294,6 +304,7 @@ impl Agent {
             failsafe_confirmed,
             failsafe_leader,
             not_streaming_for: self.not_streaming_since.map(|t| t.elapsed()),
+            primary_start_for: self.primary_down_since.map(|t| t.elapsed()),
         };
         let before = events::Before {
             in_recovery: obs.local.in_recovery == Some(true),

@@ -99,6 +99,7 @@ impl Agent {
             failsafe_mode: args.failsafe_mode,
             watchdog_blocks_promotion: false,
             fence_after: args.watchdog_timeout(),
+            primary_start_timeout: Duration::from_secs(args.primary_start_timeout),
         };
         let events = events::Events::spawn(
             client.clone(),
@@ -192,6 +193,7 @@ impl Agent {
             promotion: None,
             cloning: None,
             paused: false,
+            primary_down_since: None,
             args,
         })
     }

@@ -26,6 +26,7 @@ fn config(r: &mut Rng) -> HaConfig {
         failsafe_mode: r.flip(),
         watchdog_blocks_promotion: r.below(4) == 0,
         fence_after: Duration::from_secs(6),
+        primary_start_timeout: Duration::from_secs(300),
     }
 }
 
@@ -134,6 +135,7 @@ fn observation(r: &mut Rng) -> Observation {
         failsafe_confirmed: r.maybe(|r| r.flip()),
         failsafe_leader: r.maybe(|r| r.pick(NAMES).to_string()),
         not_streaming_for: r.maybe(|r| Duration::from_millis(r.below(30_000))),
+        primary_start_for: r.maybe(|r| Duration::from_millis(r.below(600_000))),
         me,
     }
 }

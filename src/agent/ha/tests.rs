@@ -13,6 +13,7 @@ fn cfg() -> HaConfig {
         failsafe_mode: false,
         watchdog_blocks_promotion: false,
         fence_after: Duration::from_secs(6),
+        primary_start_timeout: Duration::from_secs(300),
     }
 }
 
@@ -90,6 +91,7 @@ fn obs(me: &str, local: LocalPostgres, dcs: Option<DcsView>) -> Observation {
         failsafe_confirmed: None,
         failsafe_leader: None,
         not_streaming_for: None,
+        primary_start_for: None,
     }
 }
 
@@ -674,4 +676,78 @@ fn a_promoting_member_is_stopped_like_a_primary() {
     assert_eq!(decide(&o, &cfg()).action, Action::Nothing);
     o.since_renew = Some(Duration::from_secs(5));
     assert_eq!(decide(&o, &cfg()).action, stop);
+}
+
+fn down() -> LocalPostgres {
+    LocalPostgres {
+        running: false,
+        in_recovery: None,
+        timeline: None,
+        lsn: None,
+        following: None,
+        ..primary()
+    }
+}
+
+#[test]
+fn a_primary_that_cannot_start_for_primary_start_timeout_releases_the_lease() {
+    let release = Action::Demote {
+        mode: StopMode::Immediate,
+        release: true,
+    };
+    let mut o = obs("a", down(), Some(dcs(held("a"))));
+    o.primary_start_for = Some(Duration::from_secs(299));
+    assert_eq!(
+        decide(&o, &cfg()).action,
+        Action::StartPostgres(StartAs::Primary)
+    );
+    o.primary_start_for = Some(Duration::from_secs(300));
+    let r = decide(&o, &cfg());
+    assert_eq!(r.action, release, "{}", r.reason);
+    assert!(r.reason.starts_with("primary start timed out"), "{}", r.reason);
+    // A crash recovery that does not end counts the same.
+    let mut o = obs(
+        "a",
+        LocalPostgres {
+            in_recovery: None,
+            ..primary()
+        },
+        Some(dcs(held("a"))),
+    );
+    o.primary_start_for = Some(Duration::from_secs(301));
+    assert_eq!(decide(&o, &cfg()).action, release);
+}
+
+#[test]
+fn a_primary_that_cannot_start_keeps_the_lease_when_nobody_can_take_over() {
+    // Nobody else runs.
+    let mut d = dcs(held("a"));
+    for m in d.members.iter_mut().filter(|m| m.name != "a") {
+        m.running = false;
+    }
+    let mut o = obs("a", down(), Some(d));
+    o.primary_start_for = Some(Duration::from_secs(600));
+    assert_eq!(
+        decide(&o, &cfg()).action,
+        Action::StartPostgres(StartAs::Primary)
+    );
+    // Synchronous mode: the others are not in the synchronous set.
+    let mut c = cfg();
+    c.synchronous_mode = SynchronousMode::On;
+    let mut d = dcs(held("a"));
+    d.sync_leader = Some("a".into());
+    let mut o = obs("a", down(), Some(d.clone()));
+    o.primary_start_for = Some(Duration::from_secs(600));
+    assert_eq!(
+        decide(&o, &c).action,
+        Action::StartPostgres(StartAs::Primary)
+    );
+    // ... and with a synchronous standby it goes to it.
+    d.sync_standbys = vec!["b".into()];
+    let mut o = obs("a", down(), Some(d));
+    o.primary_start_for = Some(Duration::from_secs(600));
+    assert!(matches!(
+        decide(&o, &c).action,
+        Action::Demote { release: true, .. }
+    ));
 }
