@@ -418,10 +418,9 @@ pub fn decide(obs: &Observation, cfg: &HaConfig) -> Decision {
         && (!local.running || local.in_recovery.is_none())
         && let Some(t) = obs.primary_start_for
         && t >= cfg.primary_start_timeout
-        && let Some(other) = dcs
-            .members
-            .iter()
-            .find(|m| m.name != obs.me && m.running && !m.nofailover && failover_target(cfg, dcs, &m.name))
+        && let Some(other) = dcs.members.iter().find(|m| {
+            m.name != obs.me && m.running && !m.nofailover && failover_target(cfg, dcs, &m.name)
+        })
     {
         return d(
             Action::Demote {

@@ -243,8 +243,8 @@ impl Agent {
             // Without a read the holder is unknown: the count goes on as it was.
             let holds = s.holder() == Some(self.args.name.as_str());
             let down = !running || live.as_ref().is_none();
-            self.primary_down_since = (holds && down)
-                .then(|| self.primary_down_since.unwrap_or_else(Instant::now));
+            self.primary_down_since =
+                (holds && down).then(|| self.primary_down_since.unwrap_or_else(Instant::now));
         }
         let racing = snap
             .as_ref()

@@ -704,7 +704,11 @@ fn a_primary_that_cannot_start_for_primary_start_timeout_releases_the_lease() {
     o.primary_start_for = Some(Duration::from_secs(300));
     let r = decide(&o, &cfg());
     assert_eq!(r.action, release, "{}", r.reason);
-    assert!(r.reason.starts_with("primary start timed out"), "{}", r.reason);
+    assert!(
+        r.reason.starts_with("primary start timed out"),
+        "{}",
+        r.reason
+    );
     // A crash recovery that does not end counts the same.
     let mut o = obs(
         "a",
