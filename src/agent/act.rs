@@ -355,6 +355,7 @@ impl Agent {
                 // anything is nobody's: the data directory stays, postgres stays down, and the
                 // next cycle rewinds again from whoever leads then. Wiping on any error threw
                 // away a data directory, and a copy of the cluster, for a moment's fault.
+                //
                 // pg_rewind changes the data directory only after it said where it rewinds
                 // from; a failure after that leaves it unusable whatever the leader does.
                 let intact = postgres::rewind_left_data_intact(&e.to_string());

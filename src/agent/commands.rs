@@ -24,11 +24,8 @@ impl Agent {
                 let _ = reply.send(answer);
             }
             rest::Command::Reinitialize { reply } => {
-                if let Some(c) = self.cloning.take() {
-                    // A basebackup already running is started over from empty.
-                    c.task.abort();
-                    let _ = c.task.await;
-                }
+                // A basebackup already running is started over from empty.
+                self.abort_clone().await;
                 let _ = self.pg.stop(StopMode::Immediate).await;
                 self.upstream = Upstream::Unknown;
                 let r = self.pg.wipe().await;

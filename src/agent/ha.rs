@@ -648,7 +648,7 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
             None => {}
         }
     }
-    if cfg.synchronous_mode != SynchronousMode::Off && !dcs.in_sync_set(&obs.me) {
+    if !failover_target(cfg, dcs, &obs.me) {
         return Err("synchronous mode is on and this member is not a synchronous standby".into());
     }
     let Some(my_lsn) = local.lsn else {
@@ -679,7 +679,7 @@ fn healthiest(obs: &Observation, dcs: &DcsView, cfg: &HaConfig) -> Result<(), St
         if p.is_primary {
             return Err(format!("{} is still running as primary", p.name));
         }
-        if cfg.synchronous_mode != SynchronousMode::Off && !dcs.in_sync_set(&p.name) {
+        if !failover_target(cfg, dcs, &p.name) {
             continue;
         }
         if let Some(their) = p.lsn

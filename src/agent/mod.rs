@@ -493,13 +493,18 @@ impl Agent {
         }
     }
 
-    async fn shutdown(&mut self, release: bool) {
+    /// Stop a basebackup running beside the loop, if one runs: its pg_basebackup dies with the
+    /// task (kill_on_drop), and the half-filled directory is recognised as unfinished and
+    /// cloned again from empty.
+    async fn abort_clone(&mut self) {
         if let Some(c) = self.cloning.take() {
-            // Its pg_basebackup dies with it (kill_on_drop); the half-filled directory is
-            // recognised as unfinished and cloned again from empty.
             c.task.abort();
             let _ = c.task.await;
         }
+    }
+
+    async fn shutdown(&mut self, release: bool) {
+        self.abort_clone().await;
         let was_primary = self.fence.is_primary();
         self.fence.leaving();
         if was_primary {

@@ -159,8 +159,9 @@ pub fn on_lease_write_failure(done: &[Step]) -> Vec<Step> {
 
 /// How long the agent sleeps after a cycle. `fencing`: the fencing clock runs (this member acts
 /// as primary); `read`: the apiserver answered this cycle's read; `renew_failed`: a renew of
-/// this cycle failed; `promoting`: a signalled promotion has not ended yet; `others_lease_expires_in`: when another member holds the Lease, how long
-/// until it expires on this member's clock.
+/// this cycle failed; `promoting`: a signalled promotion has not ended yet;
+/// `others_lease_expires_in`: when another member holds the Lease, how long until it expires on
+/// this member's clock.
 pub fn next_wait(
     loop_wait: Duration,
     fencing: bool,

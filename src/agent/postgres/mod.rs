@@ -574,7 +574,6 @@ impl Postgres {
         Ok(lsn.max(0) as u64)
     }
 
-    /// Promote and wait for it to finish.
     /// Tell the startup process to promote, without waiting for it: the replay of what was
     /// received goes on first, for as long as it takes, while the agent keeps renewing the
     /// Lease (see [`Postgres::promoted`]).
