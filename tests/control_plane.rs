@@ -91,13 +91,7 @@ fn assert_stopped_by_the_fence(
 }
 
 fn assert_safe(samples: &[traffic::Sample]) {
-    let two = traffic::two_writable(samples);
-    assert!(
-        two.is_empty(),
-        "{} samples saw two writable members, first: {:?}",
-        two.len(),
-        two.first()
-    );
+    traffic::assert_never_two_writable(samples);
     let ro = traffic::read_only_behind_rw(samples);
     assert!(
         ro.is_empty(),

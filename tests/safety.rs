@@ -13,6 +13,7 @@ use support::iptables::Cut;
 use support::process::signal;
 use support::testbed::ApiserverDown;
 use support::traffic::{self, Prober, Writer};
+use support::wait::retry;
 
 const SLOW: Duration = Duration::from_secs(90);
 
@@ -173,16 +174,11 @@ async fn a_promotion_through_a_long_replay_keeps_its_lease_and_its_postmaster() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let prober = Prober::start(&c);
     c.kill9(p);
-    let limit = Instant::now() + SLOW;
-    let winner = loop {
-        if let Some(h) = c.holder().await
-            && h != old
-        {
-            break h;
-        }
-        assert!(Instant::now() < limit, "no replica took the Lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let winner = retry(SLOW, Duration::from_millis(100), || async {
+        c.holder().await.filter(|h| *h != old).ok_or(())
+    })
+    .await
+    .expect("no replica took the Lease");
     let w = c.index_of(&winner);
     // Longer than the fence deadline and the ttl: the promotion hangs in the frozen replay.
     let deadline = Instant::now() + Duration::from_secs(c.ttl + 4);
@@ -202,13 +198,7 @@ async fn a_promotion_through_a_long_replay_keeps_its_lease_and_its_postmaster() 
     })
     .await;
     let samples = prober.stop().await;
-    let two = traffic::two_writable(&samples);
-    assert!(
-        two.is_empty(),
-        "{} samples saw two writable members, first: {:?}",
-        two.len(),
-        two.first()
-    );
+    traffic::assert_never_two_writable(&samples);
     let (_, pm, _) = frozen.iter().find(|(r, _, _)| *r == w).expect("the winner");
     assert_eq!(
         c.members[w].postmaster_pid(),
@@ -236,14 +226,13 @@ async fn a_long_basebackup_keeps_the_agent_live() {
     let (code, msg) = c.http(r, "POST", "/reinitialize", &h, Some(r#"{"force": true}"#));
     assert_eq!((code, msg.as_str()), (200, "reinitialize started"));
     let agent = c.members[r].agent_pid().expect("the replica's agent");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let basebackup = loop {
-        if let Some(b) = child_titled(agent, "pg_basebackup") {
-            break b;
-        }
-        assert!(Instant::now() < deadline, "no pg_basebackup seen");
-        std::thread::sleep(Duration::from_millis(2));
-    };
+    let basebackup = retry(
+        Duration::from_secs(30),
+        Duration::from_millis(2),
+        || async { child_titled(agent, "pg_basebackup").ok_or(()) },
+    )
+    .await
+    .expect("no pg_basebackup seen");
     signal(basebackup, libc::SIGSTOP);
     let until = Instant::now() + Duration::from_secs(2 * c.ttl + 6);
     let mut states = std::collections::BTreeSet::new();
@@ -339,18 +328,22 @@ async fn the_history_holds_every_timeline_switch_of_consecutive_failovers() {
         })
         .collect();
     assert_eq!(switches.len(), 2, "PostgreSQL's history: {file}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let recorded = recorded_history(&c).await;
-        if recorded == switches {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the history holds {recorded:?}; PostgreSQL switched at {switches:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    retry(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || async {
+            let recorded = recorded_history(&c).await;
+            if recorded == switches {
+                Ok(())
+            } else {
+                Err(recorded)
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|recorded| {
+        panic!("the history holds {recorded:?}; PostgreSQL switched at {switches:?}")
+    });
 }
 
 /// Patroni's primary_start_timeout: a Lease holder whose PostgreSQL cannot start held the Lease
@@ -541,13 +534,7 @@ async fn a_killed_softdog_is_replaced_before_it_is_needed() {
     tokio::time::sleep(Duration::from_secs(c.ttl + 12)).await;
     let samples = prober.stop().await;
     c.signal_agent(p, libc::SIGCONT);
-    let two = traffic::two_writable(&samples);
-    assert!(
-        two.is_empty(),
-        "{} samples saw two writable members, first: {:?}",
-        two.len(),
-        two.first()
-    );
+    traffic::assert_never_two_writable(&samples);
     assert!(
         c.members[p].postmaster_pid().is_none(),
         "the frozen primary's postgres was not fenced"
@@ -612,22 +599,15 @@ async fn a_thawed_primary_pod_is_fenced_within_a_second() {
         signal(*pid, libc::SIGSTOP);
     }
     let old = c.members[p].name.clone();
-    let limit = Instant::now() + SLOW;
-    let n = loop {
-        if let Some(h) = c.holder().await
-            && h != old
-        {
-            let n = c.index_of(&h);
-            if c.http(n, "GET", "/primary", &[], None).0 == 200 {
-                break n;
-            }
-        }
-        assert!(
-            Instant::now() < limit,
-            "nobody took over from the frozen pod"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let n = retry(SLOW, Duration::from_millis(100), || async {
+        let h = c.holder().await.filter(|h| *h != old).ok_or(())?;
+        let n = c.index_of(&h);
+        (c.http(n, "GET", "/primary", &[], None).0 == 200)
+            .then_some(n)
+            .ok_or(())
+    })
+    .await
+    .expect("nobody took over from the frozen pod");
     // PostgreSQL thaws first, then the agent and its softdog.
     let (mut first, mut rest): (Vec<i32>, Vec<i32>) = pod.iter().partition(|pid| {
         std::fs::read(format!("/proc/{pid}/comm"))
@@ -775,13 +755,7 @@ async fn a_paused_cluster_rides_out_an_apiserver_outage() {
     set_pause(&c, false).await;
     tokio::time::sleep(Duration::from_secs(c.ttl + 2)).await;
     let samples = prober.stop().await;
-    let two = traffic::two_writable(&samples);
-    assert!(
-        two.is_empty(),
-        "{} samples saw two writable members, first: {:?}",
-        two.len(),
-        two.first()
-    );
+    traffic::assert_never_two_writable(&samples);
     assert_eq!(c.holder().await.as_deref(), Some(old.as_str()));
     assert_eq!(c.wait_primary(SLOW).await, p);
 }

@@ -608,8 +608,7 @@ impl Sim {
             timeline: Some(1),
             lsn: Some(m.wal.1),
             following: None,
-            promoting: m.promotion == Some(false)
-                && !matches!(m.pg, Pg::Stopped | Pg::Primary | Pg::Stopping { .. }),
+            promoting: self.promoting(i),
         };
         // The peer probe: members whose agent answers its REST API now.
         let peers = (0..N)
@@ -851,6 +850,14 @@ impl Sim {
             until,
             fails_if_stopped: true,
         }
+    }
+
+    /// `LocalPostgres::promoting` as the agent computes it: a promotion it signalled, postgres
+    /// running and not out of recovery yet.
+    fn promoting(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        m.promotion == Some(false)
+            && !matches!(m.pg, Pg::Stopped | Pg::Primary | Pg::Stopping { .. })
     }
 
     /// `Agent::promoted`, when postgres is out of recovery.
@@ -1242,8 +1249,7 @@ impl Sim {
             Some((Some(h), _, _)) if *h != m.name => Some(m.clock.expires_in(self.cfg.ttl, now_m)),
             _ => None,
         };
-        let promoting = m.promotion == Some(false)
-            && !matches!(m.pg, Pg::Stopped | Pg::Primary | Pg::Stopping { .. });
+        let promoting = self.promoting(i);
         let wait = steps::next_wait(
             self.cfg.loop_wait,
             m.fence.is_some(),

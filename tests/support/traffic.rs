@@ -210,6 +210,17 @@ pub fn two_writable(samples: &[Sample]) -> Vec<&Sample> {
         .collect()
 }
 
+/// Fail the test when any sample saw two members writable at once.
+pub fn assert_never_two_writable(samples: &[Sample]) {
+    let two = two_writable(samples);
+    assert!(
+        two.is_empty(),
+        "{} samples saw two writable members, first: {:?}",
+        two.len(),
+        two.first()
+    );
+}
+
 /// Samples in which a member labelled primary (what `-rw` routes to) answered read-only.
 pub fn read_only_behind_rw(samples: &[Sample]) -> Vec<&Sample> {
     samples
