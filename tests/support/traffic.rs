@@ -49,7 +49,7 @@ impl Writer {
                         c.execute(&format!("INSERT INTO {table} VALUES ($1)"), &[&id]),
                     )
                     .await
-                    .map_err(|_| "no answer within 1 s".to_string())
+                    .map_err(|_| NO_ANSWER.to_string())
                     .and_then(|r| r.map_err(|e| super::postgres::message(&e))),
                     None => Err("not connected".into()),
                 };
@@ -60,10 +60,19 @@ impl Writer {
                             at: Instant::now(),
                             error,
                         });
-                        client = tokio::time::timeout(Duration::from_secs(1), connect(&ip))
+                        client = match tokio::time::timeout(Duration::from_secs(1), connect(&ip))
                             .await
-                            .ok()
-                            .and_then(Result::ok);
+                        {
+                            Ok(Ok(c)) => Some(c),
+                            Ok(Err(e)) => {
+                                errors.push(WriteError {
+                                    at: Instant::now(),
+                                    error: format!("connect: {e}"),
+                                });
+                                None
+                            }
+                            Err(_) => None,
+                        };
                     }
                 }
                 tokio::time::sleep(period).await;
@@ -78,6 +87,21 @@ impl Writer {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await.expect("the writer")
     }
+}
+
+/// What the client saw when a write got no answer in time (the write, or the reconnect after
+/// it): the member was slow, not refusing.
+pub const NO_ANSWER: &str = "no answer within 1 s";
+
+/// The errors that were refusals (a read-only transaction, a closed connection, a refused
+/// connect): everything but slow answers. A loaded machine (a kube-apiserver starting on two
+/// cores) can hold a commit past the writer's second without anything having gone wrong, while a
+/// demoted or stopped primary refuses.
+pub fn refused(errors: &[WriteError]) -> Vec<&WriteError> {
+    errors
+        .iter()
+        .filter(|e| e.error != NO_ANSWER && e.error != "not connected")
+        .collect()
 }
 
 /// Ids in `acked` that `table` on the member at `ip` does not hold.
