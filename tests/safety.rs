@@ -981,3 +981,54 @@ async fn a_synchronous_switchover_goes_only_to_the_sync_standby_and_survives_its
     let lost: Vec<&i64> = acked.iter().filter(|id| !have.contains(id)).collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
 }
+
+/// A dead node takes the old primary's agent with it, and the operator too when it ran there:
+/// nobody removed the old pod's `primary` label, so `-rw` listed the new primary and the dead
+/// one until the node controller marked the pod not ready (40 s and more), and half the new
+/// connections went nowhere. The new primary now removes every other `primary` label once its
+/// own is set. Here the primary's processes are frozen (no operator runs in this tier): within
+/// a few loops after the takeover, the new primary is the only pod labelled primary.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn the_new_primary_takes_the_primary_label_off_a_frozen_former_primary() {
+    let (c, p) = agents::three("unlabel", SLOW).await;
+    let old = c.members[p].name.clone();
+    retry(SLOW, Duration::from_millis(200), || async {
+        (role_label(&c, p).await.as_deref() == Some("primary"))
+            .then_some(())
+            .ok_or(())
+    })
+    .await
+    .expect("the primary's pod is labelled primary");
+    let pod = pod_processes(&c, p);
+    for pid in &pod {
+        signal(*pid, libc::SIGSTOP);
+    }
+    let n = retry(SLOW, Duration::from_millis(100), || async {
+        let h = c.holder().await.filter(|h| *h != old).ok_or(())?;
+        Ok::<_, ()>(c.index_of(&h))
+    })
+    .await
+    .expect("nobody took over from the frozen primary");
+    let only_new = retry(
+        Duration::from_secs(c.ttl),
+        Duration::from_millis(200),
+        || async {
+            let mut labels = vec![];
+            for i in 0..3 {
+                labels.push(role_label(&c, i).await);
+            }
+            let primaries: Vec<usize> = (0..3)
+                .filter(|i| labels[*i].as_deref() == Some("primary"))
+                .collect();
+            (primaries == [n]).then_some(()).ok_or(labels)
+        },
+    )
+    .await;
+    for pid in &pod {
+        signal(*pid, libc::SIGCONT);
+    }
+    only_new.unwrap_or_else(|labels| {
+        panic!("after the takeover by {n} the role labels stayed {labels:?} for ttl")
+    });
+}

@@ -67,6 +67,8 @@ pub struct Snapshot {
     pub members: Vec<(String, MemberStatus)>,
     /// Every pod of the cluster, with or without a status annotation.
     pub pod_names: Vec<String>,
+    /// The other pods that carry the `primary` role label (as read this cycle).
+    pub labelled_primary: Vec<String>,
 }
 
 impl Snapshot {
@@ -267,6 +269,19 @@ impl Dcs {
                 .cloned();
             self.published_role = Some(role);
         }
+        let labelled_primary = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.name.as_deref() != Some(self.me.as_str()))
+            .filter(|p| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_ROLE))
+                    .is_some_and(|r| r == ROLE_PRIMARY)
+            })
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
         let mut members = Vec::new();
         let pod_names: Vec<String> = pods
             .items
@@ -307,6 +322,7 @@ impl Dcs {
             leader_optime,
             members,
             pod_names,
+            labelled_primary,
         })
     }
 
@@ -665,6 +681,18 @@ impl Dcs {
         )
         .await?;
         self.published_role = Some(want);
+        Ok(())
+    }
+
+    /// Remove the role label of another member's pod (a former primary's `primary` label that
+    /// its own agent cannot remove: its node is dead, frozen or cut off).
+    pub async fn unlabel(&self, pod: &str) -> Result<(), DcsError> {
+        let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: null}}});
+        self.bounded(
+            self.pods
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await?;
         Ok(())
     }
 

@@ -449,8 +449,21 @@ impl Agent {
             if let Err(e) = self.dcs.publish_status(&status).await {
                 warn!(error = %e, "cannot publish the member status");
             }
-            if let Err(e) = self.dcs.publish_role(publish::label(&status, &seen)).await {
+            let label = publish::label(&status, &seen);
+            if let Err(e) = self.dcs.publish_role(label).await {
                 warn!(error = %e, "cannot update the role label");
+            }
+            if let Some(s) = snap {
+                for other in publish::stale_primary_labels(label, &s.labelled_primary) {
+                    match self.dcs.unlabel(other).await {
+                        Ok(()) => {
+                            info!(member = %other, "removed the primary role label of a former primary: -rw routes only here")
+                        }
+                        Err(e) => {
+                            warn!(member = %other, error = %e, "cannot remove a former primary's role label")
+                        }
+                    }
+                }
             }
         }
         let replication = if status.role == crate::api::member::MemberRole::Primary {

@@ -78,6 +78,20 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
     }
 }
 
+/// The other pods whose `primary` label this member removes: all of them, once its own pod is
+/// labelled primary (it runs as primary and the Lease names it, so none of them can be). The
+/// former primary's agent removes its own label when it demotes, and the operator's label
+/// updater when the pod stops answering; neither happens when the node under it is dead, frozen
+/// or cut off with the operator on it, and until then `-rw` would keep sending half the new
+/// connections to a member that cannot take them (Patroni's leader writes the Endpoints itself).
+pub fn stale_primary_labels<'a>(mine: Option<&str>, others: &'a [String]) -> &'a [String] {
+    if mine == Some(crate::api::names::ROLE_PRIMARY) {
+        others
+    } else {
+        &[]
+    }
+}
+
 /// The role label for this member's own pod.
 pub fn label(status: &MemberStatus, seen: &Seen<'_>) -> Option<&'static str> {
     let holds_lease = seen.holds_lease;
@@ -192,6 +206,17 @@ mod tests {
         assert_eq!(label(&status(&s), &s), Some(ROLE_PRIMARY));
         let s = seen(Some(&l), true, false);
         assert_eq!(label(&status(&s), &s), None);
+    }
+
+    #[test]
+    fn only_a_member_labelled_primary_removes_the_others_primary_labels() {
+        let others = vec!["pg-0".to_string()];
+        assert_eq!(
+            stale_primary_labels(Some(ROLE_PRIMARY), &others),
+            &others[..]
+        );
+        assert!(stale_primary_labels(Some(ROLE_REPLICA), &others).is_empty());
+        assert!(stale_primary_labels(None, &others).is_empty());
     }
 
     #[test]
