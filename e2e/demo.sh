@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a cluster to look at. Uses $KUBECONFIG when it names a reachable cluster, otherwise
-# brings up the local single-node Kubernetes (e2e/cluster up) and leaves it running.
+# brings up the local Kubernetes (e2e/cluster up; DEMO_NODES=3 for three nodes, one instance on
+# each) and leaves it running.
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 if [ -n "${KUBECONFIG:-}" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
@@ -10,7 +11,7 @@ if [ -n "${KUBECONFIG:-}" ] && kubectl get --raw /readyz >/dev/null 2>&1; then
 else
     DEMO_LOCAL=1
     if ! "$E2E_DIR/cluster" status | grep -q '^api: ready'; then
-        "$E2E_DIR/cluster" up
+        "$E2E_DIR/cluster" up ${DEMO_NODES:+--nodes "$DEMO_NODES"}
     fi
     eval "$("$E2E_DIR/cluster" env)"
 fi

@@ -126,7 +126,7 @@ image_cmd() {
     done ;;
     import) for n in $names; do
         phase "image import $n"
-        image_import "$n"
+        image_import_everywhere "$n"
     done ;;
     *) die "usage: e2e/cluster image build|import pause|postgres|pgwarden|all" ;;
     esac

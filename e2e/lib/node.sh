@@ -5,8 +5,17 @@ RUN_DIR=/run/pgwarden-testbed
 PKI=$PGWARDEN_STATE/pki
 PIDS=$PGWARDEN_STATE/pids
 LOGS=$PGWARDEN_STATE/logs
-CNI_CONF_DIR=$PGWARDEN_STATE/cni/net.d
 CNI_NETWORK=pgwarden
+# One node's own files, names and command prefix. The one-node test bed uses these defaults; the
+# three-node one (e2e/lib/nodes.sh) sets them in a subshell per node.
+NODE_DIR=$PGWARDEN_STATE # containerd.toml, kubelet/, cni/, kube-proxy.yaml
+NODE_RUN=$RUN_DIR        # containerd's state
+NODE_TAG=""              # suffix of the daemons' PID and log names
+NODE_CERT=kubelet        # the kubelet's certificates and kubeconfig
+NODE_EXEC=()             # command prefix: into the node's network namespace and cgroups
+CNI_MASQ=true            # nodes route to each other's pod ranges: no masquerading there
+CLUSTER_CIDR=$POD_CIDR   # every node's pod range (kube-proxy's clusterCIDR)
+KUBELET_EXTRA=""         # more KubeletConfiguration lines (cgroupRoot, podLogsDir)
 # Dynamic volumes (e2e/lib/provisioner.py, like kind's local-path-provisioner): one directory per
 # claim, mode 0777, under the state directory so that `down` removes them.
 VOLUMES_DIR=$PGWARDEN_STATE/volumes
@@ -40,9 +49,9 @@ cert() {
     rm -f "$PKI/$name.csr" "$ext"
 }
 
-# kubeconfig NAME CERT: a kubeconfig for the client certificate CERT.
+# kubeconfig NAME CERT [SERVER]: a kubeconfig for the client certificate CERT.
 kubeconfig() {
-    local name=$1 crt=$2
+    local name=$1 crt=$2 server=${3:-https://127.0.0.1:$APISERVER_PORT}
     cat >"$PGWARDEN_STATE/$name.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -50,7 +59,7 @@ clusters:
 - name: pgwarden-testbed
   cluster:
     certificate-authority: $PKI/ca.crt
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: $server
 users:
 - name: $name
   user:
@@ -210,16 +219,17 @@ start_provisioner() {
 }
 
 start_containerd() {
-    mkdir -p "$CONTAINERD_ROOT" "$RUN_DIR/containerd" "$CNI_CONF_DIR" "$PGWARDEN_STATE/cni/ipam"
-    cat >"$PGWARDEN_STATE/containerd.toml" <<EOF
+    local cni_conf_dir=$NODE_DIR/cni/net.d
+    mkdir -p "$CONTAINERD_ROOT" "$NODE_RUN/containerd" "$cni_conf_dir" "$NODE_DIR/cni/ipam"
+    cat >"$NODE_DIR/containerd.toml" <<EOF
 version = 2
 root = "$CONTAINERD_ROOT"
-state = "$RUN_DIR/containerd"
+state = "$NODE_RUN/containerd"
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
   address = "$CONTAINERD_SOCK"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "$PGWARDEN_STATE/containerd-opt"
+  path = "$NODE_DIR/containerd-opt"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "$PAUSE_IMAGE"
   # CAP_SYS_RESOURCE is missing here: nothing may lower oom_score_adj.
@@ -233,9 +243,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         SystemdCgroup = false
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
-    conf_dir = "$CNI_CONF_DIR"
+    conf_dir = "$cni_conf_dir"
 EOF
-    cat >"$CNI_CONF_DIR/10-$CNI_NETWORK.conflist" <<EOF
+    cat >"$cni_conf_dir/10-$CNI_NETWORK.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
   "name": "$CNI_NETWORK",
@@ -244,11 +254,11 @@ EOF
       "type": "bridge",
       "bridge": "$CNI_BRIDGE",
       "isGateway": true,
-      "ipMasq": true,
+      "ipMasq": $CNI_MASQ,
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "dataDir": "$PGWARDEN_STATE/cni/ipam",
+        "dataDir": "$NODE_DIR/cni/ipam",
         "ranges": [[{"subnet": "$POD_CIDR"}]],
         "routes": [{"dst": "0.0.0.0/0"}]
       }
@@ -257,18 +267,18 @@ EOF
   ]
 }
 EOF
-    start containerd containerd --config "$PGWARDEN_STATE/containerd.toml"
-    wait_for 30 "containerd" ctr --address "$CONTAINERD_SOCK" version
+    start "containerd$NODE_TAG" "${NODE_EXEC[@]}" containerd --config "$NODE_DIR/containerd.toml"
+    wait_for 30 "containerd$NODE_TAG" ctr --address "$CONTAINERD_SOCK" version
 }
 
 start_kubelet() {
-    mkdir -p "$PGWARDEN_STATE/kubelet"
+    mkdir -p "$NODE_DIR/kubelet"
     # The root mount is private; give the kubelet's directory shared propagation of its own.
-    if ! mountpoint -q "$PGWARDEN_STATE/kubelet"; then
-        mount --bind "$PGWARDEN_STATE/kubelet" "$PGWARDEN_STATE/kubelet"
-        mount --make-rshared "$PGWARDEN_STATE/kubelet"
+    if ! mountpoint -q "$NODE_DIR/kubelet"; then
+        mount --bind "$NODE_DIR/kubelet" "$NODE_DIR/kubelet"
+        mount --make-rshared "$NODE_DIR/kubelet"
     fi
-    cat >"$PGWARDEN_STATE/kubelet.yaml" <<EOF
+    cat >"$NODE_DIR/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -283,8 +293,8 @@ authentication:
   x509: {clientCAFile: $PKI/ca.crt}
 authorization:
   mode: Webhook
-tlsCertFile: $PKI/kubelet-serving.crt
-tlsPrivateKeyFile: $PKI/kubelet-serving.key
+tlsCertFile: $PKI/$NODE_CERT-serving.crt
+tlsPrivateKeyFile: $PKI/$NODE_CERT-serving.key
 # Locally imported images can never be pulled again: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -296,20 +306,21 @@ evictionHard:
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 podPidsLimit: -1
+$KUBELET_EXTRA
 EOF
-    start kubelet "$K8S_BIN/kubelet" --config "$PGWARDEN_STATE/kubelet.yaml" \
-        --kubeconfig "$PGWARDEN_STATE/kubelet.kubeconfig" --root-dir "$PGWARDEN_STATE/kubelet" \
+    start "kubelet$NODE_TAG" "${NODE_EXEC[@]}" "$K8S_BIN/kubelet" --config "$NODE_DIR/kubelet.yaml" \
+        --kubeconfig "$PGWARDEN_STATE/$NODE_CERT.kubeconfig" --root-dir "$NODE_DIR/kubelet" \
         --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --v=1
 }
 
 start_kube_proxy() {
-    cat >"$PGWARDEN_STATE/kube-proxy.yaml" <<EOF
+    cat >"$NODE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection:
-  kubeconfig: $PGWARDEN_STATE/kube-proxy.kubeconfig
+  kubeconfig: $PGWARDEN_STATE/kube-proxy$NODE_TAG.kubeconfig
 mode: iptables
-clusterCIDR: $POD_CIDR
+clusterCIDR: $CLUSTER_CIDR
 hostnameOverride: $NODE_NAME
 metricsBindAddress: 127.0.0.1:10249
 healthzBindAddress: 127.0.0.1:10256
@@ -317,7 +328,7 @@ conntrack:
   # Leave the host's conntrack table size alone.
   maxPerCore: 0
 EOF
-    start kube-proxy "$K8S_BIN/kube-proxy" --config "$PGWARDEN_STATE/kube-proxy.yaml" --v=1
+    start "kube-proxy$NODE_TAG" "${NODE_EXEC[@]}" "$K8S_BIN/kube-proxy" --config "$NODE_DIR/kube-proxy.yaml" --v=1
 }
 
 node_ready() {
@@ -342,11 +353,15 @@ EOF
 # Commands
 
 cluster_up() {
-    local control_plane_only=false
+    local control_plane_only=false nodes=1
     case "${1:-}" in
     --control-plane) control_plane_only=true ;;
+    --nodes)
+        nodes=${2:-}
+        [[ "$nodes" =~ ^[1-9]$ ]] || die "--nodes needs a count from 1 to 9"
+        ;;
     "") ;;
-    *) die "usage: e2e/cluster up [--control-plane]" ;;
+    *) die "usage: e2e/cluster up [--control-plane | --nodes N]" ;;
     esac
     if running kube-apiserver; then
         die "the test bed is already up (e2e/cluster status; e2e/cluster down)"
@@ -386,6 +401,15 @@ cluster_up() {
     fi
     start_scheduler
     start_provisioner
+    if [ "$nodes" -gt 1 ]; then
+        nodes_up "$nodes"
+        wait_for 60 "the default ServiceAccount" kubectl_admin get serviceaccount default
+        default_storage_class
+        phase_end
+        echo "$nodes nodes up in $((SECONDS - t0))s: $(node_names | tr '\n' ' ')(nodes $NODES_NET.0/24, pods $NODES_POD_CIDR, services $SERVICE_CIDR)"
+        cluster_env_hint
+        return 0
+    fi
     phase "containerd and images"
     start_containerd
     for n in pause postgres pgwarden; do
@@ -415,7 +439,9 @@ cluster_env() {
 
 cluster_status() {
     local any=false
-    for n in etcd kube-apiserver kube-controller-manager kube-scheduler local-path-provisioner containerd kubelet kube-proxy; do
+    local nodes
+    nodes=$(node_names | sed 's/^/containerd-/; p; s/^containerd-/kubelet-/; p; s/^kubelet-/kube-proxy-/')
+    for n in etcd kube-apiserver kube-controller-manager kube-scheduler local-path-provisioner containerd kubelet kube-proxy $nodes; do
         if running "$n"; then
             echo "$n: running (pid $(cat "$PIDS/$n.pid"))"
             any=true
@@ -440,6 +466,8 @@ cluster_down() {
 # Remove everything `up` creates. Each step tolerates its object being gone already, so this is
 # safe to run twice and after a crashed run whose PID files were lost.
 cluster_down_quiet() {
+    # 0. The nodes of a several-node test bed (e2e/lib/nodes.sh), thawed and killed.
+    nodes_down_quiet
     # 1. Containers first, while containerd can still tear down their sandboxes.
     if running containerd; then
         stop kubelet
@@ -459,9 +487,9 @@ cluster_down_quiet() {
     for dir in "$K8S_BIN" "$ETCD_BIN"; do
         pkill -KILL -f "^$dir/" 2>/dev/null || true
     done
-    pkill -KILL -f "containerd --config $PGWARDEN_STATE/containerd.toml" 2>/dev/null || true
+    pkill -KILL -f "containerd --config $PGWARDEN_STATE/" 2>/dev/null || true
     pkill -KILL -f "lib/provisioner.py .*--volumes-dir $VOLUMES_DIR " 2>/dev/null || true
-    pkill -KILL -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
+    pkill -KILL -f "containerd-shim-runc-v2 .*-address $RUN_DIR/" 2>/dev/null || true
     sleep 0.5
     # 4. Mounts under our directories (overlay rootfs, volumes, shm, netns), deepest first.
     local m
