@@ -205,7 +205,7 @@ impl Agent {
             Step::Upkeep => {
                 // Out of recovery: a promotion left pending by an earlier cycle ends here.
                 if self.promotion.is_some() {
-                    self.promoted().await;
+                    self.promoted(snap).await;
                 }
                 if let Some(s) = snap {
                     self.primary_upkeep(s).await;
@@ -516,7 +516,7 @@ impl Agent {
             self.promotion = Some(Promotion { entry, done: false });
         }
         if self.pg.promoted(steps::PROMOTE_WAIT).await? {
-            self.promoted().await;
+            self.promoted(snap).await;
         } else {
             info!(
                 "postgres is still replaying WAL: the promotion goes on while the lease is renewed"
@@ -525,9 +525,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Postgres left recovery after a promotion this agent signalled: route clients here,
-    /// checkpoint, and record the promotion in the cluster's history.
-    async fn promoted(&mut self) {
+    /// Postgres left recovery after a promotion this agent signalled: route clients here (the
+    /// former primary's label off first, then ours on: `-rw` never lists both, so no client is
+    /// sent to a dead node half the time), checkpoint, and record the promotion in the cluster's
+    /// history.
+    async fn promoted(&mut self, snap: Option<&Snapshot>) {
         let Some(p) = self.promotion.as_mut() else {
             return;
         };
@@ -558,8 +560,26 @@ impl Agent {
             }
         }
         self.record_promotion().await;
+        if let Some(s) = snap {
+            self.unlabel_former_primaries(&s.labelled_primary).await;
+        }
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
+        }
+    }
+
+    /// Remove the `primary` label of each pod in `others` (see `publish::stale_primary_labels`).
+    pub(super) async fn unlabel_former_primaries(&mut self, others: &[String]) {
+        for other in others {
+            match self.dcs.unlabel(other).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    info!(member = %other, "removed the primary role label of a former primary: -rw routes only here")
+                }
+                Err(e) => {
+                    warn!(member = %other, error = %e, "cannot remove a former primary's role label")
+                }
+            }
         }
     }
 

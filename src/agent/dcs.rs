@@ -139,6 +139,9 @@ pub struct Dcs {
     clock: LeaseClock,
     published_status: Option<String>,
     published_role: Option<Option<String>>,
+    /// Other pods whose `primary` label this agent removed since the last read (the snapshot
+    /// still lists them until the next one).
+    unlabelled: std::collections::BTreeSet<String>,
     /// The PostgresCluster's uid, when an operator runs the cluster: a Lease this member has to
     /// create carries the cluster's owner reference, so deleting the cluster deletes it.
     owner_uid: Option<String>,
@@ -166,6 +169,7 @@ impl Dcs {
             clock: LeaseClock::new(),
             published_status: None,
             published_role: None,
+            unlabelled: Default::default(),
             owner_uid: None,
         }
     }
@@ -195,6 +199,7 @@ impl Dcs {
 
     /// Read the Lease, the state ConfigMap and the members.
     pub async fn read(&mut self) -> Result<Snapshot, DcsError> {
+        self.unlabelled.clear();
         let lease_name = self.names.lease();
         let state_name = self.names.state_config_map();
         let selector =
@@ -686,14 +691,19 @@ impl Dcs {
 
     /// Remove the role label of another member's pod (a former primary's `primary` label that
     /// its own agent cannot remove: its node is dead, frozen or cut off).
-    pub async fn unlabel(&self, pod: &str) -> Result<(), DcsError> {
+    /// Returns whether it wrote (not when it already did since the last read).
+    pub async fn unlabel(&mut self, pod: &str) -> Result<bool, DcsError> {
+        if self.unlabelled.contains(pod) {
+            return Ok(false);
+        }
         let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: null}}});
         self.bounded(
             self.pods
                 .patch(pod, &PatchParams::default(), &Patch::Merge(&patch)),
         )
         .await?;
-        Ok(())
+        self.unlabelled.insert(pod.to_string());
+        Ok(true)
     }
 
     /// Make sure our pod carries no `primary` role label before PostgreSQL answers as anything

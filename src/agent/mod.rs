@@ -454,16 +454,8 @@ impl Agent {
                 warn!(error = %e, "cannot update the role label");
             }
             if let Some(s) = snap {
-                for other in publish::stale_primary_labels(label, &s.labelled_primary) {
-                    match self.dcs.unlabel(other).await {
-                        Ok(()) => {
-                            info!(member = %other, "removed the primary role label of a former primary: -rw routes only here")
-                        }
-                        Err(e) => {
-                            warn!(member = %other, error = %e, "cannot remove a former primary's role label")
-                        }
-                    }
-                }
+                let others = publish::stale_primary_labels(label, &s.labelled_primary);
+                self.unlabel_former_primaries(others).await;
             }
         }
         let replication = if status.role == crate::api::member::MemberRole::Primary {

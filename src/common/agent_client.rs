@@ -31,8 +31,14 @@ pub fn agent_url(ip: &str, path: &str) -> String {
 impl AgentClient {
     /// `timeout` bounds connecting, and each request unless it is given its own.
     pub fn new(timeout: Duration) -> Self {
+        Self::with_connect_timeout(timeout, timeout)
+    }
+
+    /// `connect` bounds connecting (a shorter bound tells a dead host from a slow agent: the
+    /// kernel of a live host answers a connect at once), `timeout` each request.
+    pub fn with_connect_timeout(timeout: Duration, connect: Duration) -> Self {
         let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
+        connector.set_connect_timeout(Some(connect.min(timeout)));
         Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
             timeout,
