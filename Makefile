@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: e2e bench integration test lint fmt-check clippy unit simulate crds chart-check release static-check smoke testbed-up testbed-down demo image fmt
+.PHONY: e2e bench integration test lint fmt-check clippy unit simulate crds chart-check release static-check smoke testbed-up testbed-down demo image fmt nodes
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
@@ -96,6 +96,11 @@ demo: release
 ## End-to-end tier: the full test bed, the chart installed with helm, the scenarios in tests/e2e.rs.
 e2e: release
 	@$(TIMED) "end-to-end tests (operator, chart, real pods)" e2e/e2e.sh
+
+## Node tier: three nodes on this machine, a node killed, frozen and cut off under the primary
+## (tests/nodes.rs). Not yet part of `make test`.
+nodes: release
+	@$(TIMED) "node tests (three nodes, real pods)" e2e/nodes.sh
 
 ## Benchmarks: pgwarden beside real Patroni (PyPI, in a venv under the cache) on one apiserver;
 ## writes BENCHMARKS.md.

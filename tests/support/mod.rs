@@ -3,7 +3,8 @@
 //! `agents` (integration tier and benchmark: agents as host processes on a bare apiserver) and
 //! `cluster` (end-to-end tier: the chart on a full single-node Kubernetes), and `fault_proxy` (an
 //! HTTP proxy that answers an agent's apiserver calls with 500s on demand), `iptables` (a port cut with iptables), `testbed` (`e2e/cluster apiserver stop|start`), `traffic` (a writer
-//! recording acknowledged writes, a prober asking every member whether it is writable).
+//! recording acknowledged writes, a prober asking every member whether it is writable), `nodes`
+//! (the three-node tier: node faults, a prober that asks from inside each node).
 //!
 //! Every test binary compiles the whole tree and uses a part of it, so the modules allow dead
 //! code: what one tier leaves unused, the other uses.
@@ -13,6 +14,7 @@ pub mod cluster;
 pub mod fault_proxy;
 pub mod iptables;
 pub mod k8s;
+pub mod nodes;
 pub mod postgres;
 pub mod process;
 pub mod testbed;
