@@ -7,18 +7,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-cleanup() {
-    local rc=$?
-    if [ $rc -ne 0 ]; then
-        echo "e2e: FAILED (rc=$rc); operator and pod logs follow" >&2
-        kubectl -n pgwarden-system logs deploy/pgwarden-operator --tail=80 >&2 2>/dev/null || true
-        kubectl get pods -A -o wide >&2 2>/dev/null || true
-        kubectl get pgc -A >&2 2>/dev/null || true
-    fi
-    if [ -z "${PGWARDEN_E2E_KEEP:-}" ]; then "$CLUSTER" down; fi
-    exit $rc
-}
-trap cleanup EXIT
+trap 'tier_exit e2e' EXIT
 
 "$CLUSTER" image build pgwarden
 testbed_up

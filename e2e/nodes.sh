@@ -8,22 +8,11 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
-cleanup() {
-    local rc=$?
-    if [ $rc -ne 0 ]; then
-        echo "nodes: FAILED (rc=$rc); operator logs and pods follow" >&2
-        kubectl -n pgwarden-system logs deploy/pgwarden-operator --tail=80 >&2 2>/dev/null || true
-        kubectl get nodes -o wide >&2 2>/dev/null || true
-        kubectl get pods -A -o wide >&2 2>/dev/null || true
-        kubectl get pgc -A >&2 2>/dev/null || true
-    fi
-    if [ -z "${PGWARDEN_E2E_KEEP:-}" ]; then "$CLUSTER" down; fi
-    exit $rc
-}
-
 "$CLUSTER" image build pgwarden
-trap cleanup EXIT
 testbed_up --nodes 3
+# The trap only once this script brought the test bed up: when `up` refuses (a test bed is
+# running already), that one is not this script's to take down.
+trap 'tier_exit nodes' EXIT
 
 phase "nodes: helm install"
 helm install pgwarden "$REPO_DIR/charts/pgwarden" --namespace pgwarden-system --create-namespace \

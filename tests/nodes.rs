@@ -30,22 +30,49 @@ struct Outcome {
     rejoined: Duration,
 }
 
-/// The scenario all three faults share: `fault` on the primary's node, `recover` after AWAY.
-async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
+/// A synchronous three-instance cluster in `ns`, Healthy, one instance per node (asserted), a
+/// writer on `-rw` that has committed, and the prober: (cluster, primary, writer, prober).
+async fn running(ns: &str) -> (Pg, String, Writer, NodeProber) {
     let pg = Pg::create(ns, "pg", &spec(3, "  ha: {synchronousMode: 'on'}\n")).await;
-    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let primary = pg.wait_healthy(3, 5 * MIN).await;
     let mut nodes = BTreeSet::new();
     for p in pg.pods().await {
         nodes.insert(pg.node_of(p.metadata.name.as_deref().unwrap()).await);
     }
     assert_eq!(nodes.len(), 3, "one instance per node (anti-affinity)");
-    let node_name = pg.node_of(&old).await;
     let writer = Writer::start(&pg, "w").await;
     wait_until(MIN, "the writer to commit", || async {
         writer.count() > 100
     })
     .await;
     let prober = NodeProber::start(&pg).await;
+    (pg, primary, writer, prober)
+}
+
+/// Stop the prober and the writer, log how the longest write gap looked to the client, and
+/// assert what every scenario promises: never two writable members, no acknowledged commit
+/// lost. Returns the samples, the number of acknowledged commits and the write downtime.
+async fn stop_and_check(
+    pg: &Pg,
+    writer: Writer,
+    prober: NodeProber,
+    t0: Instant,
+) -> (Vec<traffic::Sample>, usize, Duration) {
+    let samples = prober.stop().await;
+    let acked_at = writer.acked_at.lock().unwrap().clone();
+    let errors = writer.errors.lock().unwrap().clone();
+    let acked = writer.stop().await;
+    log(describe_gap(&acked_at, &errors, t0));
+    traffic::assert_never_two_writable(&samples);
+    let lost = lost_commits(pg, "w", &acked).await;
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    (samples, acked.len(), longest_gap(&acked_at))
+}
+
+/// The scenario all three faults share: `fault` on the primary's node, `recover` after AWAY.
+async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
+    let (pg, old, writer, prober) = running(ns).await;
+    let node_name = pg.node_of(&old).await;
     let o = prober
         .names
         .iter()
@@ -75,12 +102,7 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
     )
     .await;
     let rejoined = back.elapsed();
-    let samples = prober.stop().await;
-    let acked_at = writer.acked_at.lock().unwrap().clone();
-    let errors = writer.errors.lock().unwrap().clone();
-    let acked = writer.stop().await;
-    log(describe_gap(&acked_at, &errors, t0));
-    traffic::assert_never_two_writable(&samples);
+    let (samples, acked, downtime) = stop_and_check(&pg, writer, prober, t0).await;
     // After the takeover the old primary must never answer as writable again, whatever it
     // thought when it was thawed, healed or restarted.
     let new_writable = samples
@@ -108,14 +130,10 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
         .rev()
         .find(|s| s.answers[o] == Answer::Writable)
         .map(|s| samples[new_writable].at - s.at);
-    let lost = lost_commits(&pg, "w", &acked).await;
-    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
-    let downtime = longest_gap(&acked_at);
     log(format!(
         "{fault} of {node_name} ({old}): write downtime {downtime:.1?}, takeover {takeover:.1?}, \
          old primary last writable {margin:.1?} before the new one, {recover} to rejoined \
-         {rejoined:.1?}, {} commits acknowledged, none lost",
-        acked.len()
+         {rejoined:.1?}, {acked} commits acknowledged, none lost"
     ));
     assert!(
         downtime < MAX_DOWNTIME,
@@ -206,8 +224,7 @@ fn uncordon(node: &str) {
 /// A drain of the node under `which` member (the primary, or a replica), then uncordon: returns
 /// the write downtime through `-rw` and whether the primary changed.
 async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
-    let pg = Pg::create(ns, "pg", &spec(3, "  ha: {synchronousMode: 'on'}\n")).await;
-    let old = pg.wait_healthy(3, 5 * MIN).await;
+    let (pg, old, writer, prober) = running(ns).await;
     let target = if primary {
         old.clone()
     } else {
@@ -218,12 +235,6 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
             .expect("a replica")
     };
     let node_name = pg.node_of(&target).await;
-    let writer = Writer::start(&pg, "w").await;
-    wait_until(MIN, "the writer to commit", || async {
-        writer.count() > 100
-    })
-    .await;
-    let prober = NodeProber::start(&pg).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t0 = Instant::now();
     drain(&node_name).await;
@@ -235,15 +246,7 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
     let holder = pg.lease_holder().await;
     uncordon(&node_name);
     pg.wait_healthy(3, 5 * MIN).await;
-    let samples = prober.stop().await;
-    let acked_at = writer.acked_at.lock().unwrap().clone();
-    let errors = writer.errors.lock().unwrap().clone();
-    let acked = writer.stop().await;
-    log(describe_gap(&acked_at, &errors, t0));
-    traffic::assert_never_two_writable(&samples);
-    let lost = lost_commits(&pg, "w", &acked).await;
-    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
-    let downtime = longest_gap(&acked_at);
+    let (_, _, downtime) = stop_and_check(&pg, writer, prober, t0).await;
     let moved = holder.as_deref() != Some(old.as_str());
     log(format!(
         "drain of {node_name} under {target} ({}): write downtime {downtime:.1?}, primary {}",

@@ -85,6 +85,22 @@ testbed_up() {
     eval "$("$CLUSTER" env)"
 }
 
+# tier_exit NAME: the EXIT trap of a tier on the full test bed (`trap 'tier_exit NAME' EXIT`):
+# when the tier failed, the operator's last log lines, the nodes, pods and clusters; then `down`,
+# unless PGWARDEN_E2E_KEEP is set.
+tier_exit() {
+    local rc=$? name=$1
+    if [ $rc -ne 0 ]; then
+        echo "$name: FAILED (rc=$rc); operator and pod logs follow" >&2
+        kubectl -n pgwarden-system logs deploy/pgwarden-operator --tail=80 >&2 2>/dev/null || true
+        kubectl get nodes -o wide >&2 2>/dev/null || true
+        kubectl get pods -A -o wide >&2 2>/dev/null || true
+        kubectl get pgc -A >&2 2>/dev/null || true
+    fi
+    if [ -z "${PGWARDEN_E2E_KEEP:-}" ]; then "$CLUSTER" down; fi
+    exit $rc
+}
+
 # Static checks (chart-check.sh, monitoring-check.sh): `checks_begin NAME`, then `ok WHAT` for
 # each check that passes and `fail WHAT` for each that does not (the script goes on), and
 # `checks_end` last: it reports and exits 1 if any failed.

@@ -162,22 +162,7 @@ async fn answer(
     if client.as_ref().is_none_or(|c| c.is_closed()) {
         *client = connect_in_node(node, ip, "postgres", pw).await.ok();
     }
-    let Some(c) = client.as_ref() else {
-        return Answer::Down;
-    };
-    match tokio::time::timeout(
-        Duration::from_millis(500),
-        c.query_one("SELECT pg_is_in_recovery()", &[]),
-    )
-    .await
-    {
-        Ok(Ok(row)) if row.get::<_, bool>(0) => Answer::ReadOnly,
-        Ok(Ok(_)) => Answer::Writable,
-        _ => {
-            *client = None;
-            Answer::Down
-        }
-    }
+    super::traffic::ask(client).await
 }
 
 /// The longest time between two acknowledged writes (the write downtime a client saw).

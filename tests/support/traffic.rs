@@ -152,6 +152,11 @@ async fn answer(ip: &str, client: &mut Option<tokio_postgres::Client>) -> Answer
             _ => None,
         };
     }
+    ask(client).await
+}
+
+/// Ask over `client` whether its member accepts writes (the client is dropped when it fails).
+pub async fn ask(client: &mut Option<tokio_postgres::Client>) -> Answer {
     let Some(c) = client.as_ref() else {
         return Answer::Down;
     };
