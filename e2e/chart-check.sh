@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make chart-check`: static checks of the Helm chart, no cluster needed.
 #   - helm lint --strict, with the default values and with watchNamespaces set;
-#   - both value sets render (ClusterRole cluster-wide, Roles per namespace otherwise);
+#   - both value sets render (ClusterRole cluster-wide, Roles per namespace otherwise); the
+#     operator replicas prefer different nodes unless `affinity` is given;
 #   - values.schema.json rejects bad values;
 #   - the chart's version equals the crate's version in Cargo.toml;
 #   - charts/pgwarden/crds/ is byte-identical to crds/ (`make crds` writes both);
@@ -48,8 +49,20 @@ if render "$work/all.yaml"; then
     fi
     grep -q 'image: "pgwarden.local/pgwarden:dev"' "$work/all.yaml" ||
         fail "default values: the operator image is not pgwarden.local/pgwarden:<appVersion dev>"
+    if grep -q 'podAntiAffinity:' "$work/all.yaml" && grep -q 'topologyKey: kubernetes.io/hostname' "$work/all.yaml"; then
+        ok "default values: the operator replicas prefer different nodes"
+    else
+        fail "default values: no preferred podAntiAffinity on kubernetes.io/hostname for the operator"
+    fi
 else
     fail "helm template with the default values failed"
+fi
+if render "$work/aff.yaml" --set 'affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=zone' \
+    --set 'affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists' &&
+    grep -q 'nodeAffinity:' "$work/aff.yaml" && ! grep -q 'podAntiAffinity:' "$work/aff.yaml"; then
+    ok "a given affinity replaces the default one"
+else
+    fail "a given affinity does not replace the default podAntiAffinity"
 fi
 if render "$work/ns.yaml" --set 'watchNamespaces={a,b}'; then
     if [ "$(count '^kind: ClusterRole' "$work/ns.yaml")" = 0 ] &&
