@@ -266,25 +266,13 @@ impl Dcs {
             .iter()
             .find(|p| p.metadata.name.as_deref() == Some(self.me.as_str()))
         {
-            let role = me
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_ROLE))
-                .cloned();
-            self.published_role = Some(role);
+            self.published_role = Some(role_label_of(&me.metadata).cloned());
         }
         let labelled_primary = pods
             .items
             .iter()
             .filter(|p| p.metadata.name.as_deref() != Some(self.me.as_str()))
-            .filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(LABEL_ROLE))
-                    .is_some_and(|r| r == ROLE_PRIMARY)
-            })
+            .filter(|p| role_label_of(&p.metadata).is_some_and(|r| r == ROLE_PRIMARY))
             .filter_map(|p| p.metadata.name.clone())
             .collect();
         let mut members = Vec::new();
@@ -832,6 +820,10 @@ fn parse_key<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The `pgwarden.io/role` label on a pod's metadata, if it has one.
+fn role_label_of(meta: &ObjectMeta) -> Option<&String> {
+    meta.labels.as_ref().and_then(|l| l.get(LABEL_ROLE))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
