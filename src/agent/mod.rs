@@ -33,6 +33,7 @@ use kube::Client;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::api::cluster::SynchronousMode;
 use act::{ActError, Cloning, Upstream};
 use config::{AgentArgs, ConfigError};
 use dcs::{Dcs, Snapshot};
@@ -73,6 +74,9 @@ impl From<ActError> for AgentError {
 /// How long a primary's shutdown waits for the CHECKPOINT it asks for before stopping: the
 /// watchdog (fed at the last renew, at most loop_wait ago) must not fire meanwhile.
 const PRE_STOP_CHECKPOINT: Duration = Duration::from_secs(2);
+
+/// How often a stopping synchronous standby looks whether the primary has let it go.
+const LEAVE_SYNC_POLL: Duration = Duration::from_millis(200);
 
 /// Entry point of `pgwarden agent`.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
@@ -508,9 +512,60 @@ impl Agent {
         }
     }
 
+    /// Patroni's `while_not_sync_standby`: a synchronous standby about to stop (a drain, a
+    /// rolling restart) first tags itself `nosync` and waits up to 2 x loop_wait for the primary
+    /// to name another standby, so commits do not wait on a standby that is going away (they
+    /// would stall until the primary's next loop). A hint only: any failure stops at once.
+    async fn leave_synchronous_set(&mut self) {
+        if self.ha.synchronous_mode == SynchronousMode::Off || self.tags.nosync {
+            return;
+        }
+        let me = self.args.name.clone();
+        let Ok(snap) = self.dcs.read().await else {
+            return;
+        };
+        if !snap.sync.sync_standby.contains(&me) {
+            return;
+        }
+        let Some(mut status) = snap
+            .members
+            .iter()
+            .find(|(n, _)| *n == me)
+            .map(|(_, s)| s.clone())
+        else {
+            return;
+        };
+        status.tags.nosync = true;
+        self.tags.nosync = true;
+        if let Err(e) = self.dcs.publish_status(&status).await {
+            warn!(error = %e, "cannot tag this member nosync; stopping as the synchronous standby");
+            return;
+        }
+        info!("stopping: waiting for the primary to choose another synchronous standby");
+        let deadline = Instant::now() + self.ha.loop_wait * 2;
+        while Instant::now() < deadline {
+            tokio::time::sleep(LEAVE_SYNC_POLL).await;
+            match self.dcs.read().await {
+                Ok(s) if !s.sync.sync_standby.contains(&me) => {
+                    info!(now = ?s.sync.sync_standby, "no longer the synchronous standby");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "cannot read the DCS; stopping as the synchronous standby");
+                    return;
+                }
+            }
+        }
+        warn!("the primary kept this member its synchronous standby; stopping anyway");
+    }
+
     async fn shutdown(&mut self, release: bool) {
         self.abort_clone().await;
         let was_primary = self.fence.is_primary();
+        if !was_primary {
+            self.leave_synchronous_set().await;
+        }
         self.fence.leaving();
         if was_primary {
             let _ = self.dcs.publish_role(None).await;
