@@ -60,6 +60,26 @@ pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'sta
     first
 }
 
+/// Drop the changes that would take a label from the pod a Lease read after the probes names
+/// holder, when that pod answered them: the holder's agent labels itself (on promotion, before
+/// its REST view follows), so what this round saw of it may be older than its label; the next
+/// round sees it answer as primary. A holder that did not answer still loses its label.
+pub fn spare_the_holder(
+    changes: Vec<(String, Option<&'static str>)>,
+    probes: &[Probe],
+    holder_after: Option<&str>,
+) -> Vec<(String, Option<&'static str>)> {
+    changes
+        .into_iter()
+        .filter(|(pod, want)| {
+            let answered = probes
+                .iter()
+                .any(|p| p.pod == *pod && (p.primary.is_some() || p.replica.is_some()));
+            !(*want != Some(ROLE_PRIMARY) && holder_after == Some(pod.as_str()) && answered)
+        })
+        .collect()
+}
+
 /// Whether the member status the agent last published on its pod says PostgreSQL is running.
 fn postgres_running(pod: &Pod) -> bool {
     pod.metadata
@@ -174,8 +194,19 @@ pub async fn round(
                 continue;
             }
         };
+        let mut changes = plan(&probes, holder.as_deref());
+        if !changes.is_empty() {
+            // Read again after the probes: see spare_the_holder.
+            match self::holder(client, &ns, &cluster).await {
+                Ok(after) => changes = spare_the_holder(changes, &probes, after.as_deref()),
+                Err(e) => {
+                    failed = Some((ns.clone(), cluster.clone(), e));
+                    continue;
+                }
+            }
+        }
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        for (pod, role) in plan(&probes, holder.as_deref()) {
+        for (pod, role) in changes {
             let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
             match api
                 .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
@@ -284,5 +315,32 @@ mod tests {
             p("c-2", None, None, None),
         ];
         assert_eq!(plan(&probes, Some("c-0")), [("c-0".to_string(), None)]);
+    }
+
+    /// Seen in a drain: the new primary labelled itself between this round's probes (its REST
+    /// view still said replica) and the patch; the label must stay.
+    #[test]
+    fn a_holder_that_labelled_itself_after_the_probes_keeps_its_label() {
+        let probes = [
+            p("c-2", Some(false), Some(true), Some("primary")),
+            p("c-1", Some(false), Some(false), Some("replica")),
+        ];
+        let changes = plan(&probes, Some("c-1"));
+        assert_eq!(
+            spare_the_holder(changes.clone(), &probes, Some("c-2")),
+            [("c-1".to_string(), None)]
+        );
+        // The Lease moved on meanwhile: the label goes; the new holder's label is its own.
+        assert_eq!(
+            spare_the_holder(changes.clone(), &probes, Some("c-1")),
+            [("c-2".to_string(), Some("replica"))]
+        );
+        // A holder that does not answer loses it all the same.
+        let silent = [p("c-2", None, None, Some("primary"))];
+        let changes = plan(&silent, Some("c-2"));
+        assert_eq!(
+            spare_the_holder(changes.clone(), &silent, Some("c-2")),
+            changes
+        );
     }
 }
