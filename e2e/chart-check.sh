@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make chart-check`: static checks of the Helm chart, no cluster needed.
 #   - helm lint --strict, with the default values and with watchNamespaces set;
-#   - both value sets render (ClusterRole cluster-wide, Roles per namespace otherwise); the
+#   - both value sets render (ClusterRole cluster-wide, Roles per namespace otherwise, Nodes
+#     read-only in both); the
 #     operator replicas prefer different nodes unless `affinity` is given;
 #   - values.schema.json rejects bad values;
 #   - the chart's version equals the crate's version in Cargo.toml;
@@ -37,7 +38,7 @@ render() { # render OUT [helm template args...]
 }
 count() { grep -c -- "$1" "$2" || true; }
 if render "$work/all.yaml"; then
-    if [ "$(count '^kind: ClusterRole$' "$work/all.yaml")" = 1 ] &&
+    if [ "$(count '^kind: ClusterRole$' "$work/all.yaml")" = 1 ] && grep -q 'resources: \["nodes"\]' "$work/all.yaml" &&
         [ "$(count '^kind: ClusterRoleBinding$' "$work/all.yaml")" = 1 ] &&
         [ "$(count '^kind: Role$' "$work/all.yaml")" = 0 ] &&
         [ "$(count '^kind: Deployment$' "$work/all.yaml")" = 1 ] &&
@@ -65,14 +66,18 @@ else
     fail "a given affinity does not replace the default podAntiAffinity"
 fi
 if render "$work/ns.yaml" --set 'watchNamespaces={a,b}'; then
-    if [ "$(count '^kind: ClusterRole' "$work/ns.yaml")" = 0 ] &&
+    # One ClusterRole even so: Nodes (cluster-scoped), read-only, for drains of a primary's node.
+    nodes_only=$(awk '/^kind: ClusterRole$/{c=1} c&&/^  - apiGroups/{n++} c&&/^---/{c=0} END{print n+0}' "$work/ns.yaml")
+    if [ "$(count '^kind: ClusterRole$' "$work/ns.yaml")" = 1 ] &&
+        [ "$(count '^kind: ClusterRoleBinding$' "$work/ns.yaml")" = 1 ] && [ "$nodes_only" = 1 ] &&
+        grep -q 'resources: \["nodes"\]' "$work/ns.yaml" &&
         [ "$(count '^kind: Role$' "$work/ns.yaml")" = 3 ] &&
         [ "$(count '^kind: RoleBinding$' "$work/ns.yaml")" = 3 ] &&
         grep -q '^  namespace: a$' "$work/ns.yaml" && grep -q '^  namespace: b$' "$work/ns.yaml" &&
         grep -q 'value: "a,b"' "$work/ns.yaml"; then
-        ok "watchNamespaces={a,b} renders: Role+RoleBinding in a, b and the release namespace, no ClusterRole"
+        ok "watchNamespaces={a,b} renders: Role+RoleBinding in a, b and the release namespace; one ClusterRole, nodes only"
     else
-        fail "watchNamespaces={a,b}: expected Roles/RoleBindings in a, b, pgwarden-system, no ClusterRole, PGWARDEN_WATCH_NAMESPACES=a,b; got: $(grep '^kind:' "$work/ns.yaml" | tr '\n' ' ')"
+        fail "watchNamespaces={a,b}: expected Roles/RoleBindings in a, b, pgwarden-system, one ClusterRole (nodes only), PGWARDEN_WATCH_NAMESPACES=a,b; got: $(grep '^kind:' "$work/ns.yaml" | tr '\n' ' ')"
     fi
 else
     fail "helm template --set watchNamespaces={a,b} failed"

@@ -55,8 +55,13 @@ impl ObjectNames {
     pub fn statefulset(&self) -> String {
         self.cluster.clone()
     }
+    /// PodDisruptionBudget of the replicas (`pgwarden.io/role=replica`).
     pub fn pod_disruption_budget(&self) -> String {
         self.cluster.clone()
+    }
+    /// PodDisruptionBudget of the primary: never evicted, switched over first.
+    pub fn pod_disruption_budget_primary(&self) -> String {
+        format!("{}-primary", self.cluster)
     }
     /// Service selecting `pgwarden.io/role=primary`.
     pub fn service_rw(&self) -> String {

@@ -56,7 +56,9 @@ pub async fn children(
     for svc in &children.services {
         apply(client, ns, svc).await?;
     }
-    apply(client, ns, &children.pod_disruption_budget).await?;
+    for pdb in &children.pod_disruption_budgets {
+        apply(client, ns, pdb).await?;
+    }
     apply(client, ns, &children.lease).await?;
     apply(client, ns, &children.state_config_map).await?;
     apply(client, ns, &children.statefulset).await

@@ -67,6 +67,8 @@ pub struct Context {
     pub agents: AgentClient,
     /// What the operator remembers of each cluster (failures, settle gate), by `namespace/name`.
     pub remembered: Mutex<HashMap<String, Remembered>>,
+    /// Failed reads of Nodes (a missing ClusterRole), logged once per interval with a count.
+    pub node_errors: Mutex<crate::common::throttle::Throttle>,
 }
 
 impl Context {
@@ -162,6 +164,7 @@ fn decide(cluster: &PostgresCluster, c: &Cluster, observed: &Observed) -> (i32, 
         observed.update_revision.as_deref(),
         &config,
         sync,
+        &observed.cordoned_nodes,
     );
     let primary = status::primary(observed);
     rolling::plan(
@@ -185,7 +188,14 @@ async fn reconcile_inner(
         .ok_or(ReconcileError::Incomplete("name, namespace or uid"))?;
     report_invalid(ctx, cluster, &validated).await;
     // 2. observe.
-    let observed = observe::observe(&ctx.client, validated.identity()).await?;
+    let mut observed = observe::observe(&ctx.client, validated.identity()).await?;
+    observed.cordoned_nodes = observe::cordoned_nodes(&ctx.client, &observed.pods, |e| {
+        let hit = ctx.node_errors.lock().map(|mut t| t.hit(Instant::now()));
+        if let Ok(Some(n)) = hit {
+            warn!(error = %e, failures = n, "cannot read the nodes of the cluster's pods; a drain of the primary's node waits until the primary moves by other means");
+        }
+    })
+    .await;
     let mut step = Step::Idle;
     if let Some(c) = validated.buildable() {
         let (replicas, planned) = decide(cluster, c, &observed);

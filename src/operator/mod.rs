@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -150,6 +150,9 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
             },
         ),
         agents: crate::common::agent_client::AgentClient::new(Duration::from_secs(2)),
+        node_errors: Mutex::new(crate::common::throttle::Throttle::new(Duration::from_secs(
+            60,
+        ))),
         remembered: Mutex::new(Default::default()),
     });
     let ours = watcher::Config::default().labels(&format!("{LABEL_NAME}={APP_NAME}"));
@@ -176,11 +179,32 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
         };
         let (sts, svc, pods) = api_for(&client);
         let ctx = ctx.clone();
-        let controller = Controller::new(clusters, watcher::Config::default())
+        let controller = Controller::new(clusters, watcher::Config::default());
+        let store = controller.store();
+        let controller = controller
             .owns(sts, ours.clone())
             .owns(svc, ours.clone())
             // Member annotations and readiness change on pods the StatefulSet owns.
             .watches(pods, ours.clone(), |p| cluster_of(&p))
+            // A cordoned node may carry a primary a drain is waiting for (rolling::drain_step):
+            // every cluster looks at once rather than at its next periodic reconcile.
+            .watches(
+                Api::<Node>::all(client.clone()),
+                watcher::Config::default(),
+                move |node| {
+                    let cordoned = node.spec.and_then(|s| s.unschedulable) == Some(true);
+                    let refs: Vec<ObjectRef<PostgresCluster>> = if cordoned {
+                        store
+                            .state()
+                            .iter()
+                            .map(|c| ObjectRef::from_obj(c.as_ref()))
+                            .collect()
+                    } else {
+                        vec![]
+                    };
+                    refs
+                },
+            )
             .shutdown_on_signal()
             .run(controller::reconcile, controller::error_policy, ctx)
             .for_each(|r| async move {

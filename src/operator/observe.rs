@@ -3,7 +3,9 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -26,6 +28,8 @@ pub struct Observed {
     pub history: Vec<HistoryEntry>,
     /// The `sync` key: the synchronous standbys the primary published.
     pub sync: SyncState,
+    /// The nodes of the cluster's pods that are cordoned (`spec.unschedulable`).
+    pub cordoned_nodes: BTreeSet<String>,
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -77,5 +81,31 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|c| c.data.as_ref())
             .and_then(|d| d.get(keys::SYNC).and_then(|s| serde_json::from_str(s).ok()))
             .unwrap_or_default(),
+        cordoned_nodes: BTreeSet::new(),
     })
+}
+
+/// Which of the nodes the pods run on are cordoned: one GET per node. A node that cannot be
+/// read counts as not cordoned (`failed` hears why): the drain it may be under then waits.
+pub async fn cordoned_nodes(
+    client: &Client,
+    pods: &[Pod],
+    failed: impl Fn(&kube::Error),
+) -> BTreeSet<String> {
+    let names: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.as_deref())
+        .collect();
+    let api = Api::<Node>::all(client.clone());
+    let mut cordoned = BTreeSet::new();
+    for name in names {
+        match api.get_opt(name).await {
+            Ok(Some(n)) if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) => {
+                cordoned.insert(name.to_string());
+            }
+            Ok(_) => {}
+            Err(e) => failed(&e),
+        }
+    }
+    cordoned
 }

@@ -3,6 +3,8 @@
 //! next; then a switchover to an up-to-date replica; the old primary last. Never more than one
 //! instance down, and the primary is never removed by a scale-down without a switchover first.
 
+use std::collections::BTreeSet;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
@@ -26,6 +28,8 @@ pub struct Member {
     /// May take over in synchronous mode (a published synchronous standby; everyone when the
     /// mode is off): the primary refuses a switchover to any other.
     pub sync_eligible: bool,
+    /// Its pod's node is cordoned (`spec.unschedulable`: a drain has begun or is coming).
+    pub node_cordoned: bool,
 }
 
 /// The next thing to do; at most one per reconcile.
@@ -69,12 +73,13 @@ impl Step {
 
 /// The members as the pods and their agents' status annotations show them; `config` is the
 /// fingerprint of the dynamic configuration the spec asks for; `sync_standbys`: the published
-/// synchronous standbys when synchronous mode is on.
+/// synchronous standbys when synchronous mode is on; `cordoned`: the names of cordoned nodes.
 pub fn members(
     pods: &[Pod],
     update_revision: Option<&str>,
     config: &str,
     sync_standbys: Option<&[String]>,
+    cordoned: &BTreeSet<String>,
 ) -> Vec<Member> {
     pods.iter()
         .map(|p| {
@@ -93,6 +98,11 @@ pub fn members(
                     .as_ref()
                     .is_some_and(|s| s.config.as_deref() == Some(config)),
                 sync_eligible: sync_standbys.is_none_or(|sync| sync.contains(&p.name_any())),
+                node_cordoned: p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_ref())
+                    .is_some_and(|n| cordoned.contains(n)),
             }
         })
         .collect()
@@ -225,9 +235,33 @@ pub fn replicas_and_step(
     (keep, Some(step))
 }
 
-/// The StatefulSet's replicas and the one step of this reconcile: a scaling step if scaling
-/// must wait for a switchover, else the rolling step among the pods that stay (pods the
-/// StatefulSet is about to remove do not hold a roll up).
+/// A drain of the primary's node: `kubectl drain` cordons the node, then evicts its pods, and
+/// the primary's PodDisruptionBudget refuses to evict the primary. So the primary moves first,
+/// to a replica on a node that is not cordoned; the drain's next retry then evicts the old
+/// primary as a replica. `None` when the primary's node is not cordoned.
+pub fn drain_step(members: &[Member], primary: Option<&str>) -> Option<Step> {
+    let primary = primary?;
+    let me = members.iter().find(|m| m.name == primary)?;
+    if !me.node_cordoned || members.len() == 1 {
+        return None;
+    }
+    let why = format!("the node of primary {primary} is cordoned (a drain)");
+    Some(match target(members, primary, |m| !m.node_cordoned) {
+        Some(t) => Step::Switchover {
+            from: primary.into(),
+            to: t.name.clone(),
+            reason: why,
+        },
+        None => Step::Wait(format!(
+            "{why}; waiting for a ready, streaming replica on another node to take over"
+        )),
+    })
+}
+
+/// The StatefulSet's replicas and the one step of this reconcile: the switchover away from a
+/// cordoned node first (a drain is waiting for it), then a scaling step if scaling must wait
+/// for a switchover, else the rolling step among the pods that stay (pods the StatefulSet is
+/// about to remove do not hold a roll up).
 pub fn plan(
     instances: i32,
     current: i32,
@@ -235,7 +269,7 @@ pub fn plan(
     primary: Option<&str>,
 ) -> (i32, Step) {
     let (replicas, scale_step) = replicas_and_step(instances, current, &members, primary);
-    let step = match scale_step {
+    let step = match drain_step(&members, primary).or(scale_step) {
         Some(s) => s,
         None => {
             let staying: Vec<Member> = members
@@ -262,6 +296,7 @@ mod tests {
             nofailover: false,
             config_current: true,
             sync_eligible: true,
+            node_cordoned: false,
         }
     }
 
@@ -489,10 +524,18 @@ mod tests {
                     "pending_restart": true, "config": "f1", "tags": {"nofailover": true}, "version": "0.1.0"
                 }).to_string()
             }},
+            "spec": {"nodeName": "n2", "containers": []},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}
         }))
         .expect("pod parses");
-        let got = members(std::slice::from_ref(&pod), Some("r1"), "f1", None);
+        let cordoned = BTreeSet::from(["n2".to_string()]);
+        let got = members(
+            std::slice::from_ref(&pod),
+            Some("r1"),
+            "f1",
+            None,
+            &cordoned,
+        );
         assert_eq!(
             got,
             [Member {
@@ -504,8 +547,53 @@ mod tests {
                 nofailover: true,
                 config_current: true,
                 sync_eligible: true,
+                node_cordoned: true,
             }]
         );
-        assert!(!members(&[pod], Some("r0"), "f2", None)[0].config_current);
+        assert!(
+            !members(
+                std::slice::from_ref(&pod),
+                Some("r0"),
+                "f2",
+                None,
+                &cordoned
+            )[0]
+            .config_current
+        );
+        assert!(!members(&[pod], Some("r0"), "f1", None, &BTreeSet::new())[0].node_cordoned);
+    }
+
+    #[test]
+    fn a_cordoned_primary_node_moves_the_primary_to_a_replica_on_another_node() {
+        let cordon = |mut m: Member| {
+            m.node_cordoned = true;
+            m
+        };
+        // c-1 shares the cordoned node: c-2 takes over, whatever the ordinals say.
+        let members = vec![cordon(m("c-0")), cordon(m("c-1")), m("c-2")];
+        assert_eq!(
+            plan(3, 3, members, Some("c-0")).1,
+            Step::Switchover {
+                from: "c-0".into(),
+                to: "c-2".into(),
+                reason: "the node of primary c-0 is cordoned (a drain)".into(),
+            }
+        );
+        // Before a roll: the drain is waiting.
+        let mut outdated = m("c-2");
+        outdated.updated = false;
+        let members = vec![cordon(m("c-0")), m("c-1"), outdated];
+        assert!(matches!(
+            plan(3, 3, members, Some("c-0")).1,
+            Step::Switchover { to, .. } if to == "c-1"
+        ));
+        // No replica elsewhere that may take over (in synchronous mode only the standby may).
+        let mut not_sync = m("c-1");
+        not_sync.sync_eligible = false;
+        let members = vec![cordon(m("c-0")), not_sync];
+        assert!(matches!(plan(2, 2, members, Some("c-0")).1, Step::Wait(_)));
+        // A cordoned replica's node, or a single instance: nothing to do here.
+        assert_eq!(drain_step(&[m("c-0"), cordon(m("c-1"))], Some("c-0")), None);
+        assert_eq!(drain_step(&[cordon(m("c-0"))], Some("c-0")), None);
     }
 }

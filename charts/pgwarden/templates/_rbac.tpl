@@ -52,3 +52,14 @@ pods, events); Kubernetes lets it do so only because it holds each of those righ
   resources: ["leases"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 {{- end }}
+
+{{/*
+Nodes, read-only and cluster-wide in either mode: a cordoned node under a primary makes the
+operator switch over before the drain may evict it (the primary's PodDisruptionBudget refuses
+until then).
+*/}}
+{{- define "pgwarden.nodeRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

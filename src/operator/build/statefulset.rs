@@ -1,5 +1,5 @@
 //! The pods: StatefulSet `<c>` (Parallel pod management, OnDelete updates so the operator picks
-//! the order, a `pgdata` claim per pod) and PodDisruptionBudget `<c>`. An init container copies
+//! the order, a `pgdata` claim per pod) and PodDisruptionBudgets `<c>` (replicas) and `<c>-primary`. An init container copies
 //! the static `pgwarden` binary from the operator's image into an emptyDir, so any image with
 //! PostgreSQL server binaries can be `spec.image`; the agent is the container's entrypoint.
 
@@ -23,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
 use crate::api::cluster::WatchdogMode;
-use crate::api::names::{POSTGRES_PORT, REST_PORT};
+use crate::api::names::{LABEL_ROLE, POSTGRES_PORT, REST_PORT, ROLE_PRIMARY, ROLE_REPLICA};
 
 /// Where things live inside the PostgreSQL container.
 pub mod paths {
@@ -428,15 +428,41 @@ pub fn statefulset(cluster: &Cluster, replicas: i32) -> StatefulSet {
     }
 }
 
-/// At most one instance down by voluntary disruption (drains); the operator's own rolling
-/// steps keep to the same rule.
+/// Voluntary disruptions (drains) of the replicas: at most one replica down, written as
+/// `minAvailable` of the others because a `maxUnavailable` budget over part of a StatefulSet's
+/// pods counts the StatefulSet's whole scale as expected and would allow nothing. The
+/// operator's own rolling steps keep to the same rule. Pods without a role label (starting,
+/// not streaming) are in neither budget.
 pub fn pod_disruption_budget(cluster: &Cluster) -> PodDisruptionBudget {
+    budget(
+        cluster,
+        cluster.names.pod_disruption_budget(),
+        ROLE_REPLICA,
+        (cluster.spec.instances - 2).max(0),
+    )
+}
+
+/// The primary is never evicted: a drain of its node waits until the operator has switched
+/// over to a replica on another node (the old primary is then a replica, in the budget above).
+/// A single instance has no one to hand over to, so its budget allows the eviction.
+pub fn primary_disruption_budget(cluster: &Cluster) -> PodDisruptionBudget {
+    budget(
+        cluster,
+        cluster.names.pod_disruption_budget_primary(),
+        ROLE_PRIMARY,
+        i32::from(cluster.spec.instances > 1),
+    )
+}
+
+fn budget(cluster: &Cluster, name: String, role: &str, min_available: i32) -> PodDisruptionBudget {
+    let mut selector = cluster.labels();
+    selector.insert(LABEL_ROLE.into(), role.into());
     PodDisruptionBudget {
-        metadata: cluster.meta(cluster.names.pod_disruption_budget()),
+        metadata: cluster.meta(name),
         spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
+            min_available: Some(IntOrString::Int(min_available)),
             selector: Some(LabelSelector {
-                match_labels: Some(cluster.labels()),
+                match_labels: Some(selector),
                 ..Default::default()
             }),
             ..Default::default()
@@ -615,5 +641,36 @@ mod tests {
                 .as_deref(),
             Some("Retain")
         );
+    }
+
+    /// A drain may take one replica at a time and never the primary (the operator switches
+    /// over first); a single instance may be evicted (no one to hand over to).
+    #[test]
+    fn the_budgets_let_one_replica_go_and_never_the_primary() {
+        let budget = |instances: i32| {
+            let c = cluster(serde_json::json!({"instances": instances}));
+            let cluster = Cluster::new(&c, "pgwarden.local/pgwarden:dev", "IfNotPresent").unwrap();
+            let spec = |b: PodDisruptionBudget| {
+                let s = b.spec.unwrap();
+                let role = s.selector.unwrap().match_labels.unwrap()[LABEL_ROLE].clone();
+                assert!(s.max_unavailable.is_none());
+                (b.metadata.name.unwrap(), role, s.min_available.unwrap())
+            };
+            (
+                spec(pod_disruption_budget(&cluster)),
+                spec(primary_disruption_budget(&cluster)),
+            )
+        };
+        let (replicas, primary) = budget(3);
+        assert_eq!(
+            replicas,
+            ("main".into(), "replica".into(), IntOrString::Int(1))
+        );
+        assert_eq!(
+            primary,
+            ("main-primary".into(), "primary".into(), IntOrString::Int(1))
+        );
+        assert_eq!(budget(2).0.2, IntOrString::Int(0));
+        assert_eq!(budget(1).1.2, IntOrString::Int(0));
     }
 }
