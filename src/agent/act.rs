@@ -550,6 +550,16 @@ impl Agent {
             let timeline = p.entry.timeline + 1;
             info!(timeline, "promoted");
             self.pg.checkpoint_in_background();
+            // The replicas ask for their slots as soon as they see the new timeline; without
+            // them they retry only after wal_retrieve_retry_interval (5 s), so create them now
+            // rather than at the next loop's upkeep.
+            if let Some(s) = snap {
+                let wanted =
+                    slots::wanted(s.members.iter().map(|(n, _)| n.as_str()), &self.args.name);
+                if let Err(e) = self.pg.ensure_slots(&wanted).await {
+                    warn!(error = %e, "cannot create replication slots after the promotion");
+                }
+            }
             // The primary is where -rw should route: open its clients before the label says so.
             self.route_gate = Default::default();
             if self.conf.clients_fenced {
