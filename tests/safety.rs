@@ -7,6 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::watcher;
+
 use pgwarden::agent::softdog::{children_of, kill_postmaster};
 use support::agents::{self, Cluster};
 use support::iptables::Cut;
@@ -818,6 +822,68 @@ async fn a_role_label_someone_else_changed_is_repaired() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Seen in a drain: the new primary's agent set its `primary` label as the promotion ended and
+/// took it off again at the end of the same loop (that loop's Lease read predated its own
+/// acquire, so its publish step thought another member held the Lease): `-rw` had no endpoint
+/// until the next loop (or a label updater round). Here every change of the candidate's pod is
+/// watched through a switchover: once `primary`, the label stays.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
+    let (c, p) = agents::three("keeplabel", SLOW).await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    c.wait_until(SLOW, "the replicas to be labelled", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    let body = format!(
+        r#"{{"leader": "{}", "candidate": "{}"}}"#,
+        c.members[p].name, c.members[r].name
+    );
+    let ip = c.members[p].ip.clone();
+    let switchover = tokio::task::spawn_blocking(move || {
+        let auth = format!("Bearer {}", agents::TOKEN);
+        let h = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        agents::http(&ip, 8008, "POST", "/switchover", &h, Some(&body))
+    });
+    // Every change of the pod, from a watch (polling could miss a flap of a few ms).
+    let deadline = Instant::now() + SLOW;
+    let mut since: Option<Instant> = None;
+    let mut labels = std::pin::pin!(watcher::watcher(
+        kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
+        watcher::Config::default().fields(&format!("metadata.name={}", c.members[r].name)),
+    ));
+    while since.is_none_or(|t| t.elapsed() < Duration::from_secs(6)) {
+        let wait = match since {
+            Some(t) => Duration::from_secs(6).saturating_sub(t.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        let pod = match tokio::time::timeout(wait, labels.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
+            Ok(_) => continue,
+            Err(_) if since.is_some() => break,
+            Err(_) => panic!("the candidate was not labelled primary"),
+        };
+        let label = pod
+            .metadata
+            .labels
+            .and_then(|l| l.get("pgwarden.io/role").cloned());
+        match (since, label.as_deref()) {
+            (None, Some("primary")) => since = Some(Instant::now()),
+            (Some(t), other) if other != Some("primary") => panic!(
+                "the new primary's label went from primary to {other:?} {:?} later",
+                t.elapsed()
+            ),
+            _ => {}
+        }
+    }
+    let (code, msg) = switchover.await.expect("the switchover request");
+    assert_eq!(code, 200, "switchover: {msg}");
 }
 
 /// Hole 8: a former primary that started read-only and then followed a new leader, holding WAL

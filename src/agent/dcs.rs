@@ -142,6 +142,8 @@ pub struct Dcs {
     /// Other pods whose `primary` label this agent removed since the last read (the snapshot
     /// still lists them until the next one).
     unlabelled: std::collections::BTreeSet<String>,
+    /// This member took the Lease since the last read (the snapshot still names the one before).
+    acquired: bool,
     /// The PostgresCluster's uid, when an operator runs the cluster: a Lease this member has to
     /// create carries the cluster's owner reference, so deleting the cluster deletes it.
     owner_uid: Option<String>,
@@ -170,6 +172,7 @@ impl Dcs {
             published_status: None,
             published_role: None,
             unlabelled: Default::default(),
+            acquired: false,
             owner_uid: None,
         }
     }
@@ -200,6 +203,7 @@ impl Dcs {
     /// Read the Lease, the state ConfigMap and the members.
     pub async fn read(&mut self) -> Result<Snapshot, DcsError> {
         self.unlabelled.clear();
+        self.acquired = false;
         let lease_name = self.names.lease();
         let state_name = self.names.state_config_map();
         let selector =
@@ -342,6 +346,13 @@ impl Dcs {
         }
     }
 
+    /// Whether this member took the Lease after the last read: the snapshot of this cycle still
+    /// names the holder before, and the role label published at the end of the cycle must not
+    /// undo the `primary` label the promotion set.
+    pub fn acquired_since_read(&self) -> bool {
+        self.acquired
+    }
+
     /// How long until the Lease we saw expires on our clock (for scheduling the next cycle).
     pub fn lease_expires_in(&self) -> Duration {
         self.clock.expires_in(self.ttl, Instant::now())
@@ -401,6 +412,7 @@ impl Dcs {
         match result {
             Ok(written) => {
                 self.observe_lease(Some(&written));
+                self.acquired = true;
                 Ok(())
             }
             Err(DcsError::Kube(e)) if is_conflict(&e) => {

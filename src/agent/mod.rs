@@ -436,7 +436,9 @@ impl Agent {
             // Without the apiserver a primary still counts as the leader while its fence clock
             // runs (no one else can have taken the Lease) or every member confirmed it.
             holds_lease: match snap {
-                Some(s) => s.holder() == Some(self.args.name.as_str()),
+                Some(s) => {
+                    s.holder() == Some(self.args.name.as_str()) || self.dcs.acquired_since_read()
+                }
                 None => decision.action == Action::KeepPrimary || self.fence.is_primary(),
             },
             clients_fenced: self.conf.clients_fenced,

@@ -207,13 +207,16 @@ pub async fn round(
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         for (pod, role) in changes {
+            let seen = probes.iter().find(|p| p.pod == pod);
+            let (answered_primary, answered_replica) =
+                seen.map_or((None, None), |p| (p.primary, p.replica));
             let patch = serde_json::json!({"metadata": {"labels": {LABEL_ROLE: role}}});
             match api
                 .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
-                    info!(namespace = %ns, cluster = %cluster, member = %pod, role = ?role, "role label updated");
+                    info!(namespace = %ns, cluster = %cluster, member = %pod, role = ?role, holder = ?holder, ?answered_primary, ?answered_replica, "role label updated");
                     metrics.label_change();
                 }
                 Err(e) => {
