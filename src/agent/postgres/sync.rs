@@ -43,14 +43,25 @@ pub fn plan(
         .filter(|r| r.state == "streaming" && !nosync.contains(&r.application_name.as_str()))
         .collect();
     let still_streaming = |name: &str| streaming.iter().any(|r| r.application_name == name);
-    // Keep the current synchronous standby while it streams; otherwise the best candidate.
+    // Keep the current synchronous standby while it streams; otherwise the best candidate:
+    // one PostgreSQL already calls sync, then the furthest ahead (Patroni sorts by LSN), then
+    // the longest connected. A standby that has just connected (a former primary rejoining
+    // after a switchover, still crossing the timeline switch) would hold commits while it
+    // catches up; one that streams steadily acknowledges at once.
     let desired = published
         .first()
         .filter(|p| still_streaming(p))
         .cloned()
         .or_else(|| {
             let mut c: Vec<&&ReplicationRow> = streaming.iter().collect();
-            c.sort_by_key(|r| (r.sync_state != "sync", r.application_name.clone()));
+            c.sort_by_key(|r| {
+                (
+                    r.sync_state != "sync",
+                    std::cmp::Reverse(r.flush_lsn),
+                    r.backend_start_us.unwrap_or(i64::MAX),
+                    r.application_name.clone(),
+                )
+            });
             c.first().map(|r| r.application_name.clone())
         });
     // Out of the key first: from then on it may not be promoted.
@@ -197,6 +208,33 @@ mod tests {
         let p = plan(SynchronousMode::On, &names(&["b"]), &rows, &[], Some(100));
         assert!(p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
+    }
+
+    /// Seen in a drain: the old primary, rejoining as a replica after the switchover, was
+    /// chosen over a replica that had streamed all along (by name) and held commits for a
+    /// second while it caught up.
+    #[test]
+    fn the_standby_furthest_ahead_then_longest_connected_is_chosen() {
+        let at = |name: &str, lsn: u64, start: i64| ReplicationRow {
+            flush_lsn: Some(lsn),
+            backend_start_us: Some(start),
+            ..row(name, "streaming", "async")
+        };
+        let chosen = |rows: &[ReplicationRow]| {
+            plan(SynchronousMode::On, &[], rows, &[], Some(100)).synchronous_standby_names
+        };
+        assert_eq!(
+            chosen(&[at("a", 100, 2), at("c", 100, 1)]),
+            Some("\"c\"".into())
+        );
+        assert_eq!(
+            chosen(&[at("a", 101, 2), at("c", 100, 1)]),
+            Some("\"a\"".into())
+        );
+        assert_eq!(
+            chosen(&[at("a", 100, 1), at("c", 100, 1)]),
+            Some("\"a\"".into())
+        );
     }
 
     #[test]

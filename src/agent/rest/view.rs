@@ -313,8 +313,9 @@ mod tests {
             state: "streaming".into(),
             sync_state: "sync".into(),
             sync_priority: 1,
-            // The agent's own field: not in the document.
+            // The agent's own fields: not in the document.
             flush_lsn: None,
+            backend_start_us: None,
         }];
         v
     }
