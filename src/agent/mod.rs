@@ -517,7 +517,10 @@ impl Agent {
     /// Patroni's `while_not_sync_standby`: a synchronous standby about to stop (a drain, a
     /// rolling restart) first tags itself `nosync` and waits up to 2 x loop_wait for the primary
     /// to name another standby, so commits do not wait on a standby that is going away (they
-    /// would stall until the primary's next loop). A hint only: any failure stops at once.
+    /// would stall until the primary's next loop). A standby counts as synchronous when the
+    /// `sync` key names it or when the primary's PostgreSQL already does (it is named in
+    /// `synchronous_standby_names` a loop before the key: Patroni's known window, seen in a
+    /// drain). A hint only: any failure stops at once.
     async fn leave_synchronous_set(&mut self) {
         if self.ha.synchronous_mode == SynchronousMode::Off || self.tags.nosync {
             return;
@@ -526,7 +529,7 @@ impl Agent {
         let Ok(snap) = self.dcs.read().await else {
             return;
         };
-        if !snap.sync.sync_standby.contains(&me) {
+        if !self.synchronous_on(&snap).await {
             return;
         }
         let Some(mut status) = snap
@@ -540,7 +543,7 @@ impl Agent {
         status.tags.nosync = true;
         self.tags.nosync = true;
         if let Err(e) = self.dcs.publish_status(&status).await {
-            warn!(error = %e, "cannot tag this member nosync; stopping as the synchronous standby");
+            warn!(error = %e, "cannot tag this member nosync; stopping as a synchronous standby");
             return;
         }
         info!("stopping: waiting for the primary to choose another synchronous standby");
@@ -548,18 +551,37 @@ impl Agent {
         while Instant::now() < deadline {
             tokio::time::sleep(LEAVE_SYNC_POLL).await;
             match self.dcs.read().await {
-                Ok(s) if !s.sync.sync_standby.contains(&me) => {
-                    info!(now = ?s.sync.sync_standby, "no longer the synchronous standby");
+                Ok(s) if !self.synchronous_on(&s).await => {
+                    info!(now = ?s.sync.sync_standby, "no longer a synchronous standby");
                     return;
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    warn!(error = %e, "cannot read the DCS; stopping as the synchronous standby");
+                    warn!(error = %e, "cannot read the DCS; stopping as a synchronous standby");
                     return;
                 }
             }
         }
-        warn!("the primary kept this member its synchronous standby; stopping anyway");
+        warn!("the primary kept this member a synchronous standby; stopping anyway");
+    }
+
+    /// Whether this member is a synchronous standby: named in the `sync` key, or counted `sync`
+    /// by the leader's PostgreSQL (asked over its REST API; no answer counts as not).
+    async fn synchronous_on(&self, snap: &Snapshot) -> bool {
+        let me = self.args.name.as_str();
+        if snap.sync.sync_standby.iter().any(|s| s == me) {
+            return true;
+        }
+        let Some(leader) = snap
+            .holder()
+            .and_then(|h| snap.members.iter().find(|(n, _)| n == h))
+        else {
+            return false;
+        };
+        matches!(
+            self.peers.sync_state_on(&leader.1, me).await.as_deref(),
+            Some("sync" | "quorum")
+        )
     }
 
     async fn shutdown(&mut self, release: bool) {

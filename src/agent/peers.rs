@@ -74,6 +74,23 @@ impl PeerClient {
     }
 }
 
+impl PeerClient {
+    /// How `leader`'s PostgreSQL counts `me` among its standbys (`pg_stat_replication`'s
+    /// `sync_state`: `sync`, `potential`, `async`...), from its `/patroni`; `None` when it does
+    /// not answer or does not list `me`.
+    pub async fn sync_state_on(&self, leader: &MemberStatus, me: &str) -> Option<String> {
+        let status = self
+            .agents
+            .get_json::<PatroniStatus>(&leader.api_url)
+            .await?;
+        status
+            .replication?
+            .into_iter()
+            .find(|r| r.application_name == me)
+            .map(|r| r.sync_state)
+    }
+}
+
 /// Whether a failsafe topology can confirm anything: it must name this member.
 fn knows_me(members: &[(String, MemberStatus)], me: &str) -> bool {
     members.iter().any(|(n, _)| n == me)

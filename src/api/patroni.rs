@@ -101,9 +101,9 @@ pub struct ReplicationRow {
     /// How far the standby has flushed WAL (bytes); the agent's, not part of Patroni's API.
     #[serde(skip)]
     pub flush_lsn: Option<u64>,
-    /// When the standby's WAL sender started (microseconds since the epoch); the agent's.
+    /// How long the standby's WAL sender has been connected (milliseconds); the agent's.
     #[serde(skip)]
-    pub backend_start_us: Option<i64>,
+    pub connected_ms: Option<i64>,
 }
 
 impl PatroniStatus {

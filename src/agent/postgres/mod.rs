@@ -543,7 +543,7 @@ impl Postgres {
             .query(
                 "SELECT usename::text, application_name, host(client_addr), state, sync_state, sync_priority,
                         (flush_lsn - '0/0'::pg_lsn)::bigint,
-                        (extract(epoch FROM backend_start) * 1000000)::int8
+                        (extract(epoch FROM now() - backend_start) * 1000)::int8
                    FROM pg_stat_replication ORDER BY application_name",
                 &[],
             )
@@ -558,7 +558,7 @@ impl Postgres {
                 sync_state: r.get::<_, Option<String>>(4).unwrap_or_default(),
                 sync_priority: r.get(5),
                 flush_lsn: r.get::<_, Option<i64>>(6).map(|v| v.max(0) as u64),
-                backend_start_us: r.get(7),
+                connected_ms: r.get(7),
             })
             .collect())
     }

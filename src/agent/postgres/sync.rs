@@ -7,6 +7,9 @@ use super::ReplicationRow;
 use super::conf::quote_identifier;
 use crate::api::cluster::SynchronousMode;
 
+/// A standby connected for less than this is chosen only when no other streams.
+const SETTLED_MS: i64 = 5_000;
+
 /// What the primary does this cycle, in this order: unpublish, set, publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncPlan {
@@ -44,10 +47,10 @@ pub fn plan(
         .collect();
     let still_streaming = |name: &str| streaming.iter().any(|r| r.application_name == name);
     // Keep the current synchronous standby while it streams; otherwise the best candidate:
-    // one PostgreSQL already calls sync, then the furthest ahead (Patroni sorts by LSN), then
-    // the longest connected. A standby that has just connected (a former primary rejoining
-    // after a switchover, still crossing the timeline switch) would hold commits while it
-    // catches up; one that streams steadily acknowledges at once.
+    // one PostgreSQL already calls sync, then one connected for a while (a standby that has
+    // just connected, such as a former primary rejoining after a switchover, may still cross a
+    // timeline switch or be stopped next, as in a drain), then the furthest ahead (Patroni
+    // sorts by LSN), then the longest connected.
     let desired = published
         .first()
         .filter(|p| still_streaming(p))
@@ -55,10 +58,12 @@ pub fn plan(
         .or_else(|| {
             let mut c: Vec<&&ReplicationRow> = streaming.iter().collect();
             c.sort_by_key(|r| {
+                let connected = r.connected_ms.unwrap_or(0);
                 (
                     r.sync_state != "sync",
+                    connected < SETTLED_MS,
                     std::cmp::Reverse(r.flush_lsn),
-                    r.backend_start_us.unwrap_or(i64::MAX),
+                    std::cmp::Reverse(connected),
                     r.application_name.clone(),
                 )
             });
@@ -211,30 +216,36 @@ mod tests {
     }
 
     /// Seen in a drain: the old primary, rejoining as a replica after the switchover, was
-    /// chosen over a replica that had streamed all along (by name) and held commits for a
-    /// second while it caught up.
+    /// chosen over a replica that had streamed all along (by name, or by a few bytes of LSN) and
+    /// was stopped a second later with commits waiting on it.
     #[test]
-    fn the_standby_furthest_ahead_then_longest_connected_is_chosen() {
-        let at = |name: &str, lsn: u64, start: i64| ReplicationRow {
+    fn a_settled_standby_then_the_furthest_ahead_is_chosen() {
+        let at = |name: &str, lsn: u64, connected_ms: i64| ReplicationRow {
             flush_lsn: Some(lsn),
-            backend_start_us: Some(start),
+            connected_ms: Some(connected_ms),
             ..row(name, "streaming", "async")
         };
         let chosen = |rows: &[ReplicationRow]| {
             plan(SynchronousMode::On, &[], rows, &[], Some(100)).synchronous_standby_names
         };
+        let quoted = |s: &str| Some(format!("\"{s}\""));
+        // Just connected, even a little ahead: the settled one.
         assert_eq!(
-            chosen(&[at("a", 100, 2), at("c", 100, 1)]),
-            Some("\"c\"".into())
+            chosen(&[at("a", 101, 900), at("c", 100, 60_000)]),
+            quoted("c")
+        );
+        // Both settled (or both new): the furthest ahead, then the longest connected.
+        assert_eq!(
+            chosen(&[at("a", 101, 6_000), at("c", 100, 60_000)]),
+            quoted("a")
         );
         assert_eq!(
-            chosen(&[at("a", 101, 2), at("c", 100, 1)]),
-            Some("\"a\"".into())
+            chosen(&[at("a", 100, 6_000), at("c", 100, 60_000)]),
+            quoted("c")
         );
-        assert_eq!(
-            chosen(&[at("a", 100, 1), at("c", 100, 1)]),
-            Some("\"a\"".into())
-        );
+        assert_eq!(chosen(&[at("a", 100, 900), at("c", 100, 800)]), quoted("a"));
+        // Only a new one: it.
+        assert_eq!(chosen(&[at("a", 100, 900)]), quoted("a"));
     }
 
     #[test]

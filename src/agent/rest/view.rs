@@ -315,7 +315,7 @@ mod tests {
             sync_priority: 1,
             // The agent's own fields: not in the document.
             flush_lsn: None,
-            backend_start_us: None,
+            connected_ms: None,
         }];
         v
     }
