@@ -97,8 +97,8 @@ demo: release
 e2e: release
 	@$(TIMED) "end-to-end tests (operator, chart, real pods)" e2e/e2e.sh
 
-## Node tier: three nodes on this machine, a node killed, frozen and cut off under the primary
-## (tests/nodes.rs). Not yet part of `make test`.
+## Node tier: three nodes on this machine, a node killed, frozen, cut off and drained under the
+## primary, and a replica's node drained (tests/nodes.rs). Not yet part of `make test`.
 nodes: release
 	@$(TIMED) "node tests (three nodes, real pods)" e2e/nodes.sh
 

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The node tier: three nodes on this machine (e2e/cluster up --nodes 3) with the pgwarden image
 # imported into each, the chart installed with `helm install`, then the scenarios in
-# tests/nodes.rs (a node killed, frozen, cut off), then `down`.
-#   NODES_FILTER=name   run only the scenarios whose name contains it (the drain scenarios do
-#                       not pass yet and run only when named: NODES_FILTER=draining)
+# tests/nodes.rs (a node killed, frozen, cut off, drained), then `down`.
+#   NODES_FILTER=name   run only the scenarios whose name contains it (e.g. draining)
 #   PGWARDEN_E2E_KEEP=1   leave the test bed up for a look
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -25,6 +24,6 @@ cd "$REPO_DIR"
 if [ -n "${NODES_FILTER:-}" ]; then
     cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture "$NODES_FILTER"
 else
-    cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture --skip draining
+    cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture
 fi
 phase_end

@@ -248,6 +248,11 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
     pg.wait_healthy(3, 5 * MIN).await;
     let (_, _, downtime) = stop_and_check(&pg, writer, prober, t0).await;
     let moved = holder.as_deref() != Some(old.as_str());
+    if primary {
+        // Moved by the operator's switchover, not by a failover after an eviction (the
+        // primary's PodDisruptionBudget refuses that).
+        pg.wait_event("Switchover", "is cordoned (a drain)").await;
+    }
     log(format!(
         "drain of {node_name} under {target} ({}): write downtime {downtime:.1?}, primary {}",
         if primary { "the primary" } else { "a replica" },
