@@ -8,7 +8,7 @@ TARGET := x86_64-unknown-linux-gnu
 RELEASE_BIN := $(CARGO_TARGET_DIR)/$(TARGET)/release/pgwarden
 TIMED := e2e/timed
 
-.PHONY: e2e bench integration test lint fmt-check clippy unit simulate crds chart-check release static-check smoke testbed-up testbed-down demo image fmt nodes
+.PHONY: e2e bench integration test lint fmt-check clippy unit simulate crds chart-check release static-check smoke testbed-up testbed-down demo image fmt nodes bench-nodes
 
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
@@ -101,6 +101,10 @@ e2e: release
 ## primary, and a replica's node drained (tests/nodes.rs). Not yet part of `make test`.
 nodes: release
 	@$(TIMED) "node tests (three nodes, real pods)" e2e/nodes.sh
+
+## The node rows of BENCHMARKS.md: every node scenario NODE_TRIALS times (5) on three nodes.
+bench-nodes: release
+	@NODES_FILTER=benchmark_node_faults $(TIMED) "node benchmark (three nodes)" e2e/nodes.sh
 
 ## Benchmarks: pgwarden beside real Patroni (PyPI, in a venv under the cache) on one apiserver;
 ## writes BENCHMARKS.md.

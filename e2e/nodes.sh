@@ -2,7 +2,9 @@
 # The node tier: three nodes on this machine (e2e/cluster up --nodes 3) with the pgwarden image
 # imported into each, the chart installed with `helm install`, then the scenarios in
 # tests/nodes.rs (a node killed, frozen, cut off, drained), then `down`.
-#   NODES_FILTER=name   run only the scenarios whose name contains it (e.g. draining)
+#   NODES_FILTER=name   run only the scenarios whose name contains it (e.g. draining); the
+#                       benchmark (`make bench-nodes`) runs only when named
+#   NODE_TRIALS=N       trials per fault in the benchmark (5)
 #   PGWARDEN_E2E_KEEP=1   leave the test bed up for a look
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -24,6 +26,6 @@ cd "$REPO_DIR"
 if [ -n "${NODES_FILTER:-}" ]; then
     cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture "$NODES_FILTER"
 else
-    cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture
+    cargo test --locked --test nodes -- --ignored --test-threads=1 --nocapture --skip benchmark
 fi
 phase_end

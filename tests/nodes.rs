@@ -26,8 +26,23 @@ const MAX_DOWNTIME: Duration = Duration::from_secs(15);
 /// What a node scenario measured, for its log line (and the benchmark's table).
 struct Outcome {
     downtime: Duration,
-    takeover: Duration,
+    /// Fault to writes through `-rw` on the new primary (`None`: a drain).
+    takeover: Option<Duration>,
+    /// Thaw, heal, restart or uncordon to the old primary (or the drained member) serving as a
+    /// replica again.
     rejoined: Duration,
+    /// Writes answered read-only through `-rw`.
+    read_only: usize,
+    /// Commits the writer saw acknowledged.
+    acked: usize,
+}
+
+/// What the writer and the prober saw: the longest write gap, writes answered read-only, and
+/// how many commits were acknowledged (none lost: asserted).
+struct Seen {
+    downtime: Duration,
+    read_only: usize,
+    acked: usize,
 }
 
 /// A synchronous three-instance cluster in `ns`, Healthy, one instance per node (asserted), a
@@ -51,13 +66,13 @@ async fn running(ns: &str) -> (Pg, String, Writer, NodeProber) {
 
 /// Stop the prober and the writer, log how the longest write gap looked to the client, and
 /// assert what every scenario promises: never two writable members, no acknowledged commit
-/// lost. Returns the samples, the number of acknowledged commits and the write downtime.
+/// lost. Returns the samples and what the writer saw.
 async fn stop_and_check(
     pg: &Pg,
     writer: Writer,
     prober: NodeProber,
     t0: Instant,
-) -> (Vec<traffic::Sample>, usize, Duration) {
+) -> (Vec<traffic::Sample>, Seen) {
     let samples = prober.stop().await;
     let acked_at = writer.acked_at.lock().unwrap().clone();
     let errors = writer.errors.lock().unwrap().clone();
@@ -66,7 +81,16 @@ async fn stop_and_check(
     traffic::assert_never_two_writable(&samples);
     let lost = lost_commits(pg, "w", &acked).await;
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
-    (samples, acked.len(), longest_gap(&acked_at))
+    let read_only = errors
+        .iter()
+        .filter(|(_, e)| e.contains("read-only transaction"))
+        .count();
+    let seen = Seen {
+        downtime: longest_gap(&acked_at),
+        read_only,
+        acked: acked.len(),
+    };
+    (samples, seen)
 }
 
 /// The scenario all three faults share: `fault` on the primary's node, `recover` after AWAY.
@@ -102,7 +126,8 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
     )
     .await;
     let rejoined = back.elapsed();
-    let (samples, acked, downtime) = stop_and_check(&pg, writer, prober, t0).await;
+    let (samples, seen) = stop_and_check(&pg, writer, prober, t0).await;
+    let (downtime, acked) = (seen.downtime, seen.acked);
     // After the takeover the old primary must never answer as writable again, whatever it
     // thought when it was thawed, healed or restarted.
     let new_writable = samples
@@ -142,8 +167,10 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
     pg.delete().await;
     Outcome {
         downtime,
-        takeover,
+        takeover: Some(takeover),
         rejoined,
+        read_only: seen.read_only,
+        acked,
     }
 }
 
@@ -179,7 +206,8 @@ async fn a_frozen_primary_node_is_replaced_and_fenced_on_thaw() {
     let o = primary_node_away("nodes-freeze", "freeze", "thaw").await;
     log(format!(
         "freeze: {:.1?} downtime, takeover {:.1?}",
-        o.downtime, o.takeover
+        o.downtime,
+        o.takeover.unwrap_or_default()
     ));
 }
 
@@ -222,8 +250,8 @@ fn uncordon(node: &str) {
 }
 
 /// A drain of the node under `which` member (the primary, or a replica), then uncordon: returns
-/// the write downtime through `-rw` and whether the primary changed.
-async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
+/// what was measured and whether the primary changed.
+async fn drain_under(ns: &str, primary: bool) -> (Outcome, bool) {
     let (pg, old, writer, prober) = running(ns).await;
     let target = if primary {
         old.clone()
@@ -244,9 +272,18 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
     })
     .await;
     let holder = pg.lease_holder().await;
+    let back = Instant::now();
     uncordon(&node_name);
     pg.wait_healthy(3, 5 * MIN).await;
-    let (_, _, downtime) = stop_and_check(&pg, writer, prober, t0).await;
+    wait_until(
+        2 * MIN,
+        "the drained member to serve as a replica",
+        || async { pg.labelled("replica").await.contains(&target) },
+    )
+    .await;
+    let rejoined = back.elapsed();
+    let (_, seen) = stop_and_check(&pg, writer, prober, t0).await;
+    let downtime = seen.downtime;
     let moved = holder.as_deref() != Some(old.as_str());
     if primary {
         // Moved by the operator's switchover, not by a failover after an eviction (the
@@ -259,7 +296,14 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
         if moved { "moved" } else { "stayed" }
     ));
     pg.delete().await;
-    (downtime, moved)
+    let outcome = Outcome {
+        downtime,
+        takeover: None,
+        rejoined,
+        read_only: seen.read_only,
+        acked: seen.acked,
+    };
+    (outcome, moved)
 }
 
 /// `kubectl drain` of the primary's node: the primary moves to a replica on another node before
@@ -268,7 +312,8 @@ async fn drain_under(ns: &str, primary: bool) -> (Duration, bool) {
 #[tokio::test]
 #[ignore = "three nodes: run by `make nodes`"]
 async fn draining_the_primarys_node_moves_the_primary_first() {
-    let (downtime, moved) = drain_under("nodes-drain-primary", true).await;
+    let (o, moved) = drain_under("nodes-drain-primary", true).await;
+    let downtime = o.downtime;
     assert!(moved, "the primary moved off the drained node");
     assert!(
         downtime < Duration::from_secs(2),
@@ -280,10 +325,133 @@ async fn draining_the_primarys_node_moves_the_primary_first() {
 #[tokio::test]
 #[ignore = "three nodes: run by `make nodes`"]
 async fn draining_a_replicas_node_keeps_the_primary() {
-    let (downtime, moved) = drain_under("nodes-drain-replica", false).await;
+    let (o, moved) = drain_under("nodes-drain-replica", false).await;
+    let downtime = o.downtime;
     assert!(!moved, "the primary stayed where it was");
     assert!(
         downtime < Duration::from_secs(2),
         "writes through -rw stopped for {downtime:.1?}"
     );
+}
+
+/// The node rows of BENCHMARKS.md (`make bench-nodes`): every scenario above `NODE_TRIALS`
+/// times (5 by default), each asserting what its test asserts; the table gives the median and
+/// the range of each measure, and replaces the section between its markers in BENCHMARKS.md.
+#[tokio::test]
+#[ignore = "three nodes, many minutes: run by `make bench-nodes`"]
+async fn benchmark_node_faults() {
+    let trials: usize = std::env::var("NODE_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let faults = [
+        ("node kill (then restart)", "kill"),
+        ("node freeze 30 s (then thaw)", "freeze"),
+        ("node partition 30 s (then heal)", "partition"),
+        ("drain of the primary's node", "drain-primary"),
+        ("drain of a replica's node", "drain-replica"),
+    ];
+    let mut results: Vec<Vec<Outcome>> = faults.iter().map(|_| vec![]).collect();
+    for t in 0..trials {
+        for (i, (_, fault)) in faults.iter().enumerate() {
+            let ns = format!("bench-{fault}-{t}");
+            log(format!("trial {} of {trials}: {fault}", t + 1));
+            let o = match *fault {
+                "kill" => primary_node_away(&ns, "kill", "restart").await,
+                "freeze" => primary_node_away(&ns, "freeze", "thaw").await,
+                "partition" => primary_node_away(&ns, "partition", "heal").await,
+                "drain-primary" => {
+                    let (o, moved) = drain_under(&ns, true).await;
+                    assert!(moved, "the primary moved off the drained node");
+                    o
+                }
+                _ => {
+                    let (o, moved) = drain_under(&ns, false).await;
+                    assert!(!moved, "the primary stayed where it was");
+                    o
+                }
+            };
+            results[i].push(o);
+        }
+    }
+    let mut md = format!(
+        "## Node faults (three nodes, `make bench-nodes`)\n\n\
+         Measured {} on `e2e/cluster up --nodes 3` on this machine: a synchronous three-instance \
+         cluster (ttl 8, loop 2), one instance per node, installed by the chart; a writer INSERTs \
+         through `-rw` (connect timeout 2 s, statement timeout 3 s) and records every acknowledged \
+         commit; the primary's node stays away 30 s. Median (range) over {trials} trials. Write \
+         downtime: the longest gap between acknowledged writes. Back → rejoined: from the thaw, \
+         heal, restart or uncordon to the old primary (or the drained member) labelled replica.\n\n\
+         | fault | write downtime through `-rw` | read-only answers | acknowledged writes lost | \
+         fault → writes on the new primary | back → rejoined as a replica |\n\
+         |---|---|---|---|---|---|\n",
+        jiff::Timestamp::now().strftime("%Y-%m-%d"),
+    );
+    for ((label, _), outcomes) in faults.iter().zip(&results) {
+        let secs = |f: &dyn Fn(&Outcome) -> Option<Duration>| -> String {
+            let mut v: Vec<f64> = outcomes
+                .iter()
+                .filter_map(f)
+                .map(|d| d.as_secs_f64())
+                .collect();
+            if v.is_empty() {
+                return "—".into();
+            }
+            v.sort_by(f64::total_cmp);
+            format!(
+                "{:.1} s ({:.1}–{:.1})",
+                v[v.len() / 2],
+                v[0],
+                v[v.len() - 1]
+            )
+        };
+        let read_only: usize = outcomes.iter().map(|o| o.read_only).sum();
+        let acked: usize = outcomes.iter().map(|o| o.acked).sum();
+        md.push_str(&format!(
+            "| {label} | {} | {read_only} | 0 of {acked} | {} | {} |\n",
+            secs(&|o| Some(o.downtime)),
+            secs(&|o| o.takeover),
+            secs(&|o| Some(o.rejoined)),
+        ));
+    }
+    log(&md);
+    let out = std::env::var("BENCHMARKS_OUT")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
+    let old = std::fs::read_to_string(&out).unwrap_or_default();
+    std::fs::write(&out, with_node_section(&old, &md)).expect("write BENCHMARKS.md");
+}
+
+const NODES_BEGIN: &str = "<!-- node rows: kept by make bench-nodes -->";
+const NODES_END: &str = "<!-- end of node rows -->";
+
+/// `doc` with the node section replaced (or put right after the notes marker `make bench`
+/// keeps everything below, or at the end).
+fn with_node_section(doc: &str, section: &str) -> String {
+    let block = format!("{NODES_BEGIN}\n{section}{NODES_END}");
+    if let (Some(b), Some(e)) = (doc.find(NODES_BEGIN), doc.find(NODES_END))
+        && b < e
+    {
+        return format!("{}{block}{}", &doc[..b], &doc[e + NODES_END.len()..]);
+    }
+    const NOTES: &str = "<!-- notes: kept by make bench -->";
+    match doc.find(NOTES) {
+        Some(n) => {
+            let at = n + NOTES.len();
+            format!("{}\n{block}\n{}", &doc[..at], &doc[at..])
+        }
+        None => format!("{doc}\n{block}\n"),
+    }
+}
+
+#[test]
+fn the_node_section_is_replaced_in_place() {
+    let doc = "# B\n\n| t |\n\n<!-- notes: kept by make bench -->\n## notes\n";
+    let once = with_node_section(doc, "rows 1\n");
+    assert_eq!(
+        once,
+        "# B\n\n| t |\n\n<!-- notes: kept by make bench -->\n<!-- node rows: kept by make \
+         bench-nodes -->\nrows 1\n<!-- end of node rows -->\n\n## notes\n"
+    );
+    let twice = with_node_section(&once, "rows 2\n");
+    assert_eq!(twice, once.replace("rows 1", "rows 2"));
 }
