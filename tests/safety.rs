@@ -886,6 +886,147 @@ async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
     assert_eq!(code, 200, "switchover: {msg}");
 }
 
+/// Seen in a drain: in a switchover the old primary took its `primary` label off before it
+/// stopped, and the new primary set its own only after its promotion, so `-rw` had no endpoint
+/// for the whole handover: kube-proxy swaps a "no endpoints" REJECT rule for the new DNAT in two
+/// tables, and a client connecting in between hung until its connect timeout (3.2-3.8 s of
+/// writes lost in one drain out of three). Now the old primary keeps its label through the
+/// handover (it refuses every client: stopping, then fenced), the new primary labels itself
+/// before it takes the old label off. Every change of the cluster's pods is watched through a
+/// switchover: some pod is labelled `primary` at every moment, the candidate alone in the end,
+/// and the old primary never answers a client as a read-only server while it is labelled.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
+async fn a_switchover_never_leaves_rw_without_a_primary_label() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (c, p) = agents::three("handover", SLOW).await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    c.wait_until(SLOW, "the replicas to be labelled", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    assert_eq!(role_label(&c, p).await.as_deref(), Some("primary"));
+    let (old, new) = (c.members[p].name.clone(), c.members[r].name.clone());
+
+    // While the old primary carries the label, nothing it answers may be read-only.
+    let done = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (done, api) = (
+            done.clone(),
+            kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
+        );
+        let (old, ip) = (old.clone(), c.members[p].ip.clone());
+        tokio::spawn(async move {
+            let mut read_only = vec![];
+            let mut checked = 0;
+            let label = || async {
+                api.get(&old).await.ok().and_then(|pod| {
+                    pod.metadata
+                        .labels
+                        .and_then(|l| l.get("pgwarden.io/role").cloned())
+                })
+            };
+            while !done.load(Ordering::Relaxed) {
+                if label().await.as_deref() == Some("primary") {
+                    let connected =
+                        tokio::time::timeout(Duration::from_secs(2), agents::connect(&ip)).await;
+                    if let Ok(Ok(client)) = connected {
+                        checked += 1;
+                        // Labelled before and after the answer: it answered while labelled.
+                        if let Ok(row) = client.query_one("SELECT pg_is_in_recovery()", &[]).await
+                            && row.get::<_, bool>(0)
+                            && label().await.as_deref() == Some("primary")
+                        {
+                            read_only.push(Instant::now());
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (read_only, checked)
+        })
+    };
+
+    let body = format!(r#"{{"leader": "{old}", "candidate": "{new}"}}"#);
+    let ip = c.members[p].ip.clone();
+    let switchover = tokio::task::spawn_blocking(move || {
+        let auth = format!("Bearer {}", agents::TOKEN);
+        let h = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        agents::http(&ip, 8008, "POST", "/switchover", &h, Some(&body))
+    });
+    // Every change of every pod, from a watch (polling could miss a gap of a few ms).
+    let mut labels: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut pods = std::pin::pin!(watcher::watcher(
+        kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
+        watcher::Config::default(),
+    ));
+    let deadline = Instant::now() + SLOW;
+    let mut settled: Option<Instant> = None;
+    let mut history = vec![];
+    let started = Instant::now();
+    while settled.is_none_or(|t| t.elapsed() < Duration::from_secs(6)) {
+        let wait = match settled {
+            Some(t) => Duration::from_secs(6).saturating_sub(t.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        let pod = match tokio::time::timeout(wait, pods.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
+            Ok(_) => continue,
+            Err(_) if settled.is_some() => break,
+            Err(_) => panic!("the candidate was not the only pod labelled primary: {history:?}"),
+        };
+        let Some(name) = pod.metadata.name.clone() else {
+            continue;
+        };
+        let label = pod
+            .metadata
+            .labels
+            .and_then(|l| l.get("pgwarden.io/role").cloned());
+        if labels.get(&name) == Some(&label) {
+            continue;
+        }
+        history.push(format!("{:?} {name} {label:?}", started.elapsed()));
+        labels.insert(name, label);
+        let primaries: Vec<&String> = labels
+            .iter()
+            .filter(|(_, l)| l.as_deref() == Some("primary"))
+            .map(|(n, _)| n)
+            .collect();
+        // The initial listing arrives pod by pod: judge once the old primary was seen.
+        if labels.contains_key(&old) {
+            assert!(
+                !primaries.is_empty(),
+                "no pod was labelled primary (-rw without an endpoint): {history:?}"
+            );
+        }
+        match (settled, primaries.as_slice()) {
+            (None, [only]) if **only == new => settled = Some(Instant::now()),
+            (Some(_), [only]) if **only == new => {}
+            (Some(_), _) => panic!("the labels changed after the handover: {history:?}"),
+            _ => {}
+        }
+    }
+    let (code, msg) = switchover.await.expect("the switchover request");
+    assert_eq!(code, 200, "switchover: {msg}");
+    done.store(true, Ordering::Relaxed);
+    let (read_only, checked) = checker.await.expect("the checker");
+    println!(
+        "label changes: {history:?}; the old primary answered {checked} connections while labelled"
+    );
+    assert!(
+        read_only.is_empty(),
+        "the old primary answered {} queries read-only while labelled primary",
+        read_only.len()
+    );
+    assert_eq!(c.holder().await.as_deref(), Some(new.as_str()));
+}
+
 /// Hole 8: a former primary that started read-only and then followed a new leader, holding WAL
 /// that leader never had (its PostgreSQL port cut meanwhile, so no replica fetches that WAL from
 /// it), never streamed again ("not a child of this server's history"): its

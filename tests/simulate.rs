@@ -955,7 +955,7 @@ impl Sim {
                 })
             }
             // A call that does not touch the Lease (the role label); its failure is only logged.
-            Step::Unroute => {
+            Step::Unroute { .. } => {
                 let req = self.send(i, Kind::Other);
                 Some(Wait::Request {
                     req,

@@ -156,16 +156,23 @@ impl Agent {
             Step::Confirmed => self
                 .fence
                 .confirmed(self.failsafe_asked.unwrap_or_else(Instant::now)),
-            Step::Unroute => {
+            Step::Unroute { handover } => {
                 // Not primary from now on for anyone who asks (`/primary` answers 503): the
                 // operator's label updater must not put back the label removed below while a
                 // long stop runs. Routing first: the role label leaves before postgres stops
                 // answering; it starts again only once `-rw` no longer routes here (the routing
-                // gate).
+                // gate). In a handover the label stays until the successor has its own
+                // (`routing::Handover`): -rw is never empty, and this member refuses every
+                // client meanwhile (stopping, then fenced).
                 self.rest.view.write().await.state = MemberState::Stopping;
-                self.route_gate.label_removed(Instant::now());
-                if let Err(e) = self.dcs.publish_role(None).await {
-                    warn!(error = %e, "cannot remove the role label");
+                if *handover {
+                    self.handover.start(Instant::now());
+                } else {
+                    self.handover.clear();
+                    self.route_gate.label_removed(Instant::now());
+                    if let Err(e) = self.dcs.publish_role(None).await {
+                        warn!(error = %e, "cannot remove the role label");
+                    }
                 }
             }
             Step::Stop(mode) => {
@@ -186,6 +193,7 @@ impl Agent {
             }
             Step::StartPrimary => {
                 self.route_gate = Default::default();
+                self.handover.clear();
                 self.conf.clients_fenced = false;
                 // The standbys the `sync` key names may be promoted: not one commit may be
                 // acknowledged without them, from the first.
@@ -425,6 +433,11 @@ impl Agent {
     /// Remove a `primary` label that may be there, look at the `-rw` endpoints when that was
     /// needed, and ask the gate (see `routing`).
     async fn routing_gate(&mut self) -> Gate {
+        if self.handover.active() {
+            return Gate::Closed(
+                "handing over: the primary role label stays until the new primary has its own",
+            );
+        }
         let now = Instant::now();
         let seen = match self.dcs.unroute_primary().await {
             Err(e) => {
@@ -562,6 +575,7 @@ impl Agent {
             }
             // The primary is where -rw should route: open its clients before the label says so.
             self.route_gate = Default::default();
+            self.handover.clear();
             if self.conf.clients_fenced {
                 self.conf.clients_fenced = false;
                 if let Err(e) = self.reload().await {
@@ -570,11 +584,23 @@ impl Agent {
             }
         }
         self.record_promotion().await;
-        if let Some(s) = snap {
+        // A former primary that released the Lease (a handover) stopped cleanly and refuses
+        // every client while it keeps its label: label this pod first, so -rw is never empty
+        // (see `routing::Handover`). One whose Lease expired may be dead, frozen or cut off:
+        // -rw would send clients to a pod that never answers, so its label goes first.
+        let handed_over = self.dcs.acquired_free();
+        if let Some(s) = snap
+            && !handed_over
+        {
             self.unlabel_former_primaries(&s.labelled_primary).await;
         }
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
+        }
+        if let Some(s) = snap
+            && handed_over
+        {
+            self.unlabel_former_primaries(&s.labelled_primary).await;
         }
     }
 

@@ -144,6 +144,9 @@ pub struct Dcs {
     unlabelled: std::collections::BTreeSet<String>,
     /// This member took the Lease since the last read (the snapshot still names the one before).
     acquired: bool,
+    /// The last Lease this member took was free (released by a primary that stopped cleanly),
+    /// not expired: a handover, whose former primary is alive and refuses every client.
+    acquired_free: bool,
     /// The PostgresCluster's uid, when an operator runs the cluster: a Lease this member has to
     /// create carries the cluster's owner reference, so deleting the cluster deletes it.
     owner_uid: Option<String>,
@@ -173,6 +176,7 @@ impl Dcs {
             published_role: None,
             unlabelled: Default::default(),
             acquired: false,
+            acquired_free: false,
             owner_uid: None,
         }
     }
@@ -353,6 +357,16 @@ impl Dcs {
         self.acquired
     }
 
+    /// Whether the last Lease this member took had been released (a handover), not expired.
+    pub fn acquired_free(&self) -> bool {
+        self.acquired_free
+    }
+
+    /// Whether our own pod carries the `primary` label as last read or written.
+    pub fn carries_primary_label(&self) -> bool {
+        matches!(&self.published_role, Some(Some(role)) if role == ROLE_PRIMARY)
+    }
+
     /// How long until the Lease we saw expires on our clock (for scheduling the next cycle).
     pub fn lease_expires_in(&self) -> Duration {
         self.clock.expires_in(self.ttl, Instant::now())
@@ -411,6 +425,7 @@ impl Dcs {
             .await;
         match result {
             Ok(written) => {
+                self.acquired_free = view == LeaseView::Free;
                 self.observe_lease(Some(&written));
                 self.acquired = true;
                 Ok(())

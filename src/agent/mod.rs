@@ -128,6 +128,8 @@ struct Agent {
     commands: tokio::sync::mpsc::Receiver<rest::Command>,
     /// Fences this member's clients while `-rw` may still route to it (see `routing`).
     route_gate: routing::RouteGate,
+    /// A primary handing the Lease over keeps its label until its successor has one.
+    handover: routing::Handover,
     /// When a DCS read last failed: kube-proxy's watch may be backing off since.
     apiserver_away_at: Option<Instant>,
     /// Since when this replica's WAL receiver has not been streaming from the leader it follows.
@@ -209,6 +211,20 @@ impl Agent {
         if let Some(s) = &snap {
             self.dcs_errors.reset();
             self.paused = s.paused;
+            let label_on = self.dcs.carries_primary_label();
+            let successor = !s.labelled_primary.is_empty();
+            if self
+                .handover
+                .observe(Instant::now(), label_on, successor, self.ha.ttl)
+            {
+                // From here the routing gate takes over: the label goes (if the successor did not
+                // take it off already) and clients stay fenced until -rw no longer routes here.
+                self.route_gate.label_removed(Instant::now());
+                info!(
+                    successor_labelled = successor,
+                    label_on, "handover over: the primary role label goes"
+                );
+            }
         }
         self.telemetry.apiserver_reachable(snap.is_some());
         let running = self.pg.running();
@@ -456,7 +472,10 @@ impl Agent {
                 warn!(error = %e, "cannot publish the member status");
             }
             let label = publish::label(&status, &seen);
-            if let Err(e) = self.dcs.publish_role(label).await {
+            // A handover keeps the primary label until the successor has its own.
+            if !self.handover.active()
+                && let Err(e) = self.dcs.publish_role(label).await
+            {
                 warn!(error = %e, "cannot update the role label");
             }
             if let Some(s) = snap {

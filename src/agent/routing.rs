@@ -123,6 +123,56 @@ impl RouteGate {
     }
 }
 
+/// A primary that hands the Lease over (a switchover: the Lease is released after a clean stop)
+/// keeps its `primary` label until its successor has one, so `-rw` is never without an
+/// endpoint: kube-proxy turns an empty Service into a REJECT rule in its filter table and the
+/// new endpoint into a DNAT in its nat table, and a client connecting between the two updates
+/// sends its SYN nowhere and hangs until its connect timeout. Meanwhile this member refuses
+/// every client (PostgreSQL stopping, then started with its clients fenced), so `-rw` still
+/// never gets a read-only answer. It lets go when another pod carries the label (the successor
+/// labels itself first, then takes this label off), when the label is gone, or after `limit`
+/// (nobody took over).
+#[derive(Debug, Default)]
+pub struct Handover {
+    since: Option<Instant>,
+}
+
+impl Handover {
+    /// The stop of a handover begins: the label stays.
+    pub fn start(&mut self, now: Instant) {
+        self.since = Some(now);
+    }
+
+    /// This member leads again (or starts afresh): nothing to hand over.
+    pub fn clear(&mut self) {
+        self.since = None;
+    }
+
+    /// Whether the label stays for now.
+    pub fn active(&self) -> bool {
+        self.since.is_some()
+    }
+
+    /// Judge this cycle's read: `label_on` our pod carries `primary`; `successor_labelled`
+    /// another pod does. Returns whether the handover just ended (the label is to go, or went).
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        label_on: bool,
+        successor_labelled: bool,
+        limit: Duration,
+    ) -> bool {
+        let Some(since) = self.since else {
+            return false;
+        };
+        if !label_on || successor_labelled || now.duration_since(since) >= limit {
+            self.since = None;
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +291,41 @@ mod tests {
             g.decide(Seen::LabelStays, t0 + Duration::from_secs(60), A),
             Gate::Closed(_)
         ));
+    }
+
+    #[test]
+    fn a_handover_keeps_the_label_until_the_successor_has_one() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        let mut h = Handover::default();
+        assert!(!h.active());
+        assert!(!h.observe(t0, true, false, limit), "nothing to end");
+        h.start(t0);
+        assert!(h.active());
+        assert!(!h.observe(t0 + Duration::from_secs(1), true, false, limit));
+        assert!(h.active(), "nobody else is labelled: the label stays");
+        assert!(h.observe(t0 + Duration::from_secs(2), true, true, limit));
+        assert!(!h.active(), "the successor is labelled: it ends");
+    }
+
+    #[test]
+    fn a_handover_ends_when_the_label_went_or_nobody_took_over() {
+        let t0 = Instant::now();
+        let limit = Duration::from_secs(30);
+        let mut h = Handover::default();
+        h.start(t0);
+        assert!(
+            h.observe(t0, false, false, limit),
+            "the successor took the label off"
+        );
+        h.start(t0);
+        assert!(!h.observe(t0 + Duration::from_secs(29), true, false, limit));
+        assert!(
+            h.observe(t0 + limit, true, false, limit),
+            "nobody took over"
+        );
+        h.start(t0);
+        h.clear();
+        assert!(!h.active());
     }
 }

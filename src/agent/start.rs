@@ -185,6 +185,7 @@ impl Agent {
             known_members: vec![],
             slot_orphans: Default::default(),
             route_gate: Default::default(),
+            handover: Default::default(),
             apiserver_away_at: None,
             not_streaming_since: None,
             client,

@@ -56,8 +56,11 @@ pub enum Step {
     StandDown,
     /// Failsafe: every member confirmed this primary; as good as a renew sent when it asked.
     Confirmed,
-    /// Stop routing here first: the role label leaves and `/primary` answers 503.
-    Unroute,
+    /// Stop routing here first: `/primary` answers 503, and the role label leaves, except in a
+    /// handover (`handover`: the Lease is released after the stop, someone takes over at once):
+    /// there the label stays until the successor has its own, so `-rw` always lists a member
+    /// (this one refuses every client meanwhile: stopping, then fenced).
+    Unroute { handover: bool },
     /// Stop PostgreSQL; the watchdog is disarmed at the stop's safe point (no client left).
     Stop(StopMode),
     /// Release the Lease after a clean stop, with the checkpoint location.
@@ -124,7 +127,7 @@ pub fn plan(action: &Action, in_recovery: Option<bool>, paused: bool) -> Vec<Ste
             },
         ],
         Action::Demote { mode, release } => {
-            let mut steps = vec![Unroute, Leaving, Stop(*mode), Disarm];
+            let mut steps = vec![Unroute { handover: *release }, Leaving, Stop(*mode), Disarm];
             if *release {
                 steps.push(Release);
             }

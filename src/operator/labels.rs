@@ -2,8 +2,10 @@
 //! right, so the `-rw` and `-ro` Services route to the right pods (HAProxy's job in the seed).
 //! A pod is labelled primary only if it answers 200 on `/primary` AND holds the Lease, read fresh
 //! each round (a watch cache may predate an apiserver restart); a pod that does not answer loses
-//! its label; an old primary label is removed before a new one is set; without a fresh Lease
-//! nothing changes. The agents label themselves on promotion and demotion by the same rule (fast path).
+//! its label before a new one is set; a former primary that answers but refuses every client (a
+//! primary handing over) keeps its label until the new primary has one, so `-rw` is not left
+//! empty (see `plan`); without a fresh Lease nothing changes. The agents label themselves on
+//! promotion and demotion by the same rule (fast path).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,27 +37,51 @@ pub struct Probe {
     pub current: Option<String>,
 }
 
-/// The label changes for one cluster, in the order to apply them: everything that takes a
-/// primary label away (or sets replica / none) first, the new primary last.
+/// The label changes for one cluster, in the order to apply them. `-rw` may list only the
+/// primary or pods that refuse every client, and should never be empty while a primary is
+/// there to list (kube-proxy's switch from "no endpoints" to an endpoint makes a client that
+/// connects meanwhile hang until its connect timeout):
+/// 1. the `primary` label of a pod that did not answer goes first (clients sent there would
+///    wait for nothing), and so does every other change that does not set `primary`, and the
+///    `primary` label of a pod that serves reads (a read-only answer must never come from `-rw`);
+/// 2. then the new primary's label;
+/// 3. then the `primary` label of a pod that answered but neither as primary nor as a replica
+///    (a primary handing over, stopping or fenced: it refuses every client). While no pod
+///    qualifies as primary that label stays: the agent handing over takes it off itself once
+///    its successor is labelled, or after ttl.
 pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'static str>)> {
-    let mut first = vec![];
-    let mut last = vec![];
-    for p in probes {
+    let wanted: Vec<Option<&'static str>> = probes
+        .iter()
         // The rule the agents follow for their own pods too.
-        let want = role_label(
-            p.primary == Some(true),
-            holder == Some(p.pod.as_str()),
-            p.replica == Some(true),
-        );
+        .map(|p| {
+            role_label(
+                p.primary == Some(true),
+                holder == Some(p.pod.as_str()),
+                p.replica == Some(true),
+            )
+        })
+        .collect();
+    let a_primary = wanted.contains(&Some(ROLE_PRIMARY));
+    let mut first = vec![];
+    let mut new_primary = vec![];
+    let mut last = vec![];
+    for (p, want) in probes.iter().zip(wanted) {
         if p.current.as_deref() == want {
             continue;
         }
+        let answered = p.primary.is_some() || p.replica.is_some();
+        let refuses_clients = answered && p.replica != Some(true);
         if want == Some(ROLE_PRIMARY) {
-            last.push((p.pod.clone(), want));
+            new_primary.push((p.pod.clone(), want));
+        } else if p.current.as_deref() == Some(ROLE_PRIMARY) && refuses_clients {
+            if a_primary {
+                last.push((p.pod.clone(), want));
+            }
         } else {
             first.push((p.pod.clone(), want));
         }
     }
+    first.extend(new_primary);
     first.extend(last);
     first
 }
@@ -345,5 +371,52 @@ mod tests {
             spare_the_holder(changes.clone(), &silent, Some("c-2")),
             changes
         );
+    }
+
+    /// In a switchover the old primary keeps its label while it stops (it refuses every
+    /// client): `-rw` is never empty. The new primary's label comes first, then the old goes.
+    #[test]
+    fn a_primary_handing_over_keeps_its_label_until_the_new_one_has_one() {
+        let stopping = p("c-0", Some(false), Some(false), Some("primary"));
+        let replica = p("c-1", Some(false), Some(true), Some("replica"));
+        assert_eq!(plan(&[stopping.clone(), replica], None), []);
+        let promoted = p("c-1", Some(true), Some(false), Some("replica"));
+        assert_eq!(
+            plan(&[stopping.clone(), promoted], Some("c-1")),
+            [
+                ("c-1".to_string(), Some("primary")),
+                ("c-0".to_string(), None)
+            ]
+        );
+        let labelled = p("c-1", Some(true), Some(false), Some("primary"));
+        assert_eq!(
+            plan(&[stopping, labelled], Some("c-1")),
+            [("c-0".to_string(), None)]
+        );
+    }
+
+    /// A former primary that does not answer (dead, frozen, cut off) would make `-rw` clients
+    /// wait for nothing; one that serves reads must never be behind `-rw`: both go first.
+    #[test]
+    fn a_silent_or_read_serving_former_primary_loses_its_label_first() {
+        let promoted = p("c-1", Some(true), Some(false), Some("replica"));
+        for old in [
+            p("c-0", None, None, Some("primary")),
+            p("c-0", Some(false), Some(true), Some("primary")),
+        ] {
+            let want = if old.replica == Some(true) {
+                Some("replica")
+            } else {
+                None
+            };
+            assert_eq!(
+                plan(&[promoted.clone(), old.clone()], Some("c-1")),
+                [
+                    ("c-0".to_string(), want),
+                    ("c-1".to_string(), Some("primary"))
+                ]
+            );
+            assert_eq!(plan(&[old], None), [("c-0".to_string(), want)]);
+        }
     }
 }
