@@ -720,7 +720,7 @@ impl Agent {
         let rows = if self.ha.synchronous_mode == SynchronousMode::Off {
             vec![]
         } else {
-            self.pg.replication().await?
+            postgres::sync::members_only(self.pg.replication().await?, &snap.pod_names)
         };
         if self.conf.synchronous_since.is_none() && self.conf.synchronous_standby_names.is_some() {
             // Set before this agent knew where WAL stood (a start, a restarted agent): count

@@ -98,6 +98,17 @@ pub fn plan(
     }
 }
 
+/// The rows of `pg_stat_replication` that are the cluster's members (`members`: its pod
+/// names; a replica's application_name is its member name). Anything else that streams WAL (a
+/// replica's `pg_basebackup` while it clones, `pg_receivewal`, a tool) is never a synchronous
+/// standby: commits would wait on something that cannot be promoted, and the `sync` key would
+/// name no member.
+pub fn members_only(rows: Vec<ReplicationRow>, members: &[String]) -> Vec<ReplicationRow> {
+    rows.into_iter()
+        .filter(|r| members.contains(&r.application_name))
+        .collect()
+}
+
 /// What a primary starts with (after a crash, a restarted agent): the standbys the `sync` key
 /// names may be promoted, so from the first commit on they must have every one acknowledged;
 /// with none named, strict mode blocks commits (`*`) until a standby is confirmed. The next
@@ -275,5 +286,20 @@ mod tests {
                 publish: None,
             }
         );
+    }
+
+    /// Seen on three nodes: while a replica cloned, its `pg_basebackup` (streaming WAL, the
+    /// furthest ahead) was chosen as the synchronous standby for two seconds.
+    #[test]
+    fn only_members_are_synchronous_candidates() {
+        let mut clone = row("pg_basebackup", "streaming", "async");
+        clone.flush_lsn = Some(200);
+        clone.connected_ms = Some(60_000);
+        let member = row("pg-0", "streaming", "async");
+        let members = ["pg-0".to_string(), "pg-1".to_string()];
+        let rows = members_only(vec![clone, member], &members);
+        assert_eq!(rows.len(), 1);
+        let p = plan(SynchronousMode::On, &[], &rows, &[], Some(100));
+        assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"pg-0\""));
     }
 }
