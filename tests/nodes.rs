@@ -110,10 +110,10 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
     })
     .await;
     let before = writer.count();
-    wait_until(MIN, "writes through -rw on the new primary", || async {
-        writer.count() > before + 50
-    })
-    .await;
+    if !writes_resume(&writer, before, MIN).await {
+        dump(&pg, &writer, t0).await;
+        panic!("no writes through -rw on the new primary within {MIN:?}");
+    }
     let takeover = t0.elapsed();
     tokio::time::sleep(AWAY.saturating_sub(t0.elapsed())).await;
     let back = Instant::now();
@@ -171,6 +171,47 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
         rejoined,
         read_only: seen.read_only,
         acked,
+    }
+}
+
+/// Whether the writer commits 50 more within `limit`.
+async fn writes_resume(writer: &Writer, before: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if writer.count() > before + 50 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// What a failed scenario leaves for a look before its namespace goes: the writer's errors,
+/// the pods with their role labels, the `-rw` endpoints, the Lease and the state, and every
+/// member's last log lines.
+async fn dump(pg: &Pg, writer: &Writer, t0: Instant) {
+    let acked_at = writer.acked_at.lock().unwrap().clone();
+    let errors = writer.errors.lock().unwrap().clone();
+    log(describe_gap(&acked_at, &errors, t0));
+    let last: Vec<String> = errors
+        .iter()
+        .rev()
+        .take(10)
+        .map(|(at, e)| format!("{:.2}s {e}", at.saturating_duration_since(t0).as_secs_f64()))
+        .collect();
+    log(format!("the writer's last errors: {last:?}"));
+    for args in [
+        vec!["get", "pods", "-o", "wide", "-L", "pgwarden.io/role"],
+        vec!["get", "endpointslices", "-o", "wide"],
+        vec!["get", "lease,configmap", "-o", "yaml"],
+    ] {
+        let out = pg.kubectl(&args).unwrap_or_else(|e| e);
+        log(format!("kubectl {}:\n{out}", args.join(" ")));
+    }
+    for pod in pg.pods().await {
+        let name = pod.metadata.name.unwrap_or_default();
+        let out = pg.kubectl(&["logs", &name, "-c", "postgres", "--tail=150"]);
+        log(format!("logs of {name}:\n{}", out.unwrap_or_else(|e| e)));
     }
 }
 
