@@ -766,6 +766,39 @@ async fn a_paused_cluster_rides_out_an_apiserver_outage() {
     assert_eq!(c.wait_primary(SLOW).await, p);
 }
 
+/// Three members, the primary `p` and a replica `r`, both replicas labelled.
+async fn three_labelled(tag: &str) -> (Cluster, usize, usize) {
+    let (c, p) = agents::three(tag, SLOW).await;
+    let r = (0..3).find(|i| *i != p).unwrap();
+    c.wait_until(SLOW, "the replicas to be labelled", |c| {
+        c.answering("/replica").len() == 2
+    })
+    .await;
+    (c, p, r)
+}
+
+/// `POST /switchover` from member `p` to member `r`, answered in the background: `(status,
+/// message)`.
+fn switchover_in_background(
+    c: &Cluster,
+    p: usize,
+    r: usize,
+) -> tokio::task::JoinHandle<(u16, String)> {
+    let body = format!(
+        r#"{{"leader": "{}", "candidate": "{}"}}"#,
+        c.members[p].name, c.members[r].name
+    );
+    let ip = c.members[p].ip.clone();
+    tokio::task::spawn_blocking(move || {
+        let auth = format!("Bearer {}", agents::TOKEN);
+        let h = [
+            ("Authorization", auth.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        agents::http(&ip, 8008, "POST", "/switchover", &h, Some(&body))
+    })
+}
+
 /// The role label on member `i`'s pod.
 async fn role_label(c: &Cluster, i: usize) -> Option<String> {
     use k8s_openapi::api::core::v1::Pod;
@@ -802,12 +835,7 @@ async fn set_role_label(c: &Cluster, i: usize, role: Option<&str>) {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn a_role_label_someone_else_changed_is_repaired() {
-    let (c, p) = agents::three("label", SLOW).await;
-    let r = (0..3).find(|i| *i != p).unwrap();
-    c.wait_until(SLOW, "the replicas to be labelled", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
+    let (c, p, r) = three_labelled("label").await;
     set_role_label(&c, p, None).await;
     set_role_label(&c, r, Some("primary")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -832,25 +860,8 @@ async fn a_role_label_someone_else_changed_is_repaired() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
-    let (c, p) = agents::three("keeplabel", SLOW).await;
-    let r = (0..3).find(|i| *i != p).unwrap();
-    c.wait_until(SLOW, "the replicas to be labelled", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
-    let body = format!(
-        r#"{{"leader": "{}", "candidate": "{}"}}"#,
-        c.members[p].name, c.members[r].name
-    );
-    let ip = c.members[p].ip.clone();
-    let switchover = tokio::task::spawn_blocking(move || {
-        let auth = format!("Bearer {}", agents::TOKEN);
-        let h = [
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        agents::http(&ip, 8008, "POST", "/switchover", &h, Some(&body))
-    });
+    let (c, p, r) = three_labelled("keeplabel").await;
+    let switchover = switchover_in_background(&c, p, r);
     // Every change of the pod, from a watch (polling could miss a flap of a few ms).
     let deadline = Instant::now() + SLOW;
     let mut since: Option<Instant> = None;
@@ -902,12 +913,7 @@ async fn a_switchover_never_leaves_rw_without_a_primary_label() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let (c, p) = agents::three("handover", SLOW).await;
-    let r = (0..3).find(|i| *i != p).unwrap();
-    c.wait_until(SLOW, "the replicas to be labelled", |c| {
-        c.answering("/replica").len() == 2
-    })
-    .await;
+    let (c, p, r) = three_labelled("handover").await;
     assert_eq!(role_label(&c, p).await.as_deref(), Some("primary"));
     let (old, new) = (c.members[p].name.clone(), c.members[r].name.clone());
 
@@ -950,16 +956,7 @@ async fn a_switchover_never_leaves_rw_without_a_primary_label() {
         })
     };
 
-    let body = format!(r#"{{"leader": "{old}", "candidate": "{new}"}}"#);
-    let ip = c.members[p].ip.clone();
-    let switchover = tokio::task::spawn_blocking(move || {
-        let auth = format!("Bearer {}", agents::TOKEN);
-        let h = [
-            ("Authorization", auth.as_str()),
-            ("Content-Type", "application/json"),
-        ];
-        agents::http(&ip, 8008, "POST", "/switchover", &h, Some(&body))
-    });
+    let switchover = switchover_in_background(&c, p, r);
     // Every change of every pod, from a watch (polling could miss a gap of a few ms).
     let mut labels: BTreeMap<String, Option<String>> = BTreeMap::new();
     let mut pods = std::pin::pin!(watcher::watcher(
