@@ -192,8 +192,7 @@ impl Agent {
                 self.dcs.release(optime).await.map_err(ActError::Dcs)?;
             }
             Step::StartPrimary => {
-                self.route_gate = Default::default();
-                self.handover.clear();
+                self.routes_here();
                 self.conf.clients_fenced = false;
                 // The standbys the `sync` key names may be promoted: not one commit may be
                 // acknowledged without them, from the first.
@@ -574,8 +573,7 @@ impl Agent {
                 }
             }
             // The primary is where -rw should route: open its clients before the label says so.
-            self.route_gate = Default::default();
-            self.handover.clear();
+            self.routes_here();
             if self.conf.clients_fenced {
                 self.conf.clients_fenced = false;
                 if let Err(e) = self.reload().await {
@@ -602,6 +600,13 @@ impl Agent {
         {
             self.unlabel_former_primaries(&s.labelled_primary).await;
         }
+    }
+
+    /// This member is (again) where `-rw` should route: no routing gate to wait for, nothing to
+    /// hand over.
+    fn routes_here(&mut self) {
+        self.route_gate = Default::default();
+        self.handover.clear();
     }
 
     /// Remove the `primary` label of each pod in `others` (see `publish::stale_primary_labels`).

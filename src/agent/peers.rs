@@ -72,9 +72,7 @@ impl PeerClient {
             .flatten()
             .collect()
     }
-}
 
-impl PeerClient {
     /// How `leader`'s PostgreSQL counts `me` among its standbys (`pg_stat_replication`'s
     /// `sync_state`: `sync`, `potential`, `async`...), from its `/patroni`; `None` when it does
     /// not answer or does not list `me`.

@@ -37,6 +37,13 @@ pub struct Probe {
     pub current: Option<String>,
 }
 
+impl Probe {
+    /// Whether its agent answered this round at all (on either path).
+    pub fn answered(&self) -> bool {
+        self.primary.is_some() || self.replica.is_some()
+    }
+}
+
 /// The label changes for one cluster, in the order to apply them. `-rw` may list only the
 /// primary or pods that refuse every client, and should never be empty while a primary is
 /// there to list (kube-proxy's switch from "no endpoints" to an endpoint makes a client that
@@ -69,8 +76,7 @@ pub fn plan(probes: &[Probe], holder: Option<&str>) -> Vec<(String, Option<&'sta
         if p.current.as_deref() == want {
             continue;
         }
-        let answered = p.primary.is_some() || p.replica.is_some();
-        let refuses_clients = answered && p.replica != Some(true);
+        let refuses_clients = p.answered() && p.replica != Some(true);
         if want == Some(ROLE_PRIMARY) {
             new_primary.push((p.pod.clone(), want));
         } else if p.current.as_deref() == Some(ROLE_PRIMARY) && refuses_clients {
@@ -98,9 +104,7 @@ pub fn spare_the_holder(
     changes
         .into_iter()
         .filter(|(pod, want)| {
-            let answered = probes
-                .iter()
-                .any(|p| p.pod == *pod && (p.primary.is_some() || p.replica.is_some()));
+            let answered = probes.iter().any(|p| p.pod == *pod && p.answered());
             !(*want != Some(ROLE_PRIMARY) && holder_after == Some(pod.as_str()) && answered)
         })
         .collect()
@@ -202,7 +206,7 @@ pub async fn round(
         let probes = join_all(members.iter().map(|p| probe(agents, p))).await;
         for (pod, p) in members.iter().zip(&probes) {
             metrics.label_probe(p.primary.is_some());
-            let up = p.primary.is_some() || p.replica.is_some();
+            let up = p.answered();
             seen.push(MemberProbe {
                 namespace: ns.clone(),
                 cluster: cluster.clone(),
