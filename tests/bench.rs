@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use support::agents::{self, Cluster, PG_BIN, SUPERUSER_PASSWORD, TOKEN};
 use support::k8s;
+use support::report::{env_count, secs, summary};
 use support::testbed::ApiserverDown;
 
 const SLOW: Duration = Duration::from_secs(120);
@@ -251,23 +252,6 @@ async fn first_write_elsewhere(c: &Cluster, old: usize, t0: Instant) -> Duration
         assert!(t0.elapsed() < SLOW, "no write accepted within {SLOW:?}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64())
-}
-
-fn summary(v: &[Duration]) -> String {
-    let mut v = v.to_vec();
-    v.sort();
-    let median = v[v.len() / 2];
-    format!(
-        "{} s (median of {}; {}–{})",
-        secs(median),
-        v.len(),
-        secs(v[0]),
-        secs(*v.last().unwrap())
-    )
 }
 
 fn rss_kib(pid: i32) -> u64 {
@@ -643,15 +627,9 @@ async fn measure(engine: Engine, trials: usize) -> Row {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "benchmark: run by `make bench` against e2e/cluster up --control-plane"]
 async fn benchmark() {
-    let trials: usize = std::env::var("BENCH_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let trials = env_count("BENCH_TRIALS", 3);
     // Patroni's trials take several times longer (ttl 30); fewer of them keep `make bench` short.
-    let patroni_trials: usize = std::env::var("BENCH_PATRONI_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let patroni_trials = env_count("BENCH_PATRONI_TRIALS", 2);
     let mut engines = vec![Engine::Pgwarden {
         ttl: 8,
         loop_wait: 2,

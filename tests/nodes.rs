@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::*;
 use support::nodes::{NodeProber, describe_gap, longest_gap, node};
+use support::report::{env_count, summary};
 use support::traffic::{self, Answer};
 use support::wait::{log, wait_until};
 
@@ -118,13 +119,7 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
     tokio::time::sleep(AWAY.saturating_sub(t0.elapsed())).await;
     let back = Instant::now();
     node(recover, &node_name);
-    pg.wait_healthy(3, 5 * MIN).await;
-    wait_until(
-        2 * MIN,
-        "the old primary to rejoin as a replica",
-        || async { pg.labelled("replica").await.contains(&old) },
-    )
-    .await;
+    serving_as_replica(&pg, &old).await;
     let rejoined = back.elapsed();
     let (samples, seen) = stop_and_check(&pg, writer, prober, t0).await;
     let (downtime, acked) = (seen.downtime, seen.acked);
@@ -172,6 +167,18 @@ async fn primary_node_away(ns: &str, fault: &str, recover: &str) -> Outcome {
         read_only: seen.read_only,
         acked,
     }
+}
+
+/// Wait until the cluster is Healthy again with `member` (the old primary, or the drained
+/// member) labelled replica: back in service after its node returned.
+async fn serving_as_replica(pg: &Pg, member: &str) {
+    pg.wait_healthy(3, 5 * MIN).await;
+    wait_until(
+        2 * MIN,
+        &format!("{member} to serve as a replica again"),
+        || async { pg.labelled("replica").await.contains(member) },
+    )
+    .await;
 }
 
 /// Whether the writer commits 50 more within `limit`.
@@ -315,13 +322,7 @@ async fn drain_under(ns: &str, primary: bool) -> (Outcome, bool) {
     let holder = pg.lease_holder().await;
     let back = Instant::now();
     uncordon(&node_name);
-    pg.wait_healthy(3, 5 * MIN).await;
-    wait_until(
-        2 * MIN,
-        "the drained member to serve as a replica",
-        || async { pg.labelled("replica").await.contains(&target) },
-    )
-    .await;
+    serving_as_replica(&pg, &target).await;
     let rejoined = back.elapsed();
     let (_, seen) = stop_and_check(&pg, writer, prober, t0).await;
     let downtime = seen.downtime;
@@ -381,10 +382,7 @@ async fn draining_a_replicas_node_keeps_the_primary() {
 #[tokio::test]
 #[ignore = "three nodes, many minutes: run by `make bench-nodes`"]
 async fn benchmark_node_faults() {
-    let trials: usize = std::env::var("NODE_TRIALS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+    let trials = env_count("NODE_TRIALS", 5);
     let faults = [
         ("node kill (then restart)", "kill"),
         ("node freeze 30 s (then thaw)", "freeze"),
@@ -420,7 +418,7 @@ async fn benchmark_node_faults() {
          Measured {} on `e2e/cluster up --nodes 3` on this machine: a synchronous three-instance \
          cluster (ttl 8, loop 2), one instance per node, installed by the chart; a writer INSERTs \
          through `-rw` (connect timeout 2 s, statement timeout 3 s) and records every acknowledged \
-         commit; the primary's node stays away 30 s. Median (range) over {trials} trials. Write \
+         commit; the primary's node stays away 30 s. Each cell: the median of {trials} trials and their range. Write \
          downtime: the longest gap between acknowledged writes. Back → rejoined: from the thaw, \
          heal, restart or uncordon to the old primary (or the drained member) labelled replica.\n\n\
          | fault | write downtime through `-rw` | read-only answers | acknowledged writes lost | \
@@ -429,34 +427,25 @@ async fn benchmark_node_faults() {
         jiff::Timestamp::now().strftime("%Y-%m-%d"),
     );
     for ((label, _), outcomes) in faults.iter().zip(&results) {
-        let secs = |f: &dyn Fn(&Outcome) -> Option<Duration>| -> String {
-            let mut v: Vec<f64> = outcomes
-                .iter()
-                .filter_map(f)
-                .map(|d| d.as_secs_f64())
-                .collect();
+        let column = |f: &dyn Fn(&Outcome) -> Option<Duration>| -> String {
+            let v: Vec<Duration> = outcomes.iter().filter_map(f).collect();
             if v.is_empty() {
-                return "—".into();
+                "—".into()
+            } else {
+                summary(&v)
             }
-            v.sort_by(f64::total_cmp);
-            format!(
-                "{:.1} s ({:.1}–{:.1})",
-                v[v.len() / 2],
-                v[0],
-                v[v.len() - 1]
-            )
         };
         let read_only: usize = outcomes.iter().map(|o| o.read_only).sum();
         let acked: usize = outcomes.iter().map(|o| o.acked).sum();
         md.push_str(&format!(
             "| {label} | {} | {read_only} | 0 of {acked} | {} | {} |\n",
-            secs(&|o| Some(o.downtime)),
-            secs(&|o| o.takeover),
-            secs(&|o| Some(o.rejoined)),
+            column(&|o| Some(o.downtime)),
+            column(&|o| o.takeover),
+            column(&|o| Some(o.rejoined)),
         ));
     }
     log(&md);
-    let out = std::env::var("BENCHMARKS_OUT")
+    let out = std::env::var("BENCH_OUT")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
     let old = std::fs::read_to_string(&out).unwrap_or_default();
     std::fs::write(&out, with_node_section(&old, &md)).expect("write BENCHMARKS.md");

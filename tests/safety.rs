@@ -799,6 +799,52 @@ fn switchover_in_background(
     })
 }
 
+/// Follow every change of the role label on the pods `config` selects, from a watch (polling
+/// could miss a flap of a few ms): `changed(labels, pod)` is called with every pod's label seen
+/// so far after `pod`'s changed, says whether the awaited labels hold, and panics on what must
+/// never be seen. Returns `true` once they held and 6 more seconds passed, `false` when they
+/// never held within `SLOW`.
+async fn follow_role_labels(
+    c: &Cluster,
+    config: watcher::Config,
+    mut changed: impl FnMut(&std::collections::BTreeMap<String, Option<String>>, &str) -> bool,
+) -> bool {
+    let mut labels = std::collections::BTreeMap::new();
+    let mut pods = std::pin::pin!(watcher::watcher(
+        kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
+        config,
+    ));
+    let deadline = Instant::now() + SLOW;
+    let mut held: Option<Instant> = None;
+    while held.is_none_or(|t| t.elapsed() < Duration::from_secs(6)) {
+        let wait = match held {
+            Some(t) => Duration::from_secs(6).saturating_sub(t.elapsed()),
+            None => deadline.saturating_duration_since(Instant::now()),
+        };
+        let pod = match tokio::time::timeout(wait, pods.next()).await {
+            Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
+            Ok(_) => continue,
+            Err(_) if held.is_some() => break,
+            Err(_) => return false,
+        };
+        let Some(name) = pod.metadata.name.clone() else {
+            continue;
+        };
+        let label = pod
+            .metadata
+            .labels
+            .and_then(|l| l.get("pgwarden.io/role").cloned());
+        if labels.get(&name) == Some(&label) {
+            continue;
+        }
+        labels.insert(name.clone(), label);
+        if changed(&labels, &name) && held.is_none() {
+            held = Some(Instant::now());
+        }
+    }
+    true
+}
+
 /// The role label on member `i`'s pod.
 async fn role_label(c: &Cluster, i: usize) -> Option<String> {
     use k8s_openapi::api::core::v1::Pod;
@@ -862,29 +908,11 @@ async fn a_role_label_someone_else_changed_is_repaired() {
 async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
     let (c, p, r) = three_labelled("keeplabel").await;
     let switchover = switchover_in_background(&c, p, r);
-    // Every change of the pod, from a watch (polling could miss a flap of a few ms).
-    let deadline = Instant::now() + SLOW;
+    let candidate =
+        watcher::Config::default().fields(&format!("metadata.name={}", c.members[r].name));
     let mut since: Option<Instant> = None;
-    let mut labels = std::pin::pin!(watcher::watcher(
-        kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
-        watcher::Config::default().fields(&format!("metadata.name={}", c.members[r].name)),
-    ));
-    while since.is_none_or(|t| t.elapsed() < Duration::from_secs(6)) {
-        let wait = match since {
-            Some(t) => Duration::from_secs(6).saturating_sub(t.elapsed()),
-            None => deadline.saturating_duration_since(Instant::now()),
-        };
-        let pod = match tokio::time::timeout(wait, labels.next()).await {
-            Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
-            Ok(_) => continue,
-            Err(_) if since.is_some() => break,
-            Err(_) => panic!("the candidate was not labelled primary"),
-        };
-        let label = pod
-            .metadata
-            .labels
-            .and_then(|l| l.get("pgwarden.io/role").cloned());
-        match (since, label.as_deref()) {
+    let held = follow_role_labels(&c, candidate, |labels, pod| {
+        match (since, labels[pod].as_deref()) {
             (None, Some("primary")) => since = Some(Instant::now()),
             (Some(t), other) if other != Some("primary") => panic!(
                 "the new primary's label went from primary to {other:?} {:?} later",
@@ -892,7 +920,10 @@ async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
             ),
             _ => {}
         }
-    }
+        since.is_some()
+    })
+    .await;
+    assert!(held, "the candidate was not labelled primary");
     let (code, msg) = switchover.await.expect("the switchover request");
     assert_eq!(code, 200, "switchover: {msg}");
 }
@@ -909,7 +940,6 @@ async fn a_new_primary_keeps_the_primary_label_it_set_at_its_promotion() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "integration: run by `make integration` against e2e/cluster up --control-plane"]
 async fn a_switchover_never_leaves_rw_without_a_primary_label() {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -957,39 +987,11 @@ async fn a_switchover_never_leaves_rw_without_a_primary_label() {
     };
 
     let switchover = switchover_in_background(&c, p, r);
-    // Every change of every pod, from a watch (polling could miss a gap of a few ms).
-    let mut labels: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let mut pods = std::pin::pin!(watcher::watcher(
-        kube::Api::<Pod>::namespaced(c.client.clone(), &c.ns),
-        watcher::Config::default(),
-    ));
-    let deadline = Instant::now() + SLOW;
-    let mut settled: Option<Instant> = None;
+    let mut settled = false;
     let mut history = vec![];
     let started = Instant::now();
-    while settled.is_none_or(|t| t.elapsed() < Duration::from_secs(6)) {
-        let wait = match settled {
-            Some(t) => Duration::from_secs(6).saturating_sub(t.elapsed()),
-            None => deadline.saturating_duration_since(Instant::now()),
-        };
-        let pod = match tokio::time::timeout(wait, pods.next()).await {
-            Ok(Some(Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)))) => pod,
-            Ok(_) => continue,
-            Err(_) if settled.is_some() => break,
-            Err(_) => panic!("the candidate was not the only pod labelled primary: {history:?}"),
-        };
-        let Some(name) = pod.metadata.name.clone() else {
-            continue;
-        };
-        let label = pod
-            .metadata
-            .labels
-            .and_then(|l| l.get("pgwarden.io/role").cloned());
-        if labels.get(&name) == Some(&label) {
-            continue;
-        }
-        history.push(format!("{:?} {name} {label:?}", started.elapsed()));
-        labels.insert(name, label);
+    let held = follow_role_labels(&c, watcher::Config::default(), |labels, pod| {
+        history.push(format!("{:?} {pod} {:?}", started.elapsed(), labels[pod]));
         let primaries: Vec<&String> = labels
             .iter()
             .filter(|(_, l)| l.as_deref() == Some("primary"))
@@ -1003,12 +1005,18 @@ async fn a_switchover_never_leaves_rw_without_a_primary_label() {
             );
         }
         match (settled, primaries.as_slice()) {
-            (None, [only]) if **only == new => settled = Some(Instant::now()),
-            (Some(_), [only]) if **only == new => {}
-            (Some(_), _) => panic!("the labels changed after the handover: {history:?}"),
+            (false, [only]) if **only == new => settled = true,
+            (true, [only]) if **only == new => {}
+            (true, _) => panic!("the labels changed after the handover: {history:?}"),
             _ => {}
         }
-    }
+        settled
+    })
+    .await;
+    assert!(
+        held,
+        "the candidate was not the only pod labelled primary: {history:?}"
+    );
     let (code, msg) = switchover.await.expect("the switchover request");
     assert_eq!(code, 200, "switchover: {msg}");
     done.store(true, Ordering::Relaxed);

@@ -4,7 +4,8 @@
 //! `cluster` (end-to-end tier: the chart on a full single-node Kubernetes), and `fault_proxy` (an
 //! HTTP proxy that answers an agent's apiserver calls with 500s on demand), `iptables` (a port cut with iptables), `testbed` (`e2e/cluster apiserver stop|start`), `traffic` (a writer
 //! recording acknowledged writes, a prober asking every member whether it is writable), `nodes`
-//! (the three-node tier: node faults, a prober that asks from inside each node).
+//! (the three-node tier: node faults, a prober that asks from inside each node), `report` (what
+//! the benchmarks print).
 //!
 //! Every test binary compiles the whole tree and uses a part of it, so the modules allow dead
 //! code: what one tier leaves unused, the other uses.
@@ -17,6 +18,7 @@ pub mod k8s;
 pub mod nodes;
 pub mod postgres;
 pub mod process;
+pub mod report;
 pub mod testbed;
 pub mod traffic;
 pub mod wait;
