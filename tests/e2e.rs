@@ -374,6 +374,8 @@ async fn killing_the_primary_hard_loses_no_acknowledged_commit_in_synchronous_mo
     )
     .await;
     let old = pg.wait_healthy(3, 5 * MIN).await;
+    let standby = pg.wait_synchronous_standby(MIN).await;
+    log(format!("{standby} is the synchronous standby of {old}"));
     let writer = Writer::start(&pg, "acks").await;
     wait_until(MIN, "the writer to commit", || async {
         writer.count() > 100

@@ -56,6 +56,9 @@ async fn running(ns: &str) -> (Pg, String, Writer, NodeProber) {
         nodes.insert(pg.node_of(p.metadata.name.as_deref().unwrap()).await);
     }
     assert_eq!(nodes.len(), 3, "one instance per node (anti-affinity)");
+    // Only a published synchronous standby may take over: a fault before there is one would
+    // (rightly) leave the cluster without a primary until the old one returns.
+    pg.wait_synchronous_standby(MIN).await;
     let writer = Writer::start(&pg, "w").await;
     wait_until(MIN, "the writer to commit", || async {
         writer.count() > 100

@@ -530,6 +530,29 @@ impl Pg {
             .and_then(|d| d.get(key).cloned())
     }
 
+    /// Wait until the `sync` key names a synchronous standby of the current primary, and return
+    /// it. In synchronous mode only a member the key names may be promoted: until one is
+    /// published (a few loops after the replicas first stream), a failed primary is not
+    /// replaced, so a scenario that kills one must wait for this first.
+    pub async fn wait_synchronous_standby(&self, limit: Duration) -> String {
+        let what = format!("{}/{}: a published synchronous standby", self.ns, self.name);
+        wait_until(limit, &what, || async {
+            self.synchronous_standby().await.is_some()
+        })
+        .await;
+        self.synchronous_standby().await.expect("published")
+    }
+
+    /// The first standby of the `sync` key when the key's leader is the current primary.
+    async fn synchronous_standby(&self) -> Option<String> {
+        let primary = self.primary().await?;
+        let key: Value = serde_json::from_str(&self.state_key("sync").await?).ok()?;
+        if key.get("leader")?.as_str()? != primary {
+            return None;
+        }
+        Some(key.get("sync_standby")?.get(0)?.as_str()?.to_string())
+    }
+
     /// The member status annotation of a pod (raw JSON), if it has one.
     pub async fn member_status(&self, pod: &str) -> Option<Value> {
         let p = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
