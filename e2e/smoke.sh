@@ -181,6 +181,76 @@ grep -q '^kind: CustomResourceDefinition' <<<"$CRD_OUT" ||
     die "the pgwarden image did not print the CRD"
 log "pgwarden crd ran in a pod as uid 65532"
 
+phase "smoke: pgBackRest archives and backs up to the object store"
+# What backups will rest on: the PostgreSQL image's pgBackRest talks S3 over HTTPS to the test
+# bed's object store (path-style, the test bed's CA), from a pod as uid 999. stanza-create,
+# check (which archives a segment through archive_command), a full backup, then info.
+kubectl -n $NS create configmap testbed-ca --from-file=ca.crt="$PGWARDEN_TESTBED_CA" >/dev/null
+kubectl -n $NS create secret generic s3 --from-literal=key="$S3_ACCESS_KEY" \
+    --from-literal=secret="$S3_SECRET_KEY" >/dev/null
+kubectl -n $NS apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: pg-backup}
+spec:
+  restartPolicy: Never
+  dnsPolicy: Default
+  automountServiceAccountToken: false
+  securityContext: {runAsUser: 999, runAsGroup: 999, runAsNonRoot: true}
+  containers:
+  - name: postgres
+    image: pgwarden.local/postgres:$PG_MAJOR
+    imagePullPolicy: Never
+    env:
+    - {name: PGBACKREST_STANZA, value: smoke}
+    - {name: PGBACKREST_PG1_PATH, value: /tmp/pgdata}
+    - {name: PGBACKREST_PG1_SOCKET_PATH, value: /tmp}
+    - {name: PGBACKREST_REPO1_TYPE, value: s3}
+    - {name: PGBACKREST_REPO1_PATH, value: /smoke}
+    - {name: PGBACKREST_REPO1_RETENTION_FULL, value: "2"}
+    - {name: PGBACKREST_REPO1_S3_ENDPOINT, value: "$NODE_IP"}
+    - {name: PGBACKREST_REPO1_STORAGE_PORT, value: "$S3_PORT"}
+    - {name: PGBACKREST_REPO1_S3_BUCKET, value: "$S3_BUCKET"}
+    - {name: PGBACKREST_REPO1_S3_REGION, value: "$S3_REGION"}
+    - {name: PGBACKREST_REPO1_S3_URI_STYLE, value: path}
+    - {name: PGBACKREST_REPO1_STORAGE_CA_FILE, value: /ca/ca.crt}
+    - {name: PGBACKREST_REPO1_S3_KEY, valueFrom: {secretKeyRef: {name: s3, key: key}}}
+    - {name: PGBACKREST_REPO1_S3_KEY_SECRET, valueFrom: {secretKeyRef: {name: s3, key: secret}}}
+    - {name: PGBACKREST_LOG_PATH, value: /tmp}
+    - {name: PGBACKREST_LOCK_PATH, value: /tmp/pgbackrest-lock}
+    - {name: PGBACKREST_LOG_LEVEL_CONSOLE, value: warn}
+    command: ["sh", "-ec"]
+    args:
+    - |
+      touch /tmp/pgbackrest.conf
+      export PGBACKREST_CONFIG=/tmp/pgbackrest.conf
+      initdb -D /tmp/pgdata -U postgres --auth=trust >/dev/null
+      pg_ctl -D /tmp/pgdata -l /tmp/pg.log -w start -o "-c listen_addresses='' -c unix_socket_directories=/tmp -c archive_mode=on -c archive_command='pgbackrest archive-push %p'" >/dev/null
+      pgbackrest stanza-create
+      pgbackrest check
+      pgbackrest backup --type=full
+      pgbackrest info --output=json > /tmp/info.json
+      psql -h /tmp -U postgres -qAtc "select 'archived', archived_count > 0, failed_count from pg_stat_archiver"
+      grep -o '"type":"full"' /tmp/info.json
+      pg_ctl -D /tmp/pgdata -m fast -w stop >/dev/null
+    volumeMounts: [{name: ca, mountPath: /ca}]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL]}
+  volumes: [{name: ca, configMap: {name: testbed-ca}}]
+YAML
+backup_pod_phase() { kubectl -n $NS get pod pg-backup -o jsonpath='{.status.phase}'; }
+backup_pod_done() { case $(backup_pod_phase) in Succeeded | Failed) true ;; *) false ;; esac }
+wait_for 180 "pod pg-backup to finish" backup_pod_done
+BACKUP_OUT=$(kubectl -n $NS logs pg-backup 2>&1)
+[ "$(backup_pod_phase)" = Succeeded ] || die "pod pg-backup failed: $(tail -n 20 <<<"$BACKUP_OUT")"
+[ "$BACKUP_OUT" = $'archived|t|0\n"type":"full"' ] ||
+    die "pod pg-backup printed '$BACKUP_OUT' (wanted archived|t|0 and a full backup)"
+# The objects are in the store's bucket directory, where pgBackRest put them.
+ls "$OBJECTSTORE_DIR/$S3_BUCKET/smoke/backup/smoke/backup.info" "$OBJECTSTORE_DIR/$S3_BUCKET/smoke/archive/smoke/archive.info" >/dev/null ||
+    die "no pgBackRest repository under $OBJECTSTORE_DIR/$S3_BUCKET/smoke"
+log "stanza-create, check (a WAL segment archived), a full backup and info over HTTPS to the object store"
+
 phase "smoke: delete"
 kubectl delete namespace $NS --wait=true --timeout=120s
 phase_end

@@ -57,6 +57,19 @@ build_helm() {
     mv "$HELM_BIN/helm.tmp" "$HELM_BIN/helm"
 }
 
+build_versitygw() {
+    if [ -x "$VERSITYGW_BIN/versitygw" ]; then
+        log "versitygw $VERSITYGW_VERSION: cached"
+        return 0
+    fi
+    log "building versitygw $VERSITYGW_VERSION"
+    mkdir -p "$VERSITYGW_BIN"
+    (cd "$E2E_DIR/gomod/versitygw" &&
+        go build -trimpath -ldflags "-s -w" -o "$VERSITYGW_BIN/versitygw.tmp" \
+            github.com/versity/versitygw/cmd/versitygw)
+    mv "$VERSITYGW_BIN/versitygw.tmp" "$VERSITYGW_BIN/versitygw"
+}
+
 build_all() {
     phase "build etcd $ETCD_VERSION"
     build_etcd
@@ -64,5 +77,7 @@ build_all() {
     build_kubernetes
     phase "build helm $HELM_VERSION"
     build_helm
+    phase "build versitygw $VERSITYGW_VERSION"
+    build_versitygw
     phase_end
 }

@@ -19,6 +19,7 @@ export CGO_ENABLED=0
 K8S_BIN=$PGWARDEN_CACHE/bin/kubernetes-$K8S_VERSION
 ETCD_BIN=$PGWARDEN_CACHE/bin/etcd-$ETCD_VERSION
 HELM_BIN=$PGWARDEN_CACHE/bin/helm-$HELM_VERSION
+VERSITYGW_BIN=$PGWARDEN_CACHE/bin/versitygw-$VERSITYGW_VERSION
 IMAGE_CACHE=$PGWARDEN_CACHE/images
 
 # The test bed's own addresses: an interface of ours (a port-less bridge) carries the node address (Endpoints reject
@@ -34,6 +35,15 @@ CNI_BRIDGE=pgw-cni0
 APISERVER_PORT=6443
 ETCD_CLIENT_PORT=2379
 ETCD_PEER_PORT=2380
+# The object store: HTTPS (pgBackRest speaks S3 only over TLS) with a certificate from the test
+# bed's CA, path-style, one bucket; the keys are the test bed's own, printed by `env`.
+S3_PORT=9000
+S3_BUCKET=pgwarden
+S3_REGION=us-east-1
+S3_ACCESS_KEY=pgwarden-testbed
+S3_SECRET_KEY=pgwarden-testbed-secret
+# Its buckets, one directory each.
+OBJECTSTORE_DIR=$PGWARDEN_STATE/objectstore
 
 CONTAINERD_ROOT=$PGWARDEN_STATE/containerd
 CONTAINERD_SOCK=/run/pgwarden-testbed/containerd.sock

@@ -6,7 +6,7 @@ PAUSE_IMAGE=pgwarden.local/pause:1.0
 POSTGRES_IMAGE=pgwarden.local/postgres:$PG_MAJOR
 PGWARDEN_IMAGE=pgwarden.local/pgwarden:dev
 # Bump to force a rebuild of the PostgreSQL rootfs when the recipe below changes.
-POSTGRES_ROOTFS_RECIPE=1
+POSTGRES_ROOTFS_RECIPE=2
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # The release binary of the project, static (see the Makefile's `release` target).
 PGWARDEN_RELEASE_BINARY=${PGWARDEN_RELEASE_BINARY:-$PGWARDEN_CACHE/cargo-target/x86_64-unknown-linux-gnu/release/pgwarden}
@@ -31,7 +31,7 @@ image_build_pause() {
     ln -sf "$out" "$IMAGE_CACHE/pause.tar"
 }
 
-# debootstrap bookworm (minbase) with postgresql-$PG_MAJOR; user postgres is uid/gid 999 as in the
+# debootstrap bookworm (minbase) with postgresql-$PG_MAJOR and pgBackRest; user postgres is uid/gid 999 as in the
 # official image, created before the package so the package keeps it. No cluster is created.
 postgres_rootfs() {
     local tarball=$IMAGE_CACHE/postgres-$PG_MAJOR-rootfs-r$POSTGRES_ROOTFS_RECIPE.tar
@@ -56,7 +56,7 @@ postgres_rootfs() {
     (
         trap 'umount "$root/proc"' EXIT
         chroot "$root" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" ca-certificates >>"$PGWARDEN_CACHE/tmp/debootstrap.log" 2>&1
+            "postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR" pgbackrest ca-certificates >>"$PGWARDEN_CACHE/tmp/debootstrap.log" 2>&1
     ) || die "installing postgresql-$PG_MAJOR failed; see $PGWARDEN_CACHE/tmp/debootstrap.log"
     rm -f "$root/usr/sbin/policy-rc.d"
     chroot "$root" apt-get clean

@@ -86,6 +86,8 @@ make_pki() {
     cert kube-proxy system:kube-proxy
     cert kubelet "system:node:$NODE_NAME" system:nodes
     cert kubelet-serving "system:node:$NODE_NAME" system:nodes "IP:$NODE_IP,DNS:$NODE_NAME"
+    # pgBackRest 2.45 matches the endpoint only against DNS names, so the address is one too.
+    cert objectstore objectstore "" "IP:$NODE_IP,IP:127.0.0.1,DNS:localhost,DNS:$NODE_IP"
     genkey "$PKI/sa.key"
     openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
     kubeconfig admin admin
@@ -216,6 +218,17 @@ start_provisioner() {
         --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
         --volumes-dir "$VOLUMES_DIR" --provisioner "$PROVISIONER_NAME" \
         --storage-class "$STORAGE_CLASS" --interval 1
+}
+
+# The S3-compatible object store backups go to: versitygw serving the directory
+# $OBJECTSTORE_DIR over HTTPS on the node address (pods reach it as they reach the apiserver),
+# each top-level directory a bucket. Path-style only: the test bed has no DNS for bucket hosts.
+start_object_store() {
+    mkdir -p "$OBJECTSTORE_DIR/$S3_BUCKET"
+    start objectstore env ROOT_ACCESS_KEY_ID="$S3_ACCESS_KEY" ROOT_SECRET_ACCESS_KEY="$S3_SECRET_KEY" \
+        "$VERSITYGW_BIN/versitygw" --port "$NODE_IP:$S3_PORT" --cert "$PKI/objectstore.crt" \
+        --key "$PKI/objectstore.key" --region "$S3_REGION" --health /health posix "$OBJECTSTORE_DIR"
+    wait_for 30 "the object store" curl -sf --cacert "$PKI/ca.crt" "https://$NODE_IP:$S3_PORT/health"
 }
 
 start_containerd() {
@@ -372,6 +385,7 @@ cluster_up() {
         phase "binaries"
         build_etcd
         build_kubernetes
+        build_versitygw
     else
         install_deps
         build_all
@@ -387,6 +401,8 @@ cluster_up() {
     setup_host_network
     phase "etcd"
     start_etcd
+    phase "object store"
+    start_object_store
     phase "kube-apiserver"
     start_apiserver
     phase "controller-manager"
@@ -435,13 +451,19 @@ cluster_env() {
     echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
     echo "export PATH=$K8S_BIN:$HELM_BIN:$ETCD_BIN:\$PATH"
     echo "export PGWARDEN_TESTBED_NODE_IP=$NODE_IP"
+    echo "export PGWARDEN_TESTBED_CA=$PKI/ca.crt"
+    echo "export PGWARDEN_S3_ENDPOINT=$NODE_IP:$S3_PORT"
+    echo "export PGWARDEN_S3_BUCKET=$S3_BUCKET"
+    echo "export PGWARDEN_S3_REGION=$S3_REGION"
+    echo "export PGWARDEN_S3_ACCESS_KEY=$S3_ACCESS_KEY"
+    echo "export PGWARDEN_S3_SECRET_KEY=$S3_SECRET_KEY"
 }
 
 cluster_status() {
     local any=false
     local nodes
     nodes=$(node_names | sed 's/^/containerd-/; p; s/^containerd-/kubelet-/; p; s/^kubelet-/kube-proxy-/')
-    for n in etcd kube-apiserver kube-controller-manager kube-scheduler local-path-provisioner containerd kubelet kube-proxy $nodes; do
+    for n in etcd objectstore kube-apiserver kube-controller-manager kube-scheduler local-path-provisioner containerd kubelet kube-proxy $nodes; do
         if running "$n"; then
             echo "$n: running (pid $(cat "$PIDS/$n.pid"))"
             any=true
@@ -477,14 +499,14 @@ cluster_down_quiet() {
         done
     fi
     # 2. Daemons, in reverse start order.
-    for n in kube-proxy kubelet local-path-provisioner kube-scheduler kube-controller-manager kube-apiserver etcd containerd; do
+    for n in kube-proxy kubelet local-path-provisioner kube-scheduler kube-controller-manager kube-apiserver objectstore etcd containerd; do
         stop "$n"
     done
     # 3. Anything of ours still running (lost PID files): our binaries, the shims of our
     #    containerd, which name its socket on their command line, and our volume provisioner.
     pkill -KILL -f "supervise $K8S_BIN/" 2>/dev/null || true
     local dir
-    for dir in "$K8S_BIN" "$ETCD_BIN"; do
+    for dir in "$K8S_BIN" "$ETCD_BIN" "$VERSITYGW_BIN"; do
         pkill -KILL -f "^$dir/" 2>/dev/null || true
     done
     pkill -KILL -f "containerd --config $PGWARDEN_STATE/" 2>/dev/null || true
