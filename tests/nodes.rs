@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use support::cluster::*;
-use support::nodes::{NodeProber, describe_gap, longest_gap, node};
+use support::nodes::{NodeProber, describe_gap, longest_gap, node, wait_nodes_schedulable};
 use support::report::{env_count, summary};
 use support::traffic::{self, Answer};
 use support::wait::{log, wait_until};
@@ -49,6 +49,7 @@ struct Seen {
 /// A synchronous three-instance cluster in `ns`, Healthy, one instance per node (asserted), a
 /// writer on `-rw` that has committed, and the prober: (cluster, primary, writer, prober).
 async fn running(ns: &str) -> (Pg, String, Writer, NodeProber) {
+    wait_nodes_schedulable(2 * MIN).await;
     let pg = Pg::create(ns, "pg", &spec(3, "  ha: {synchronousMode: 'on'}\n")).await;
     let primary = pg.wait_healthy(3, 5 * MIN).await;
     let mut nodes = BTreeSet::new();

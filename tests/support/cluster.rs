@@ -341,10 +341,24 @@ impl Writer {
             let mut id = 0i64;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 if client.is_none() {
-                    client = match connect(&ip, "app", &pw, "app").await {
-                        Ok(c) => Some(c),
-                        Err(err) => {
+                    // A deadline on the whole connect, as libpq's connect_timeout (2) has:
+                    // tokio-postgres times only the TCP connect, and a frozen server's kernel
+                    // still completes that handshake, then nothing answers the startup packet.
+                    client = match tokio::time::timeout(
+                        Duration::from_secs(2),
+                        connect(&ip, "app", &pw, "app"),
+                    )
+                    .await
+                    {
+                        Ok(Ok(c)) => Some(c),
+                        Ok(Err(err)) => {
                             e.lock().unwrap().push((Instant::now(), message(&err)));
+                            None
+                        }
+                        Err(_) => {
+                            e.lock()
+                                .unwrap()
+                                .push((Instant::now(), "connect: no answer in 2 s".into()));
                             None
                         }
                     };

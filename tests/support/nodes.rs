@@ -32,6 +32,41 @@ pub fn node(action: &str, node: &str) {
     super::wait::log(format!("node {action} {node}"));
 }
 
+/// Wait until every node is Ready, schedulable and untainted: after a fault the node controller
+/// keeps its `unreachable`/`not-ready` taints a while after the kubelet is back, and a cluster
+/// created meanwhile gets two instances on one node (the anti-affinity is only preferred).
+pub async fn wait_nodes_schedulable(limit: Duration) {
+    use k8s_openapi::api::core::v1::Node;
+    let client = kube::Client::try_default()
+        .await
+        .expect("KUBECONFIG names the test bed");
+    let nodes = kube::Api::<Node>::all(client);
+    super::wait::wait_until(
+        limit,
+        "every node Ready, schedulable and untainted",
+        || async {
+            let Ok(list) = nodes.list(&Default::default()).await else {
+                return false;
+            };
+            !list.items.is_empty()
+                && list.items.iter().all(|n| {
+                    let spec = n.spec.clone().unwrap_or_default();
+                    let ready = n
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| {
+                            c.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
+                    ready
+                        && spec.unschedulable != Some(true)
+                        && spec.taints.unwrap_or_default().is_empty()
+                })
+        },
+    )
+    .await;
+}
+
 impl Pg {
     /// The node pod `pod` is scheduled to.
     pub async fn node_of(&self, pod: &str) -> String {
