@@ -133,10 +133,10 @@ if PGPASSWORD=wrong psql "host=$SVC_IP port=5432 user=postgres dbname=postgres" 
 fi
 
 phase "smoke: PostgreSQL as uid 999 on a PVC of the default StorageClass"
-volume_pod_phase() { kubectl -n $NS get pod pg-volume -o jsonpath='{.status.phase}'; }
-volume_pod_done() { case $(volume_pod_phase) in Succeeded | Failed) true ;; *) false ;; esac }
-wait_for 120 "pod pg-volume to finish" volume_pod_done
-[ "$(volume_pod_phase)" = Succeeded ] ||
+pod_phase() { kubectl -n $NS get pod "$1" -o jsonpath='{.status.phase}'; }
+pod_finished() { case $(pod_phase "$1") in Succeeded | Failed) true ;; *) false ;; esac }
+wait_for 120 "pod pg-volume to finish" pod_finished pg-volume
+[ "$(pod_phase pg-volume)" = Succeeded ] ||
     die "pod pg-volume failed: $(kubectl -n $NS logs pg-volume 2>&1 | tail -n 10)"
 [ "$(kubectl -n $NS logs pg-volume)" = "volume-ok|42|postgres" ] ||
     die "pod pg-volume printed '$(kubectl -n $NS logs pg-volume)' (wanted volume-ok|42|postgres)"
@@ -174,7 +174,7 @@ spec:
       allowPrivilegeEscalation: false
       capabilities: {drop: [ALL]}
 YAML
-crd_pod_succeeded() { [ "$(kubectl -n $NS get pod pgwarden-crd -o jsonpath='{.status.phase}')" = Succeeded ]; }
+crd_pod_succeeded() { [ "$(pod_phase pgwarden-crd)" = Succeeded ]; }
 wait_for 120 "pod pgwarden-crd to succeed" crd_pod_succeeded
 CRD_OUT=$(kubectl -n $NS logs pgwarden-crd)
 grep -q '^kind: CustomResourceDefinition' <<<"$CRD_OUT" ||
@@ -239,11 +239,9 @@ spec:
       capabilities: {drop: [ALL]}
   volumes: [{name: ca, configMap: {name: testbed-ca}}]
 YAML
-backup_pod_phase() { kubectl -n $NS get pod pg-backup -o jsonpath='{.status.phase}'; }
-backup_pod_done() { case $(backup_pod_phase) in Succeeded | Failed) true ;; *) false ;; esac }
-wait_for 180 "pod pg-backup to finish" backup_pod_done
+wait_for 180 "pod pg-backup to finish" pod_finished pg-backup
 BACKUP_OUT=$(kubectl -n $NS logs pg-backup 2>&1)
-[ "$(backup_pod_phase)" = Succeeded ] || die "pod pg-backup failed: $(tail -n 20 <<<"$BACKUP_OUT")"
+[ "$(pod_phase pg-backup)" = Succeeded ] || die "pod pg-backup failed: $(tail -n 20 <<<"$BACKUP_OUT")"
 [ "$BACKUP_OUT" = $'archived|t|0\n"type":"full"' ] ||
     die "pod pg-backup printed '$BACKUP_OUT' (wanted archived|t|0 and a full backup)"
 # The objects are in the store's bucket directory, where pgBackRest put them.

@@ -15,6 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
 use pgwarden::api::PostgresCluster;
+use pgwarden::api::state::SyncState;
 use serde_json::Value;
 
 use super::k8s::{self, TempNamespace, delete_leftover_namespace, kubectl};
@@ -560,11 +561,11 @@ impl Pg {
     /// The first standby of the `sync` key when the key's leader is the current primary.
     async fn synchronous_standby(&self) -> Option<String> {
         let primary = self.primary().await?;
-        let key: Value = serde_json::from_str(&self.state_key("sync").await?).ok()?;
-        if key.get("leader")?.as_str()? != primary {
+        let key: SyncState = serde_json::from_str(&self.state_key("sync").await?).ok()?;
+        if key.leader? != primary {
             return None;
         }
-        Some(key.get("sync_standby")?.get(0)?.as_str()?.to_string())
+        key.sync_standby.into_iter().next()
     }
 
     /// The member status annotation of a pod (raw JSON), if it has one.
