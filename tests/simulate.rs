@@ -1083,7 +1083,14 @@ impl Sim {
         if m.synchronous_since.is_none() && m.ssn.is_some() {
             m.synchronous_since = Some(m.wal.1);
         }
-        let plan = sync::plan(self.mode, &published, &rows, &[], m.synchronous_since);
+        let plan = sync::plan(
+            self.mode,
+            &published,
+            &rows,
+            &[],
+            m.ssn.as_deref(),
+            m.synchronous_since,
+        );
         let mut expect = a.read.as_ref().map(|r| r.2.clone()).unwrap_or_default();
         if plan.unpublish {
             let key = (Some(me.clone()), vec![]);

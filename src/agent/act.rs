@@ -737,6 +737,7 @@ impl Agent {
             &published,
             &rows,
             &nosync,
+            self.conf.synchronous_standby_names.as_deref(),
             self.conf.synchronous_since,
         );
         // Each write only while the key is what this cycle read (or just wrote).

@@ -23,15 +23,20 @@ pub struct SyncPlan {
 
 /// `published`: the `sync` key's standbys when this member is its leader; `rows`: this
 /// primary's `pg_stat_replication`; `nosync`: members tagged never to be synchronous;
-/// `switched_at`: this primary's flush position when `synchronous_standby_names` last changed
-/// (`None`: not known yet). PostgreSQL calls a listed standby `sync` at once, however far
-/// behind it is; commits acknowledged before the switch are on it only once it has flushed that
-/// far, so only then is it published (Patroni's `_primary_flush_lsn`).
+/// `in_force`: `synchronous_standby_names` as PostgreSQL runs with it; `switched_at`: this
+/// primary's flush position when that last changed (`None`: not known yet). PostgreSQL calls a
+/// listed standby `sync` at once, however far behind it is; commits acknowledged before the
+/// switch are on it only once it has flushed that far, so only then is it published (Patroni's
+/// `_primary_flush_lsn`). And only while the setting names it alone: under `*` PostgreSQL calls
+/// `sync` whichever streaming standby holds the lowest walsender slot, and a standby that
+/// connects into a lower slot takes that over from the one that acknowledged the commits so far,
+/// without the setting (or `switched_at`) changing. Naming it first restarts the count.
 pub fn plan(
     mode: SynchronousMode,
     published: &[String],
     rows: &[ReplicationRow],
     nosync: &[&str],
+    in_force: Option<&str>,
     switched_at: Option<u64>,
 ) -> SyncPlan {
     if mode == SynchronousMode::Off {
@@ -73,14 +78,16 @@ pub fn plan(
     let unpublish = published.first() != desired.as_ref() && !published.is_empty();
     match desired {
         Some(name) => {
-            let confirmed = rows.iter().any(|r| {
-                r.application_name == name
-                    && r.sync_state == "sync"
-                    && switched_at.is_some_and(|at| r.flush_lsn.is_some_and(|f| f >= at))
-            });
+            let quoted = quote_identifier(&name);
+            let confirmed = in_force == Some(quoted.as_str())
+                && rows.iter().any(|r| {
+                    r.application_name == name
+                        && r.sync_state == "sync"
+                        && switched_at.is_some_and(|at| r.flush_lsn.is_some_and(|f| f >= at))
+                });
             SyncPlan {
                 unpublish,
-                synchronous_standby_names: Some(quote_identifier(&name)),
+                synchronous_standby_names: Some(quoted),
                 publish: (confirmed && published.first() != Some(&name)).then_some(name),
             }
         }
@@ -157,6 +164,7 @@ mod tests {
             &[],
             &[row("b", "streaming", "async")],
             &[],
+            None,
             Some(100),
         );
         assert_eq!(
@@ -172,7 +180,60 @@ mod tests {
             &[],
             &[row("b", "streaming", "sync")],
             &[],
+            Some("\"b\""),
             Some(100),
+        );
+        assert_eq!(p.publish.as_deref(), Some("b"));
+    }
+
+    /// Found by the simulation (a strict-mode primary promoted with `*`): the standby that had
+    /// acknowledged every commit streamed alone, then another connected into a lower walsender
+    /// slot and PostgreSQL called that one `sync`. It had flushed past the position where `*`
+    /// took effect, but not the commits the first one acknowledged since; published at once, it
+    /// was promoted without them.
+    #[test]
+    fn a_standby_postgres_calls_sync_under_a_wildcard_is_named_before_it_is_published() {
+        let ahead = ReplicationRow {
+            flush_lsn: Some(150),
+            ..row("c", "streaming", "potential")
+        };
+        let rows = [row("b", "streaming", "sync"), ahead];
+        let p = plan(
+            SynchronousMode::Strict,
+            &[],
+            &rows,
+            &[],
+            Some("*"),
+            Some(50),
+        );
+        assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"b\""));
+        assert_eq!(
+            p.publish, None,
+            "named first; published once past the new switch"
+        );
+        let p = plan(
+            SynchronousMode::Strict,
+            &[],
+            &rows,
+            &[],
+            Some("\"b\""),
+            Some(150),
+        );
+        assert_eq!(p.publish, None, "100 < 150: not yet");
+        let caught_up = [
+            ReplicationRow {
+                flush_lsn: Some(150),
+                ..row("b", "streaming", "sync")
+            },
+            row("c", "streaming", "async"),
+        ];
+        let p = plan(
+            SynchronousMode::Strict,
+            &[],
+            &caught_up,
+            &[],
+            Some("\"b\""),
+            Some(150),
         );
         assert_eq!(p.publish.as_deref(), Some("b"));
     }
@@ -190,17 +251,26 @@ mod tests {
             &[],
             std::slice::from_ref(&behind),
             &[],
+            Some("\"c\""),
             Some(100),
         );
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
         assert_eq!(p.publish, None);
-        let p = plan(SynchronousMode::On, &[], &[behind], &[], None);
+        let p = plan(
+            SynchronousMode::On,
+            &[],
+            &[behind],
+            &[],
+            Some("\"c\""),
+            None,
+        );
         assert_eq!(p.publish, None, "no switch position known: not published");
         let p = plan(
             SynchronousMode::On,
             &[],
             &[row("c", "streaming", "sync")],
             &[],
+            Some("\"c\""),
             Some(100),
         );
         assert_eq!(p.publish.as_deref(), Some("c"));
@@ -212,7 +282,14 @@ mod tests {
             row("a", "streaming", "sync"),
             row("c", "streaming", "potential"),
         ];
-        let p = plan(SynchronousMode::On, &names(&["c"]), &rows, &[], Some(100));
+        let p = plan(
+            SynchronousMode::On,
+            &names(&["c"]),
+            &rows,
+            &[],
+            None,
+            Some(100),
+        );
         assert!(!p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
         assert_eq!(p.publish, None, "already published, not confirmed sync yet");
@@ -221,7 +298,14 @@ mod tests {
     #[test]
     fn a_standby_that_stops_streaming_leaves_the_key_first() {
         let rows = [row("b", "catchup", "async"), row("c", "streaming", "async")];
-        let p = plan(SynchronousMode::On, &names(&["b"]), &rows, &[], Some(100));
+        let p = plan(
+            SynchronousMode::On,
+            &names(&["b"]),
+            &rows,
+            &[],
+            None,
+            Some(100),
+        );
         assert!(p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"c\""));
     }
@@ -237,7 +321,7 @@ mod tests {
             ..row(name, "streaming", "async")
         };
         let chosen = |rows: &[ReplicationRow]| {
-            plan(SynchronousMode::On, &[], rows, &[], Some(100)).synchronous_standby_names
+            plan(SynchronousMode::On, &[], rows, &[], None, Some(100)).synchronous_standby_names
         };
         let quoted = |s: &str| Some(format!("\"{s}\""));
         // Just connected, even a little ahead: the settled one.
@@ -262,13 +346,20 @@ mod tests {
     #[test]
     fn nosync_members_are_never_chosen() {
         let rows = [row("b", "streaming", "sync")];
-        let p = plan(SynchronousMode::On, &[], &rows, &["b"], Some(100));
+        let p = plan(SynchronousMode::On, &[], &rows, &["b"], None, Some(100));
         assert_eq!(p.synchronous_standby_names, None);
     }
 
     #[test]
     fn strict_blocks_commits_without_a_standby_and_off_clears_everything() {
-        let p = plan(SynchronousMode::Strict, &names(&["b"]), &[], &[], Some(100));
+        let p = plan(
+            SynchronousMode::Strict,
+            &names(&["b"]),
+            &[],
+            &[],
+            None,
+            Some(100),
+        );
         assert!(p.unpublish);
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("*"));
         let p = plan(
@@ -276,6 +367,7 @@ mod tests {
             &names(&["b"]),
             &[row("b", "streaming", "sync")],
             &[],
+            None,
             Some(100),
         );
         assert_eq!(
@@ -299,7 +391,7 @@ mod tests {
         let members = ["pg-0".to_string(), "pg-1".to_string()];
         let rows = members_only(vec![clone, member], &members);
         assert_eq!(rows.len(), 1);
-        let p = plan(SynchronousMode::On, &[], &rows, &[], Some(100));
+        let p = plan(SynchronousMode::On, &[], &rows, &[], None, Some(100));
         assert_eq!(p.synchronous_standby_names.as_deref(), Some("\"pg-0\""));
     }
 }
