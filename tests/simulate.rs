@@ -3,7 +3,9 @@
 //! `act.rs` executes: Lease writes, arming and feeding the watchdog, the fencing clock,
 //! stopping, starting and promoting PostgreSQL), the real wait between cycles
 //! (`steps::next_wait`) and the real Lease clock (`common::lease::LeaseClock`, expiry on the
-//! member's own clock), with the agent's timing (`HaConfig`, the fence deadline, the watchdog's
+//! member's own clock, counted from the first sighting of a version: the Lease watch's
+//! (`dcs::first_seen`), which here sees every new version the tick the apiserver applies it,
+//! while the member's agent runs and reaches the apiserver, or the loop's read), with the agent's timing (`HaConfig`, the fence deadline, the watchdog's
 //! feeding rule), against a model apiserver (one Lease with a resourceVersion; every write a
 //! compare-and-swap applied when the request reaches it) and a model PostgreSQL per member
 //! (stopped, starting, replica, primary, stopping: writable until the stop's safe point).
@@ -32,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use pgwarden::agent::dcs::{self, LeaseSightings};
 use pgwarden::agent::ha::{
     self, Action, DataDir, DcsView, HaConfig, Initialize, LeaseView, LocalPostgres, MemberView,
     Observation, PeerAnswer, StopMode,
@@ -273,6 +276,8 @@ struct Member {
     dead_until: Option<Vt>,
     phase: Phase,
     clock: LeaseClock,
+    /// The Lease watch: the newest version it delivered, and when (member time).
+    sightings: LeaseSightings,
     /// The fencing thread's clock: when the last acknowledged renew was sent (member time).
     fence: Option<Instant>,
     /// The softdog: when it was last fed (member time); `None` when disarmed.
@@ -395,6 +400,7 @@ impl Sim {
                         until: rng.ms(0, 2_000),
                     },
                     clock: LeaseClock::starting_at(base),
+                    sightings: LeaseSightings::default(),
                     fence: (i == 0).then_some(base),
                     watchdog: (i == 0).then_some(base),
                     fed: (i == 0).then_some(base),
@@ -669,6 +675,17 @@ impl Sim {
         {
             self.kill_pg(i, "the fencing thread");
         }
+        // The Lease watch: a new version is seen the moment the apiserver applies it (the
+        // earliest any member can see it), unless the member cannot reach the apiserver.
+        if !Self::during(&self.apiserver_down, self.now)
+            && !Self::during(&self.cut[i], self.now)
+            && self.members[i]
+                .sightings
+                .seen_at(&self.rv.to_string())
+                .is_none()
+        {
+            self.members[i].sightings.record(self.rv.to_string(), now_m);
+        }
         match self.members[i].phase.clone() {
             Phase::Sleeping { until } if until <= self.now => {
                 let req = self.send(i, Kind::Read);
@@ -681,7 +698,9 @@ impl Sim {
                 let read = answer.and_then(|r| r.read.clone());
                 if let Some((holder, rv, _)) = &read {
                     let obj = lease_object(holder, *rv);
-                    self.members[i].clock.observe(Some(&obj), now_m);
+                    let m = &mut self.members[i];
+                    let seen = dcs::first_seen(Some(&obj), Some(&m.sightings), now_m);
+                    m.clock.observe(Some(&obj), seen);
                 }
                 self.decide_and_act(i, read, false);
             }
@@ -1311,6 +1330,7 @@ impl Sim {
                 m.dead_until = None;
                 m.frozen_until = Duration::ZERO;
                 m.clock = LeaseClock::starting_at(now_m);
+                m.sightings = LeaseSightings::default();
                 m.phase = Phase::Sleeping { until: self.now };
                 m.lease_lost = false;
                 self.note(format!("m{i} pod restarted"));
@@ -1538,6 +1558,13 @@ const REGRESSIONS: &[(u64, &str)] = &[
         "an agent stalled between arming the watchdog and its Lease write; the softdog fired \
          into no postmaster and disarmed itself, and the resumed plan started a primary \
          guarded by neither fence: InTime also checks when the watchdog was fed",
+    ),
+    (
+        2288,
+        "strict mode, a primary promoted with `*`: a second standby connected and PostgreSQL \
+         called it `sync` in place of the one that had acknowledged the commits; past the \
+         position where `*` took effect, it was published and then promoted without them: a \
+         standby is now named in synchronous_standby_names before it is published",
     ),
 ];
 

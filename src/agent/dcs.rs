@@ -150,6 +150,8 @@ pub struct Dcs {
     /// The PostgresCluster's uid, when an operator runs the cluster: a Lease this member has to
     /// create carries the cluster's owner reference, so deleting the cluster deletes it.
     owner_uid: Option<String>,
+    /// The Lease watch's sightings, once the loop runs one.
+    sightings: Option<std::sync::Arc<LeaseSightings>>,
 }
 
 impl Dcs {
@@ -178,7 +180,13 @@ impl Dcs {
             acquired: false,
             acquired_free: false,
             owner_uid: None,
+            sightings: None,
         }
+    }
+
+    /// Count the Lease's age from the watch's sightings (see [`LeaseSightings`]).
+    pub fn use_sightings(&mut self, sightings: std::sync::Arc<LeaseSightings>) {
+        self.sightings = Some(sightings);
     }
 
     /// What an object this member creates carries: the cluster's owner reference, if known.
@@ -328,7 +336,8 @@ impl Dcs {
     }
 
     fn observe_lease(&mut self, lease: Option<&Lease>) -> LeaseView {
-        self.clock.observe(lease, Instant::now());
+        let seen_at = first_seen(lease, self.sightings.as_deref(), Instant::now());
+        self.clock.observe(lease, seen_at);
         let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
             return LeaseView::Free;
         };
@@ -777,19 +786,63 @@ fn may_carry_primary(published: Option<&Option<String>>) -> bool {
     }
 }
 
-/// Wake the HA loop the moment the Lease changes hands (released, taken, or deleted), instead of
-/// up to a whole loop later: a graceful release is then picked up at once. Renewals by the same
-/// holder do not wake anyone.
-pub fn watch_lease_holder(
-    client: Client,
-    namespace: &str,
-    cluster: &str,
-) -> std::sync::Arc<tokio::sync::Notify> {
+/// The newest version of the Lease the watch delivered, and when it arrived on this process's
+/// clock. A follower's loop reads the Lease only once per `loopWait`; counting a renew's age from
+/// that read made it look up to a whole loop younger than it is, and every takeover waited that
+/// much longer than `ttl`. The watch sees each renew within milliseconds, and never before the
+/// holder sent it (its fence counts from the sending), so counting from the sighting keeps the
+/// rule "ttl after the Lease was last seen to change" and its safety argument as they were.
+#[derive(Debug, Default)]
+pub struct LeaseSightings(std::sync::Mutex<Option<(String, Instant)>>);
+
+impl LeaseSightings {
+    pub fn record(&self, resource_version: String, at: Instant) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some((resource_version, at));
+        }
+    }
+
+    /// When the watch saw `resource_version`, if it is the newest one it saw.
+    pub fn seen_at(&self, resource_version: &str) -> Option<Instant> {
+        let last = self.0.lock().ok()?;
+        last.as_ref()
+            .filter(|(rv, _)| rv == resource_version)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// When this process first saw the version of `lease` it has just read (`now`): earlier, if the
+/// watch delivered that version first.
+pub fn first_seen(
+    lease: Option<&Lease>,
+    sightings: Option<&LeaseSightings>,
+    now: Instant,
+) -> Instant {
+    lease
+        .and_then(|l| l.metadata.resource_version.as_deref())
+        .zip(sightings)
+        .and_then(|(rv, s)| s.seen_at(rv))
+        .map_or(now, |at| at.min(now))
+}
+
+/// What [`watch_lease`] delivers.
+pub struct LeaseWatch {
+    /// Notified the moment the Lease changes hands (released, taken, or deleted), so the HA loop
+    /// picks up a graceful release at once instead of up to a whole loop later. Renewals by the
+    /// same holder do not wake anyone.
+    pub holder_changed: std::sync::Arc<tokio::sync::Notify>,
+    /// Every version seen, renewals included: the follower's clock counts from these.
+    pub sightings: std::sync::Arc<LeaseSightings>,
+}
+
+/// Watch the cluster's Lease (see [`LeaseWatch`]).
+pub fn watch_lease(client: Client, namespace: &str, cluster: &str) -> LeaseWatch {
     use futures::StreamExt;
     use kube::runtime::WatchStreamExt;
     use kube::runtime::watcher::{self, Event};
     let notify = std::sync::Arc::new(tokio::sync::Notify::new());
-    let wake = notify.clone();
+    let sightings = std::sync::Arc::new(LeaseSightings::default());
+    let (wake, seen) = (notify.clone(), sightings.clone());
     let api: Api<Lease> = Api::namespaced(client, namespace);
     let config = watcher::Config::default().fields(&format!(
         "metadata.name={}",
@@ -805,6 +858,9 @@ pub fn watch_lease_holder(
             let now = match event {
                 Ok(Event::Apply(l) | Event::InitApply(l)) => {
                     errors.reset();
+                    if let Some(rv) = l.metadata.resource_version.clone() {
+                        seen.record(rv, Instant::now());
+                    }
                     l.spec
                         .and_then(|s| s.holder_identity)
                         .filter(|h| !h.is_empty())
@@ -826,7 +882,10 @@ pub fn watch_lease_holder(
             }
         }
     });
-    notify
+    LeaseWatch {
+        holder_changed: notify,
+        sightings,
+    }
 }
 
 fn parse_key<T: serde::de::DeserializeOwned>(
@@ -854,6 +913,36 @@ fn role_label_of(meta: &ObjectMeta) -> Option<&String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_version_counts_from_whichever_saw_it_first() {
+        let lease = |rv: &str| Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_millis(1500);
+        let sightings = LeaseSightings::default();
+        sightings.record("7".into(), t0);
+        assert_eq!(first_seen(Some(&lease("7")), Some(&sightings), now), t0);
+        assert_eq!(
+            first_seen(Some(&lease("6")), Some(&sightings), now),
+            now,
+            "a version the watch did not deliver last counts from the read"
+        );
+        assert_eq!(first_seen(Some(&lease("7")), None, now), now, "no watch");
+        assert_eq!(first_seen(None, Some(&sightings), now), now, "no Lease");
+        sightings.record("8".into(), now + Duration::from_secs(1));
+        assert_eq!(
+            first_seen(Some(&lease("8")), Some(&sightings), now),
+            now,
+            "never later than the read"
+        );
+        assert_eq!(first_seen(Some(&lease("7")), Some(&sightings), now), now);
+    }
 
     #[test]
     fn the_primary_label_is_assumed_until_this_agent_wrote_another() {

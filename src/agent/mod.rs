@@ -151,11 +151,13 @@ struct Agent {
 
 impl Agent {
     async fn run(mut self) -> Result<(), AgentError> {
-        let lease_changed = dcs::watch_lease_holder(
+        let watch = dcs::watch_lease(
             self.client.clone(),
             &self.args.namespace,
             &self.args.cluster,
         );
+        self.dcs.use_sightings(watch.sightings.clone());
+        let lease_changed = watch.holder_changed;
         // The fence deadline counts from when the last acknowledged renew was sent: ttl minus
         // the safety margin, so postgres is gone before any other member may take the Lease.
         self.fence.spawn_thread(
