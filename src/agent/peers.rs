@@ -1,6 +1,8 @@
 //! Asking peers over their REST API (`GET /patroni`, 2 s, connecting 0.5 s, no retries) before
 //! racing for a free lease, as Patroni's `_is_healthiest_node` does, and asking them to confirm a
-//! failsafe primary. Unreachable peers simply do not answer. The HTTP is `common::agent_client`'s.
+//! failsafe primary. Unreachable peers simply do not answer; once one peer has answered, the
+//! others get [`STRAGGLER_GRACE`] more and then count as not answering. The HTTP is
+//! `common::agent_client`'s.
 
 use std::time::Duration;
 
@@ -14,6 +16,15 @@ use crate::common::agent_client::AgentClient;
 /// that much, while the kernel of a live peer, however busy its agent, accepts within
 /// milliseconds (its answer still gets the whole timeout).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long the race's peer check waits for the other peers once one has answered. A peer on a
+/// frozen node never answers, yet its kernel completes the TCP handshake, so the connect timeout
+/// does not help: without the grace every takeover after a node freeze waited the whole 2 s for
+/// it. Live peers answer within milliseconds of each other (the same request to the same kind of
+/// agent); one that is half a second behind the first is treated as one that did not answer,
+/// which the decision already handles (it cannot veto, as Patroni's unreachable members cannot).
+/// The Lease stays the only lock: who may race is unchanged, only how long the race waits.
+pub const STRAGGLER_GRACE: Duration = Duration::from_millis(500);
 
 pub struct PeerClient {
     agents: AgentClient,
@@ -57,7 +68,8 @@ impl PeerClient {
             .all(|ok| ok)
     }
 
-    /// Ask every other member in parallel.
+    /// Ask every other member in parallel; stragglers get [`STRAGGLER_GRACE`] after the first
+    /// answer.
     pub async fn ask_all(&self, members: &[(String, MemberStatus)], me: &str) -> Vec<PeerAnswer> {
         let asks = members
             .iter()
@@ -66,11 +78,7 @@ impl PeerClient {
                 let status = self.agents.get_json::<PatroniStatus>(&s.api_url).await;
                 status.map(|st| answer(name, &st))
             });
-        futures::future::join_all(asks)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        gather_with_grace(asks, STRAGGLER_GRACE).await
     }
 
     /// How `leader`'s PostgreSQL counts `me` among its standbys (`pg_stat_replication`'s
@@ -87,6 +95,36 @@ impl PeerClient {
             .find(|r| r.application_name == me)
             .map(|r| r.sync_state)
     }
+}
+
+/// Every answer (`Some`) of `asks`, run in parallel, waiting for the rest at most `grace` after the
+/// first answer; each ask bounds its own time. Dropping the unfinished asks cancels them.
+async fn gather_with_grace<T, F>(asks: impl IntoIterator<Item = F>, grace: Duration) -> Vec<T>
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    use futures::StreamExt;
+    let mut pending: futures::stream::FuturesUnordered<F> = asks.into_iter().collect();
+    let mut answers = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match deadline {
+            None => pending.next().await,
+            Some(d) => match tokio::time::timeout_at(d, pending.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            None => break,
+            Some(Some(a)) => {
+                answers.push(a);
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
+            }
+            Some(None) => {}
+        }
+    }
+    answers
 }
 
 /// Whether a failsafe topology can confirm anything: it must name this member.
@@ -142,6 +180,44 @@ mod tests {
                 .await,
             "a member that does not answer"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_straggler_gets_the_grace_after_the_first_answer_and_no_more() {
+        let after = |ms: u64, v: Option<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            v
+        };
+        let t0 = tokio::time::Instant::now();
+        // A frozen peer (answers after 2 s) behind a live one (10 ms): counted absent at 510 ms.
+        let got = gather_with_grace(
+            vec![after(2000, Some(1)), after(10, Some(2))],
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(got, vec![2]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(510));
+
+        // Peers that answer within the grace all count; the wait ends with the last.
+        let t0 = tokio::time::Instant::now();
+        let mut got = gather_with_grace(
+            vec![after(10, Some(1)), after(300, Some(2)), after(50, None)],
+            Duration::from_millis(500),
+        )
+        .await;
+        got.sort();
+        assert_eq!(got, vec![1, 2]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(300));
+
+        // Failures do not start the grace: a lone slow answer still counts.
+        let t0 = tokio::time::Instant::now();
+        let got = gather_with_grace(
+            vec![after(5, None), after(1900, Some(3))],
+            Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(got, vec![3]);
+        assert_eq!(t0.elapsed(), Duration::from_millis(1900));
     }
 
     #[test]
