@@ -13,8 +13,9 @@ TIMED := e2e/timed
 ## Everything CI runs, in order of speed: lint, unit tests (CRD drift included), the static
 ## binary check, the integration tier (agents against a real apiserver and PostgreSQL), the
 ## test-bed smoke test on a real single-node Kubernetes, the chart checks (helm is built by the
-## test bed), then the end-to-end tier (the operator installed by helm, real pods).
-test: lint unit static-check integration smoke chart-check monitoring-check e2e
+## test bed), the end-to-end tier (the operator installed by helm, real pods), then the node tier
+## (three nodes; a node killed, frozen, cut off and drained).
+test: lint unit static-check integration smoke chart-check monitoring-check e2e nodes
 
 lint: fmt-check clippy
 
@@ -98,7 +99,7 @@ e2e: release
 	@$(TIMED) "end-to-end tests (operator, chart, real pods)" e2e/e2e.sh
 
 ## Node tier: three nodes on this machine, a node killed, frozen, cut off and drained under the
-## primary, and a replica's node drained (tests/nodes.rs). Not yet part of `make test`.
+## primary, and a replica's node drained (tests/nodes.rs).
 nodes: release
 	@$(TIMED) "node tests (three nodes, real pods)" e2e/nodes.sh
 
