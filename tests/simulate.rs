@@ -5,8 +5,8 @@
 //! (`steps::next_wait`) and the real Lease clock (`common::lease::LeaseClock`, expiry on the
 //! member's own clock, counted from the first sighting of a version: the Lease watch's
 //! (`dcs::first_seen`), which here sees every new version the tick the apiserver applies it,
-//! while the member's agent runs and reaches the apiserver, or the loop's read), with the agent's timing (`HaConfig`, the fence deadline, the watchdog's
-//! feeding rule), against a model apiserver (one Lease with a resourceVersion; every write a
+//! while the member's agent runs and reaches the apiserver, or the loop's read), with the
+//! agent's timing (`HaConfig`, the fence deadline, the watchdog's feeding rule), against a model apiserver (one Lease with a resourceVersion; every write a
 //! compare-and-swap applied when the request reaches it) and a model PostgreSQL per member
 //! (stopped, starting, replica, primary, stopping: writable until the stop's safe point).
 //!
@@ -677,14 +677,11 @@ impl Sim {
         }
         // The Lease watch: a new version is seen the moment the apiserver applies it (the
         // earliest any member can see it), unless the member cannot reach the apiserver.
-        if !Self::during(&self.apiserver_down, self.now)
-            && !Self::during(&self.cut[i], self.now)
-            && self.members[i]
-                .sightings
-                .seen_at(&self.rv.to_string())
-                .is_none()
-        {
-            self.members[i].sightings.record(self.rv.to_string(), now_m);
+        if !Self::during(&self.apiserver_down, self.now) && !Self::during(&self.cut[i], self.now) {
+            let rv = self.rv.to_string();
+            if self.members[i].sightings.seen_at(&rv).is_none() {
+                self.members[i].sightings.record(rv, now_m);
+            }
         }
         match self.members[i].phase.clone() {
             Phase::Sleeping { until } if until <= self.now => {
