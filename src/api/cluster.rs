@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.ha.synchronousMode == 'off' || self.ha.synchronousNodeCount < self.instances").message("spec.ha.synchronousNodeCount must be less than spec.instances"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || (!('archive_command' in self.postgresql.parameters) && !('archive_mode' in self.postgresql.parameters))").message("spec.postgresql.parameters: archive_command and archive_mode are managed by pgwarden while spec.backup is set"))]
 pub struct PostgresClusterSpec {
     /// Number of PostgreSQL instances (one primary, the rest replicas).
     #[serde(default = "default_instances")]
@@ -106,6 +107,10 @@ pub struct PostgresClusterSpec {
     /// Maintenance mode: the agents manage nothing and fence nothing (Patroni's pause).
     #[serde(default)]
     pub pause: bool,
+
+    /// Base backups and continuous WAL archiving with pgBackRest to an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::api::backup::BackupSpec>,
 }
 
 fn default_instances() -> i32 {

@@ -1,6 +1,7 @@
 //! What the three wings (operator, agent, CLI) share: the `PostgresCluster` types and the names
 //! of objects, labels, annotations and ports. Nothing here does I/O.
 
+pub mod backup;
 pub mod cluster;
 pub mod member;
 pub mod names;

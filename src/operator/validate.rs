@@ -4,6 +4,7 @@
 
 use super::build::Cluster;
 use crate::api::PostgresCluster;
+use crate::api::backup::ARCHIVE_PARAMETERS;
 use crate::api::cluster::{RESERVED_PARAMETERS, SynchronousMode};
 use crate::api::names::ObjectNames;
 use crate::api::timing::{HaTiming, TimingError};
@@ -13,6 +14,8 @@ use crate::api::timing::{HaTiming, TimingError};
 pub enum Problem {
     #[error("spec.postgresql.parameters.{0} is managed by pgwarden")]
     ReservedParameter(String),
+    #[error("spec.postgresql.parameters.{0} is managed by pgwarden while spec.backup is set")]
+    ArchiveParameter(String),
     #[error(
         "spec.instanceTags.{pod}: not an instance of cluster {cluster} (expected {cluster}-<ordinal>)"
     )]
@@ -31,7 +34,9 @@ impl Problem {
     /// The field the problem is about, as the spec spells it.
     pub fn field(&self) -> String {
         match self {
-            Problem::ReservedParameter(key) => format!("spec.postgresql.parameters.{key}"),
+            Problem::ReservedParameter(key) | Problem::ArchiveParameter(key) => {
+                format!("spec.postgresql.parameters.{key}")
+            }
             Problem::UnknownInstance { pod, .. } => format!("spec.instanceTags.{pod}"),
             Problem::SynchronousNodeCount { .. } => "spec.ha.synchronousNodeCount".into(),
             Problem::Renew => "spec.ha".into(),
@@ -100,6 +105,8 @@ pub fn problems(cluster: &PostgresCluster) -> Vec<Problem> {
     for key in spec.postgresql.parameters.keys() {
         if RESERVED_PARAMETERS.contains(&key.as_str()) {
             out.push(Problem::ReservedParameter(key.clone()));
+        } else if spec.backup.is_some() && ARCHIVE_PARAMETERS.contains(&key.as_str()) {
+            out.push(Problem::ArchiveParameter(key.clone()));
         }
     }
     for pod in spec.instance_tags.keys() {
@@ -174,6 +181,24 @@ mod tests {
                 "{problem}"
             );
         }
+    }
+
+    #[test]
+    fn archiving_parameters_are_the_users_only_without_a_repository() {
+        let params = serde_json::json!({"parameters": {"archive_mode": "on", "archive_command": "cp %p /x"}});
+        assert!(problems(&cluster(serde_json::json!({"postgresql": params.clone()}))).is_empty());
+        let c = cluster(
+            serde_json::json!({"postgresql": params, "backup": {"repository": {"s3": {
+            "endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let p: Vec<String> = problems(&c).iter().map(Problem::to_string).collect();
+        assert_eq!(
+            p,
+            [
+                "spec.postgresql.parameters.archive_command is managed by pgwarden while spec.backup is set",
+                "spec.postgresql.parameters.archive_mode is managed by pgwarden while spec.backup is set"
+            ]
+        );
     }
 
     #[test]

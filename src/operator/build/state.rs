@@ -20,8 +20,15 @@ pub fn lease(cluster: &Cluster) -> Lease {
 
 pub fn dynamic_config(cluster: &Cluster) -> DynamicConfig {
     let pg = &cluster.spec.postgresql;
+    let mut parameters = pg.parameters.clone();
+    // Admission refuses user values for these while spec.backup is set.
+    if let Some(backup) = &cluster.spec.backup {
+        for (k, v) in backup.archive_parameters() {
+            parameters.insert(k.to_string(), v);
+        }
+    }
     DynamicConfig {
-        parameters: pg.parameters.clone(),
+        parameters,
         pg_hba: pg.pg_hba.clone(),
         failsafe_mode: Some(cluster.spec.ha.failsafe_mode),
     }
@@ -61,5 +68,33 @@ mod tests {
             lease(&cluster).spec.is_none(),
             "the Lease spec belongs to the agents"
         );
+    }
+
+    #[test]
+    fn a_backup_repository_turns_wal_archiving_on() {
+        let c = cluster(serde_json::json!({
+            "postgresql": {"parameters": {"work_mem": "8MB"}},
+            "backup": {"repository": {"s3": {"endpoint": "s3.example.com", "bucket": "b",
+                "credentialsSecret": "c"}}}
+        }));
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let p = dynamic_config(&cluster).parameters;
+        assert_eq!(p["archive_mode"], "on");
+        assert_eq!(p["archive_command"], "pgbackrest archive-push %p");
+        assert_eq!(p["work_mem"], "8MB");
+        let c = cluster_with_archiving_off();
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        assert!(
+            !dynamic_config(&cluster)
+                .parameters
+                .contains_key("archive_mode")
+        );
+    }
+
+    fn cluster_with_archiving_off() -> crate::api::PostgresCluster {
+        cluster(
+            serde_json::json!({"backup": {"walArchiving": false, "repository": {"s3": {
+            "endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        )
     }
 }

@@ -1,0 +1,381 @@
+//! `spec.backup` of a `PostgresCluster`: where pgBackRest keeps the cluster's base backups and
+//! archived WAL (an S3-compatible object store), how long it keeps them, and when it takes them.
+//! The operator turns it into the `PGBACKREST_*` environment of every instance (pgBackRest reads
+//! no configuration file) and into `archive_mode`/`archive_command` (so admission refuses user
+//! values for those while a repository is set). Pure types and their derivations; no I/O.
+
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Backups and continuous WAL archiving with pgBackRest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    pub repository: RepositorySpec,
+    /// How many backups to keep.
+    #[serde(default)]
+    pub retention: RetentionSpec,
+    /// Compression of backups and archived WAL.
+    #[serde(default)]
+    pub compression: Compression,
+    /// When the operator takes a full backup, in cron syntax (minute hour day-of-month month
+    /// day-of-week, UTC). Default: daily at midnight.
+    #[serde(default = "default_schedule")]
+    #[schemars(regex(pattern = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"), length(max = 128))]
+    pub schedule: String,
+    /// Archive every WAL segment to the repository (`archive_mode = on`): the recovery point of
+    /// a restore is then the last archived segment, not the last backup.
+    #[serde(default = "default_true")]
+    pub wal_archiving: bool,
+}
+
+fn default_schedule() -> String {
+    "0 0 * * *".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The repository: an S3-compatible object store.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositorySpec {
+    pub s3: S3Spec,
+}
+
+/// An S3-compatible bucket (AWS S3, GCS's S3 API, MinIO, ...). pgBackRest speaks HTTPS only.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// The endpoint, `host` or `host:port` (HTTPS; port 443 when not given), e.g.
+    /// `s3.eu-west-1.amazonaws.com`.
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$"),
+        length(max = 261)
+    )]
+    pub endpoint: String,
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"))]
+    pub bucket: String,
+    /// Where in the bucket (default: `/<namespace>/<cluster>`). Two clusters must not share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[A-Za-z0-9._/-]*$"), length(max = 512))]
+    pub path: Option<String>,
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: String,
+    /// `host`: the bucket in the host name (AWS); `path`: in the path (most other stores, and
+    /// any store addressed by IP).
+    #[serde(default)]
+    pub uri_style: UriStyle,
+    /// Secret (same namespace) with the access key: keys `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+    /// Secret (same namespace) with the CA bundle that signed the endpoint's certificate, under
+    /// key `ca.crt`; without it the system's CAs are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_secret: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum UriStyle {
+    #[default]
+    Host,
+    Path,
+}
+
+/// pgBackRest's retention of full backups (and the WAL they need): a count, or days.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.fullBackups) && has(self.days))").message("spec.backup.retention: give fullBackups or days, not both"))]
+pub struct RetentionSpec {
+    /// Full backups to keep (default 2 when days is not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9999))]
+    pub full_backups: Option<i32>,
+    /// Keep full backups younger than this many days (and the newest one older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 9999))]
+    pub days: Option<i32>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Compression {
+    None,
+    Gz,
+    #[default]
+    Lz4,
+    Zst,
+}
+
+impl Compression {
+    /// pgBackRest's `compress-type`.
+    pub fn as_pgbackrest(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gz => "gz",
+            Compression::Lz4 => "lz4",
+            Compression::Zst => "zst",
+        }
+    }
+}
+
+/// Where pgBackRest finds the instance inside the pod, and the cluster's identity.
+#[derive(Debug, Clone)]
+pub struct Instance<'a> {
+    pub namespace: &'a str,
+    pub cluster: &'a str,
+    pub pgdata: &'a str,
+    pub socket_dir: &'a str,
+    pub port: u16,
+    /// A directory the postgres user may write (logs, locks, the async archive spool).
+    pub scratch_dir: &'a str,
+    /// Where the CA Secret is mounted, when there is one.
+    pub ca_dir: &'a str,
+    /// An empty file: pgBackRest reads its configuration from `PGBACKREST_CONFIG`, and the
+    /// image's own `/etc/pgbackrest.conf` may be unreadable or name other stanzas.
+    pub empty_config: &'a str,
+}
+
+/// One `PGBACKREST_*` variable: a literal value, or a key of the credentials Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Literal(String),
+    SecretKey { secret: String, key: String },
+}
+
+/// The key of the credentials Secret that holds the access key id.
+pub const ACCESS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
+/// The key of the credentials Secret that holds the secret access key.
+pub const SECRET_ACCESS_KEY: &str = "AWS_SECRET_ACCESS_KEY";
+/// The key of the CA Secret.
+pub const CA_KEY: &str = "ca.crt";
+
+impl BackupSpec {
+    /// The stanza: the cluster's name (one cluster per repository path).
+    pub fn stanza(instance: &Instance<'_>) -> String {
+        instance.cluster.to_string()
+    }
+
+    /// The repository path: `spec.backup.repository.s3.path`, or `/<namespace>/<cluster>`.
+    pub fn repository_path(&self, instance: &Instance<'_>) -> String {
+        self.repository
+            .s3
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("/{}/{}", instance.namespace, instance.cluster))
+    }
+
+    /// pgBackRest's whole configuration, as environment variables, in a stable order.
+    pub fn pgbackrest_env(&self, instance: &Instance<'_>) -> Vec<(String, EnvValue)> {
+        let s3 = &self.repository.s3;
+        let lit = |v: &str| EnvValue::Literal(v.to_string());
+        let (host, port) = match s3.endpoint.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p.to_string())),
+            None => (s3.endpoint.clone(), None),
+        };
+        let mut env = vec![
+            ("PGBACKREST_CONFIG", lit(instance.empty_config)),
+            (
+                "PGBACKREST_STANZA",
+                EnvValue::Literal(Self::stanza(instance)),
+            ),
+            ("PGBACKREST_PG1_PATH", lit(instance.pgdata)),
+            ("PGBACKREST_PG1_SOCKET_PATH", lit(instance.socket_dir)),
+            (
+                "PGBACKREST_PG1_PORT",
+                EnvValue::Literal(instance.port.to_string()),
+            ),
+            ("PGBACKREST_REPO1_TYPE", lit("s3")),
+            (
+                "PGBACKREST_REPO1_PATH",
+                EnvValue::Literal(self.repository_path(instance)),
+            ),
+            ("PGBACKREST_REPO1_S3_ENDPOINT", EnvValue::Literal(host)),
+            ("PGBACKREST_REPO1_S3_BUCKET", lit(&s3.bucket)),
+            ("PGBACKREST_REPO1_S3_REGION", lit(&s3.region)),
+            (
+                "PGBACKREST_REPO1_S3_URI_STYLE",
+                lit(match s3.uri_style {
+                    UriStyle::Host => "host",
+                    UriStyle::Path => "path",
+                }),
+            ),
+            (
+                "PGBACKREST_REPO1_S3_KEY",
+                EnvValue::SecretKey {
+                    secret: s3.credentials_secret.clone(),
+                    key: ACCESS_KEY_ID.into(),
+                },
+            ),
+            (
+                "PGBACKREST_REPO1_S3_KEY_SECRET",
+                EnvValue::SecretKey {
+                    secret: s3.credentials_secret.clone(),
+                    key: SECRET_ACCESS_KEY.into(),
+                },
+            ),
+            (
+                "PGBACKREST_COMPRESS_TYPE",
+                lit(self.compression.as_pgbackrest()),
+            ),
+            // Archive-push returns as soon as the segment is queued in the spool; a separate
+            // process ships segments in parallel, so a slow store does not hold up the
+            // archiver for every segment in turn.
+            ("PGBACKREST_ARCHIVE_ASYNC", lit("y")),
+            (
+                "PGBACKREST_SPOOL_PATH",
+                EnvValue::Literal(format!("{}/spool", instance.scratch_dir)),
+            ),
+            (
+                "PGBACKREST_LOG_PATH",
+                EnvValue::Literal(format!("{}/log", instance.scratch_dir)),
+            ),
+            (
+                "PGBACKREST_LOCK_PATH",
+                EnvValue::Literal(format!("{}/lock", instance.scratch_dir)),
+            ),
+            ("PGBACKREST_LOG_LEVEL_FILE", lit("off")),
+            ("PGBACKREST_LOG_LEVEL_STDERR", lit("warn")),
+        ];
+        if let Some(port) = port {
+            env.push(("PGBACKREST_REPO1_STORAGE_PORT", EnvValue::Literal(port)));
+        }
+        if s3.ca_secret.is_some() {
+            env.push((
+                "PGBACKREST_REPO1_STORAGE_CA_FILE",
+                EnvValue::Literal(format!("{}/{CA_KEY}", instance.ca_dir)),
+            ));
+        }
+        match (self.retention.full_backups, self.retention.days) {
+            (_, Some(days)) => {
+                env.push(("PGBACKREST_REPO1_RETENTION_FULL_TYPE", lit("time")));
+                env.push((
+                    "PGBACKREST_REPO1_RETENTION_FULL",
+                    EnvValue::Literal(days.to_string()),
+                ));
+            }
+            (full, None) => {
+                env.push(("PGBACKREST_REPO1_RETENTION_FULL_TYPE", lit("count")));
+                env.push((
+                    "PGBACKREST_REPO1_RETENTION_FULL",
+                    EnvValue::Literal(full.unwrap_or(2).to_string()),
+                ));
+            }
+        }
+        env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    /// The PostgreSQL parameters archiving needs (none when `walArchiving` is off).
+    pub fn archive_parameters(&self) -> Vec<(&'static str, String)> {
+        if !self.wal_archiving {
+            return vec![];
+        }
+        vec![
+            ("archive_mode", "on".into()),
+            // The stanza and repository come from the environment PostgreSQL inherits.
+            ("archive_command", "pgbackrest archive-push %p".into()),
+        ]
+    }
+}
+
+/// Parameters admission refuses while `spec.backup` is set (pgwarden sets them).
+pub const ARCHIVE_PARAMETERS: &[&str] = &["archive_command", "archive_mode"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance() -> Instance<'static> {
+        Instance {
+            namespace: "shop",
+            cluster: "orders",
+            pgdata: "/var/lib/postgresql/data/pgdata",
+            socket_dir: "/run/pgwarden/agent",
+            port: 5432,
+            scratch_dir: "/run/pgwarden/pgbackrest",
+            ca_dir: "/etc/pgwarden/backup-ca",
+            empty_config: "/run/pgwarden/pgbackrest.conf",
+        }
+    }
+
+    fn spec(v: serde_json::Value) -> BackupSpec {
+        serde_json::from_value(v).expect("a backup spec")
+    }
+
+    fn env_map(b: &BackupSpec) -> std::collections::BTreeMap<String, EnvValue> {
+        b.pgbackrest_env(&instance()).into_iter().collect()
+    }
+
+    fn lit(v: &str) -> EnvValue {
+        EnvValue::Literal(v.into())
+    }
+
+    #[test]
+    fn a_minimal_repository_gets_the_documented_defaults() {
+        let b = spec(serde_json::json!({"repository": {"s3": {
+            "endpoint": "s3.eu-west-1.amazonaws.com", "bucket": "backups",
+            "credentialsSecret": "s3-creds"}}}));
+        assert_eq!(b.schedule, "0 0 * * *");
+        assert!(b.wal_archiving);
+        let env = env_map(&b);
+        assert_eq!(env["PGBACKREST_STANZA"], lit("orders"));
+        assert_eq!(env["PGBACKREST_REPO1_PATH"], lit("/shop/orders"));
+        assert_eq!(
+            env["PGBACKREST_REPO1_S3_ENDPOINT"],
+            lit("s3.eu-west-1.amazonaws.com")
+        );
+        assert_eq!(env["PGBACKREST_REPO1_S3_REGION"], lit("us-east-1"));
+        assert_eq!(env["PGBACKREST_REPO1_S3_URI_STYLE"], lit("host"));
+        assert_eq!(env["PGBACKREST_REPO1_RETENTION_FULL"], lit("2"));
+        assert_eq!(env["PGBACKREST_REPO1_RETENTION_FULL_TYPE"], lit("count"));
+        assert_eq!(env["PGBACKREST_COMPRESS_TYPE"], lit("lz4"));
+        assert_eq!(
+            env["PGBACKREST_REPO1_S3_KEY"],
+            EnvValue::SecretKey {
+                secret: "s3-creds".into(),
+                key: ACCESS_KEY_ID.into()
+            }
+        );
+        assert!(!env.contains_key("PGBACKREST_REPO1_STORAGE_PORT"));
+        assert!(!env.contains_key("PGBACKREST_REPO1_STORAGE_CA_FILE"));
+        assert_eq!(
+            b.archive_parameters(),
+            vec![
+                ("archive_mode", "on".to_string()),
+                ("archive_command", "pgbackrest archive-push %p".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_private_store_gets_its_port_ca_path_style_and_retention_in_days() {
+        let b = spec(serde_json::json!({
+            "repository": {"s3": {"endpoint": "10.213.0.1:9000", "bucket": "pgwarden",
+                "uriStyle": "path", "path": "/team/orders", "credentialsSecret": "c",
+                "caSecret": "store-ca"}},
+            "retention": {"days": 14}, "compression": "zst", "walArchiving": false}));
+        let env = env_map(&b);
+        assert_eq!(env["PGBACKREST_REPO1_S3_ENDPOINT"], lit("10.213.0.1"));
+        assert_eq!(env["PGBACKREST_REPO1_STORAGE_PORT"], lit("9000"));
+        assert_eq!(
+            env["PGBACKREST_REPO1_STORAGE_CA_FILE"],
+            lit("/etc/pgwarden/backup-ca/ca.crt")
+        );
+        assert_eq!(env["PGBACKREST_REPO1_S3_URI_STYLE"], lit("path"));
+        assert_eq!(env["PGBACKREST_REPO1_PATH"], lit("/team/orders"));
+        assert_eq!(env["PGBACKREST_REPO1_RETENTION_FULL_TYPE"], lit("time"));
+        assert_eq!(env["PGBACKREST_REPO1_RETENTION_FULL"], lit("14"));
+        assert_eq!(env["PGBACKREST_COMPRESS_TYPE"], lit("zst"));
+        assert!(b.archive_parameters().is_empty(), "archiving off");
+    }
+}
