@@ -379,3 +379,121 @@ mod tests {
         assert!(b.archive_parameters().is_empty(), "archiving off");
     }
 }
+
+/// `pg_stat_archiver` of the primary, as its agent reads it (times in Unix seconds).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiverStats {
+    pub archived_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<i64>,
+    pub failed_count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_time: Option<i64>,
+}
+
+/// The `ContinuousArchiving` condition's status, reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivingHealth {
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ArchiverStats {
+    /// Failing while the last failure is newer than the last success (PostgreSQL retries the
+    /// same segment until it is archived, so a later success means it caught up).
+    pub fn health(&self) -> ArchivingHealth {
+        let failing = match (self.last_failed_time, self.last_archived_time) {
+            (Some(f), Some(a)) => f >= a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if failing {
+            return ArchivingHealth {
+                status: "False",
+                reason: "ArchiveCommandFailing",
+                message: format!(
+                    "archive_command fails: segment {} last failed at {} ({} failures since the \
+                     server started); WAL accumulates in pg_wal until it succeeds",
+                    self.last_failed_wal.as_deref().unwrap_or("?"),
+                    unix_time(self.last_failed_time),
+                    self.failed_count
+                ),
+            };
+        }
+        match &self.last_archived_wal {
+            Some(wal) => ArchivingHealth {
+                status: "True",
+                reason: "Archiving",
+                message: format!(
+                    "segment {wal} archived at {}",
+                    unix_time(self.last_archived_time)
+                ),
+            },
+            None => ArchivingHealth {
+                status: "Unknown",
+                reason: "NothingArchivedYet",
+                message: "no WAL segment has been archived since the server started".into(),
+            },
+        }
+    }
+}
+
+fn unix_time(t: Option<i64>) -> String {
+    t.and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map_or_else(|| "an unknown time".into(), |ts| ts.to_string())
+}
+
+#[cfg(test)]
+mod archiver_tests {
+    use super::*;
+
+    #[test]
+    fn archiving_fails_while_the_last_failure_is_newer_than_the_last_success() {
+        let ok = ArchiverStats {
+            archived_count: 3,
+            last_archived_wal: Some("000000010000000000000003".into()),
+            last_archived_time: Some(1_764_000_100),
+            failed_count: 2,
+            last_failed_wal: Some("000000010000000000000003".into()),
+            last_failed_time: Some(1_764_000_050),
+        };
+        let h = ok.health();
+        assert_eq!((h.status, h.reason), ("True", "Archiving"));
+        assert!(
+            h.message.contains("000000010000000000000003"),
+            "{}",
+            h.message
+        );
+
+        let failing = ArchiverStats {
+            last_failed_wal: Some("000000010000000000000004".into()),
+            last_failed_time: Some(1_764_000_160),
+            failed_count: 3,
+            ..ok.clone()
+        };
+        let h = failing.health();
+        assert_eq!((h.status, h.reason), ("False", "ArchiveCommandFailing"));
+        assert!(
+            h.message.contains("000000010000000000000004"),
+            "{}",
+            h.message
+        );
+        assert!(h.message.contains("2025-11-24T"), "{}", h.message);
+
+        let never = ArchiverStats::default();
+        assert_eq!(never.health().status, "Unknown");
+        let never_ok = ArchiverStats {
+            failed_count: 1,
+            last_failed_wal: Some("000000010000000000000001".into()),
+            last_failed_time: Some(1_764_000_000),
+            ..Default::default()
+        };
+        assert_eq!(never_ok.health().status, "False");
+    }
+}

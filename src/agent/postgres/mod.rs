@@ -563,6 +563,29 @@ impl Postgres {
             .collect())
     }
 
+    /// `pg_stat_archiver` (what `spec.backup`'s `ContinuousArchiving` condition is made of).
+    pub async fn archiver(&mut self) -> Result<crate::api::backup::ArchiverStats, PgError> {
+        let client = self.connect().await?;
+        let r = client
+            .query_one(
+                "SELECT archived_count, last_archived_wal,
+                        extract(epoch FROM last_archived_time)::int8,
+                        failed_count, last_failed_wal,
+                        extract(epoch FROM last_failed_time)::int8
+                   FROM pg_stat_archiver",
+                &[],
+            )
+            .await?;
+        Ok(crate::api::backup::ArchiverStats {
+            archived_count: r.get(0),
+            last_archived_wal: r.get(1),
+            last_archived_time: r.get(2),
+            failed_count: r.get(3),
+            last_failed_wal: r.get(4),
+            last_failed_time: r.get(5),
+        })
+    }
+
     /// The primary's WAL flush position (bytes): every commit acknowledged so far lies before it.
     pub async fn flush_lsn(&mut self) -> Result<u64, PgError> {
         let client = self.connect().await?;
