@@ -133,6 +133,9 @@ pub struct AgentArgs {
     /// Extra postgresql.conf parameters as JSON object.
     #[arg(long, env = "PGWARDEN_PARAMETERS", default_value = "{}")]
     pub parameters: String,
+    /// WAL is archived (`spec.backup.walArchiving`): a primary publishes `pg_stat_archiver`.
+    #[arg(long, env = "PGWARDEN_WAL_ARCHIVING")]
+    pub wal_archiving: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

@@ -445,6 +445,11 @@ impl Agent {
             None
         };
         let data = self.pg.data_state().await.ok();
+        // Only a primary archives; a failed read leaves the field out until the next loop.
+        let archiver = match &live {
+            Some(l) if self.args.wal_archiving && !l.in_recovery => self.pg.archiver().await.ok(),
+            _ => None,
+        };
         let seen = publish::Seen {
             running,
             live: live.as_ref(),
@@ -460,6 +465,7 @@ impl Agent {
                 None => decision.action == Action::KeepPrimary || self.fence.is_primary(),
             },
             clients_fenced: self.conf.clients_fenced,
+            archiver: archiver.as_ref(),
         };
         let identity = publish::Identity {
             address: &self.args.address,

@@ -9,6 +9,7 @@ use super::dcs::Snapshot;
 use super::ha::DataDir;
 use super::postgres::{LiveState, ReplicationRow};
 use super::rest::RestView;
+use crate::api::backup::ArchiverStats;
 use crate::api::member::{
     MemberRole, MemberState, MemberStatus, MemberTags, api_url, conn_url, role_label,
 };
@@ -36,6 +37,8 @@ pub struct Seen<'a> {
     pub holds_lease: bool,
     /// pg_hba.conf rejects clients (the routing gate): no role label, no reads.
     pub clients_fenced: bool,
+    /// `pg_stat_archiver`, read on a primary that archives WAL.
+    pub archiver: Option<&'a ArchiverStats>,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -75,6 +78,7 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
         pending_restart: live.is_some_and(|l| l.pending_restart),
         version: env!("CARGO_PKG_VERSION").to_string(),
         config: me.config.clone(),
+        archiver: seen.archiver.cloned(),
     }
 }
 
@@ -182,6 +186,7 @@ mod tests {
             cloning: false,
             holds_lease: holds,
             clients_fenced: false,
+            archiver: None,
         }
     }
 
@@ -197,6 +202,31 @@ mod tests {
             },
             seen,
         )
+    }
+
+    #[test]
+    fn the_archivers_statistics_go_into_the_member_status_and_round_trip() {
+        let l = live(false);
+        let stats = ArchiverStats {
+            archived_count: 7,
+            last_archived_wal: Some("000000010000000000000007".into()),
+            last_archived_time: Some(1_764_000_000),
+            ..Default::default()
+        };
+        let s = Seen {
+            archiver: Some(&stats),
+            ..seen(Some(&l), true, true)
+        };
+        let published = status(&s);
+        assert_eq!(published.archiver.as_ref(), Some(&stats));
+        let back = MemberStatus::parse(&published.to_annotation()).expect("round trip");
+        assert_eq!(back.archiver, Some(stats));
+        assert!(
+            !status(&seen(Some(&l), true, true))
+                .to_annotation()
+                .contains("archiver"),
+            "left out when not archiving"
+        );
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub struct MemberStatus {
     /// operator rolls restart-only changes only once every member has taken the change up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// `pg_stat_archiver` of a primary that archives WAL (`spec.backup`; pgwarden's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<crate::api::backup::ArchiverStats>,
 }
 
 fn is_default_tags(t: &MemberTags) -> bool {
@@ -169,6 +172,7 @@ mod tests {
             pending_restart: false,
             version: "0.1.0".into(),
             config: None,
+            archiver: None,
         }
     }
 

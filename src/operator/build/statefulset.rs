@@ -209,6 +209,9 @@ fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
     }
     if let Some(backup) = &spec.backup {
         env.extend(pgbackrest_env(cluster, backup));
+        if backup.wal_archiving {
+            env.push(self::env("PGWARDEN_WAL_ARCHIVING", "true"));
+        }
     }
     if !spec.bootstrap.databases.is_empty() {
         env.push(self::env(
