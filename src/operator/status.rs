@@ -17,6 +17,8 @@ pub const READY: &str = "Ready";
 pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const PROGRESSING: &str = "Progressing";
+/// `spec.backup.walArchiving`: is the primary's `archive_command` succeeding?
+pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 
 /// A pod's member status, if its annotation parses.
 pub fn member_status(pod: &Pod) -> Option<MemberStatus> {
@@ -76,25 +78,49 @@ fn primary_change(history: &[HistoryEntry], switchover: bool) -> Option<PrimaryC
     })
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-) -> (String, bool, String, String) {
-    (type_.into(), ok, reason.into(), message)
+/// A condition's type, status (`True`, `False`, `Unknown`), reason and message.
+type ConditionValue = (String, &'static str, String, String);
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String) -> ConditionValue {
+    (
+        type_.into(),
+        if ok { "True" } else { "False" },
+        reason.into(),
+        message,
+    )
+}
+
+/// `ContinuousArchiving`, when the spec archives WAL: from the primary's `pg_stat_archiver`.
+fn archiving_condition(primary: Option<&MemberStatus>) -> ConditionValue {
+    match primary.and_then(|p| p.archiver.as_ref()) {
+        Some(stats) => {
+            let h = stats.health();
+            (
+                CONTINUOUS_ARCHIVING.into(),
+                h.status,
+                h.reason.into(),
+                h.message,
+            )
+        }
+        None => (
+            CONTINUOUS_ARCHIVING.into(),
+            "Unknown",
+            "NoArchiverStatus".into(),
+            "no primary has reported pg_stat_archiver yet".into(),
+        ),
+    }
 }
 
 /// Merge new condition values into the old list: `lastTransitionTime` moves only on a flip.
 pub fn merge_conditions(
     old: &[Condition],
-    new: Vec<(String, bool, String, String)>,
+    new: Vec<ConditionValue>,
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
     new.into_iter()
-        .map(|(type_, ok, reason, message)| {
-            let status = if ok { "True" } else { "False" }.to_string();
+        .map(|(type_, status, reason, message)| {
+            let status = status.to_string();
             let previous = old.iter().find(|c| c.type_ == type_);
             let last_transition_time = match previous {
                 Some(p) if p.status == status => p.last_transition_time.clone(),
@@ -124,7 +150,7 @@ pub fn compute(
     let old = cluster.status.clone().unwrap_or_default();
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let primary = primary(observed);
-    let primary_lsn = primary
+    let primary_status = primary
         .as_deref()
         .and_then(|p| {
             observed
@@ -132,8 +158,8 @@ pub fn compute(
                 .iter()
                 .find(|x| x.metadata.name.as_deref() == Some(p))
         })
-        .and_then(member_status)
-        .and_then(|s| s.xlog_location);
+        .and_then(member_status);
+    let primary_lsn = primary_status.as_ref().and_then(|s| s.xlog_location);
     let mut instances: Vec<InstanceStatus> = observed
         .pods
         .iter()
@@ -198,59 +224,63 @@ pub fn compute(
         "Degraded"
     };
 
-    let conditions = merge_conditions(
-        &old.conditions,
-        vec![
-            condition(
-                READY,
-                ready == desired && instances.len() as i32 == desired,
-                if ready == desired {
-                    "AllInstancesReady"
-                } else {
-                    "InstancesNotReady"
-                },
-                format!("{ready} of {desired} instances are ready"),
+    let mut values = vec![
+        condition(
+            READY,
+            ready == desired && instances.len() as i32 == desired,
+            if ready == desired {
+                "AllInstancesReady"
+            } else {
+                "InstancesNotReady"
+            },
+            format!("{ready} of {desired} instances are ready"),
+        ),
+        condition(
+            PRIMARY_AVAILABLE,
+            primary.is_some(),
+            if primary.is_some() {
+                "PrimaryRunning"
+            } else {
+                "NoPrimary"
+            },
+            match &primary {
+                Some(p) => format!("{p} holds the leader lease and runs as primary"),
+                None => "no instance holds the leader lease and runs as primary".into(),
+            },
+        ),
+        condition(
+            SPEC_VALID,
+            spec_problem.is_none(),
+            if spec_problem.is_none() {
+                "Valid"
+            } else {
+                "Invalid"
+            },
+            spec_problem.map_or_else(|| "the spec can be satisfied".into(), str::to_string),
+        ),
+        condition(
+            PROGRESSING,
+            rolling.is_some(),
+            if rolling.is_some() {
+                "RollingUpdate"
+            } else {
+                "UpToDate"
+            },
+            rolling.map_or_else(
+                || "every instance runs the current spec".into(),
+                str::to_string,
             ),
-            condition(
-                PRIMARY_AVAILABLE,
-                primary.is_some(),
-                if primary.is_some() {
-                    "PrimaryRunning"
-                } else {
-                    "NoPrimary"
-                },
-                match &primary {
-                    Some(p) => format!("{p} holds the leader lease and runs as primary"),
-                    None => "no instance holds the leader lease and runs as primary".into(),
-                },
-            ),
-            condition(
-                SPEC_VALID,
-                spec_problem.is_none(),
-                if spec_problem.is_none() {
-                    "Valid"
-                } else {
-                    "Invalid"
-                },
-                spec_problem.map_or_else(|| "the spec can be satisfied".into(), str::to_string),
-            ),
-            condition(
-                PROGRESSING,
-                rolling.is_some(),
-                if rolling.is_some() {
-                    "RollingUpdate"
-                } else {
-                    "UpToDate"
-                },
-                rolling.map_or_else(
-                    || "every instance runs the current spec".into(),
-                    str::to_string,
-                ),
-            ),
-        ],
-        cluster.metadata.generation,
-        now,
-    );
+        ),
+    ];
+    if cluster
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.wal_archiving)
+    {
+        values.push(archiving_condition(primary_status.as_ref()));
+    }
+    let conditions = merge_conditions(&old.conditions, values, cluster.metadata.generation, now);
 
     PostgresClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -334,6 +364,61 @@ mod tests {
                 .iter()
                 .any(|c| c.type_ == READY && c.status == "True")
         );
+    }
+
+    #[test]
+    fn continuous_archiving_follows_the_primarys_archiver() {
+        let with_backup = cluster(
+            serde_json::json!({"instances": 1, "backup": {"repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let archiving = |stats: Option<serde_json::Value>| {
+            let mut p = pod("main-0", "primary", 1000, true);
+            if let Some(stats) = stats {
+                let annotations = p.metadata.annotations.as_mut().unwrap();
+                let mut status: serde_json::Value =
+                    serde_json::from_str(&annotations[ANNOTATION_STATUS]).unwrap();
+                status["archiver"] = stats;
+                annotations.insert(ANNOTATION_STATUS.into(), status.to_string());
+            }
+            let observed = Observed {
+                pods: vec![p],
+                lease_holder: Some("main-0".into()),
+                ..Default::default()
+            };
+            let s = compute(&with_backup, &observed, None, None, &now());
+            s.conditions
+                .into_iter()
+                .find(|c| c.type_ == CONTINUOUS_ARCHIVING)
+                .map(|c| (c.status, c.reason))
+        };
+        assert_eq!(
+            archiving(None),
+            Some(("Unknown".into(), "NoArchiverStatus".into()))
+        );
+        assert_eq!(
+            archiving(Some(
+                serde_json::json!({"archivedCount": 4, "failedCount": 0,
+                "lastArchivedWal": "000000010000000000000004", "lastArchivedTime": 1764000000})
+            )),
+            Some(("True".into(), "Archiving".into()))
+        );
+        assert_eq!(
+            archiving(Some(
+                serde_json::json!({"archivedCount": 4, "failedCount": 9,
+                "lastArchivedWal": "000000010000000000000004", "lastArchivedTime": 1764000000,
+                "lastFailedWal": "000000010000000000000005", "lastFailedTime": 1764000060})
+            )),
+            Some(("False".into(), "ArchiveCommandFailing".into()))
+        );
+        let without = cluster(serde_json::json!({"instances": 1}));
+        let observed = Observed {
+            pods: vec![pod("main-0", "primary", 1000, true)],
+            lease_holder: Some("main-0".into()),
+            ..Default::default()
+        };
+        let s = compute(&without, &observed, None, None, &now());
+        assert!(s.conditions.iter().all(|c| c.type_ != CONTINUOUS_ARCHIVING));
     }
 
     #[test]
