@@ -8,6 +8,7 @@
 //! docs/architecture.md tells the story.
 
 pub mod act;
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod dcs;
@@ -147,6 +148,8 @@ struct Agent {
     /// Maintenance mode as last read: kept while the apiserver cannot be read (Patroni keeps
     /// the cluster it last read), or a paused primary would be demoted by an apiserver restart.
     paused: bool,
+    /// pgBackRest's stanza for this term as primary (`spec.backup`).
+    stanza: backup::Stanza,
 }
 
 impl Agent {
@@ -445,10 +448,18 @@ impl Agent {
             None
         };
         let data = self.pg.data_state().await.ok();
-        // Only a primary archives; a failed read leaves the field out until the next loop.
-        let archiver = match &live {
-            Some(l) if self.args.wal_archiving && !l.in_recovery => self.pg.archiver().await.ok(),
-            _ => None,
+        // Only a primary archives, once its stanza exists (pgBackRest's stanza-create runs in
+        // the background); a failed read leaves the field out until the next loop.
+        let archiving_primary =
+            self.args.wal_archiving && live.as_ref().is_some_and(|l| !l.in_recovery);
+        self.stanza.step(
+            archiving_primary,
+            Instant::now(),
+            backup::spawn_stanza_create,
+        );
+        let archiver = match archiving_primary {
+            true => self.pg.archiver().await.ok(),
+            false => None,
         };
         let seen = publish::Seen {
             running,

@@ -194,6 +194,7 @@ impl Agent {
             promotion: None,
             cloning: None,
             paused: false,
+            stanza: super::backup::Stanza::new(),
             primary_down_since: None,
             args,
         })
