@@ -972,3 +972,101 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     pg.wait_healthy(3, 5 * MIN).await;
     pg.delete().await;
 }
+
+/// The test bed's object store (`e2e/cluster env`), as a `spec.backup` and the two Secrets it
+/// names, created in `ns` before the cluster.
+fn backup_spec(ns: &str) -> String {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} (e2e/cluster env)"));
+    let ca = std::fs::read_to_string(var("PGWARDEN_TESTBED_CA")).expect("the test bed's CA");
+    let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys", "namespace": ns},
+         "stringData": {"AWS_ACCESS_KEY_ID": var("PGWARDEN_S3_ACCESS_KEY"),
+                        "AWS_SECRET_ACCESS_KEY": var("PGWARDEN_S3_SECRET_KEY")}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-ca", "namespace": ns},
+         "stringData": {"ca.crt": ca}}
+    ]});
+    kubectl(&["apply", "-f", "-"], Some(&secrets.to_string())).expect("the store's Secrets");
+    format!(
+        "  backup:\n    repository:\n      s3:\n        endpoint: \"{}\"\n        bucket: {}\n        \
+         region: {}\n        uriStyle: path\n        credentialsSecret: store-keys\n        \
+         caSecret: store-ca\n",
+        var("PGWARDEN_S3_ENDPOINT"),
+        var("PGWARDEN_S3_BUCKET"),
+        var("PGWARDEN_S3_REGION"),
+    )
+}
+
+/// The `ContinuousArchiving` condition's status and reason, when there is one.
+async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
+    let status = pg.status().await;
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "ContinuousArchiving")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// Issue 13, first part of test 1: a cluster with a repository creates its stanza, archives its
+/// WAL (a forced segment switch reaches the repository, as pg_stat_archiver and `pgbackrest
+/// info` on the primary both say) and reports `ContinuousArchiving` True.
+#[tokio::test]
+#[ignore]
+async fn a_cluster_with_a_repository_archives_its_wal() {
+    let ns = "e2e-archive";
+    let pg = Pg::create(ns, "pg", &spec(2, "")).await;
+    // The Secrets go in once the namespace exists; then the cluster gets its repository.
+    pg.apply(&spec(2, &backup_spec(ns)))
+        .expect("spec.backup is accepted");
+    let primary = pg.wait_healthy(2, 5 * MIN).await;
+    wait_until(3 * MIN, "ContinuousArchiving True", || async {
+        archiving_condition(&pg).await == Some(("True".into(), "Archiving".into()))
+    })
+    .await;
+    let c = pg.connect_service("rw").await.expect("connect through -rw");
+    c.batch_execute("CREATE TABLE archived (v int); INSERT INTO archived VALUES (1)")
+        .await
+        .expect("a write");
+    let segment: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .expect("a segment switch")
+        .get(0);
+    log(format!("switched out of segment {segment}"));
+    wait_until(2 * MIN, "the segment archived", || async {
+        let Ok(c) = pg.connect_service("rw").await else {
+            return false;
+        };
+        c.query_one(
+            "SELECT coalesce(last_archived_wal >= $1, false) FROM pg_stat_archiver",
+            &[&segment],
+        )
+        .await
+        .is_ok_and(|r| r.get::<_, bool>(0))
+    })
+    .await;
+    let info = pg
+        .kubectl(&[
+            "exec",
+            &primary,
+            "-c",
+            "postgres",
+            "--",
+            "pgbackrest",
+            "info",
+            "--output=json",
+        ])
+        .expect("pgbackrest info in the primary's pod");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("pgbackrest info is JSON");
+    let max = info[0]["archive"][0]["max"].as_str().unwrap_or_default();
+    log(format!("pgbackrest info: archive max {max}"));
+    assert!(
+        max >= segment.as_str(),
+        "the repository's newest archived segment {max} is not past {segment}"
+    );
+    pg.delete().await;
+}
