@@ -75,7 +75,9 @@ fn parse_field(part: &str, lo: u32, hi: u32) -> Result<u64, String> {
     for item in part.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().map_err(|_| format!("step {s:?} is not a number"))?;
+                let step: u32 = s
+                    .parse()
+                    .map_err(|_| format!("step {s:?} is not a number"))?;
                 if step == 0 {
                     return Err("a step of 0".into());
                 }
@@ -146,11 +148,18 @@ impl Schedule {
         while t < end {
             if self.months & (1 << t.month()) == 0 {
                 let first = Date::new(t.year(), t.month(), 1).ok()?;
-                t = first.checked_add(1.month()).ok()?.to_datetime(jiff::civil::Time::midnight());
+                t = first
+                    .checked_add(1.month())
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if !self.day_matches(t.date()) {
-                t = t.date().checked_add(1.day()).ok()?.to_datetime(jiff::civil::Time::midnight());
+                t = t
+                    .date()
+                    .checked_add(1.day())
+                    .ok()?
+                    .to_datetime(jiff::civil::Time::midnight());
                 continue;
             }
             if self.hours & (1 << t.hour()) == 0 {
@@ -185,17 +194,47 @@ mod tests {
 
     #[test]
     fn the_next_run_is_the_first_named_minute_after_now() {
-        assert_eq!(next("0 0 * * *", "2026-12-02T05:30:00Z"), "2026-12-03T00:00:00Z");
-        assert_eq!(next("0 0 * * *", "2026-12-02T00:00:00Z"), "2026-12-03T00:00:00Z");
-        assert_eq!(next("* * * * *", "2026-12-02T05:30:59Z"), "2026-12-02T05:31:00Z");
-        assert_eq!(next("*/15 * * * *", "2026-12-02T05:31:00Z"), "2026-12-02T05:45:00Z");
-        assert_eq!(next("30 2 * * 0", "2026-12-02T05:31:00Z"), "2026-12-06T02:30:00Z");
-        assert_eq!(next("30 2 * * 7", "2026-12-02T05:31:00Z"), "2026-12-06T02:30:00Z");
-        assert_eq!(next("0 3 1 */3 *", "2026-12-02T05:31:00Z"), "2027-01-01T03:00:00Z");
-        assert_eq!(next("0 0 29 2 *", "2026-12-02T05:31:00Z"), "2028-02-29T00:00:00Z");
-        assert_eq!(next("5,10-12 8 * * *", "2026-12-02T08:10:30Z"), "2026-12-02T08:11:00Z");
+        assert_eq!(
+            next("0 0 * * *", "2026-12-02T05:30:00Z"),
+            "2026-12-03T00:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 * * *", "2026-12-02T00:00:00Z"),
+            "2026-12-03T00:00:00Z"
+        );
+        assert_eq!(
+            next("* * * * *", "2026-12-02T05:30:59Z"),
+            "2026-12-02T05:31:00Z"
+        );
+        assert_eq!(
+            next("*/15 * * * *", "2026-12-02T05:31:00Z"),
+            "2026-12-02T05:45:00Z"
+        );
+        assert_eq!(
+            next("30 2 * * 0", "2026-12-02T05:31:00Z"),
+            "2026-12-06T02:30:00Z"
+        );
+        assert_eq!(
+            next("30 2 * * 7", "2026-12-02T05:31:00Z"),
+            "2026-12-06T02:30:00Z"
+        );
+        assert_eq!(
+            next("0 3 1 */3 *", "2026-12-02T05:31:00Z"),
+            "2027-01-01T03:00:00Z"
+        );
+        assert_eq!(
+            next("0 0 29 2 *", "2026-12-02T05:31:00Z"),
+            "2028-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            next("5,10-12 8 * * *", "2026-12-02T08:10:30Z"),
+            "2026-12-02T08:11:00Z"
+        );
         // Both day fields restricted: either one.
-        assert_eq!(next("0 0 15 * 1", "2026-12-02T05:31:00Z"), "2026-12-07T00:00:00Z");
+        assert_eq!(
+            next("0 0 15 * 1", "2026-12-02T05:31:00Z"),
+            "2026-12-07T00:00:00Z"
+        );
         let never: Schedule = "0 0 30 2 *".parse().unwrap();
         assert_eq!(never.next_after(at("2026-12-02T05:31:00Z")), None);
     }
@@ -208,9 +247,18 @@ mod tests {
             "a schedule has five fields (minute hour day-of-month month day-of-week), not 4"
         );
         assert_eq!(err("61 0 * * *"), "minute field \"61\": 61 is outside 0-59");
-        assert_eq!(err("0 0 0 * *"), "day-of-month field \"0\": 0 is outside 1-31");
+        assert_eq!(
+            err("0 0 0 * *"),
+            "day-of-month field \"0\": 0 is outside 1-31"
+        );
         assert_eq!(err("0 */0 * * *"), "hour field \"*/0\": a step of 0");
-        assert_eq!(err("0 0 * 5-2 *"), "month field \"5-2\": the range 5-2 runs backwards");
-        assert_eq!(err("0 0 * * mon"), "day-of-week field \"mon\": \"mon\" is not a number");
+        assert_eq!(
+            err("0 0 * 5-2 *"),
+            "month field \"5-2\": the range 5-2 runs backwards"
+        );
+        assert_eq!(
+            err("0 0 * * mon"),
+            "day-of-week field \"mon\": \"mon\" is not a number"
+        );
     }
 }
