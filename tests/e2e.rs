@@ -1022,31 +1022,57 @@ async fn a_cluster_with_a_repository_archives_its_wal() {
     // The Secrets go in once the namespace exists; then the cluster gets its repository.
     pg.apply(&spec(2, &backup_spec(ns)))
         .expect("spec.backup is accepted");
-    let primary = pg.wait_healthy(2, 5 * MIN).await;
-    wait_until(3 * MIN, "ContinuousArchiving True", || async {
-        archiving_condition(&pg).await == Some(("True".into(), "Archiving".into()))
-    })
+    pg.wait_healthy(2, 5 * MIN).await;
+    // archive_mode needs a restart: the repository rolls through the instances (replicas, a
+    // switchover, the old primary).
+    wait_until(
+        5 * MIN,
+        "the roll done and ContinuousArchiving True",
+        || async {
+            let status = pg.status().await;
+            let rolled = status["phase"] == "Healthy"
+                && status["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Progressing" && c["status"] == "False")
+                })
+                && status["instancesStatus"].as_array().is_some_and(|i| {
+                    i.iter()
+                        .all(|i| i["pendingRestart"] != true && i["updated"] == true)
+                });
+            rolled && archiving_condition(&pg).await == Some(("True".into(), "Archiving".into()))
+        },
+    )
     .await;
+    let primary = pg.primary().await.expect("a primary");
     let c = pg.connect_service("rw").await.expect("connect through -rw");
     c.batch_execute("CREATE TABLE archived (v int); INSERT INTO archived VALUES (1)")
         .await
         .expect("a write");
-    let segment: String = c
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await
-        .expect("a segment switch")
-        .get(0);
+    // pg_switch_wal() needs the superuser, who may connect only over the pod's socket.
+    let superuser = |sql: &str| {
+        pg.kubectl(&[
+            "exec",
+            &primary,
+            "-c",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/run/pgwarden/agent",
+            "-U",
+            "postgres",
+            "-Atc",
+            sql,
+        ])
+        .map(|out| out.trim().to_string())
+    };
+    let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
     log(format!("switched out of segment {segment}"));
     wait_until(2 * MIN, "the segment archived", || async {
-        let Ok(c) = pg.connect_service("rw").await else {
-            return false;
-        };
-        c.query_one(
-            "SELECT coalesce(last_archived_wal >= $1, false) FROM pg_stat_archiver",
-            &[&segment],
-        )
-        .await
-        .is_ok_and(|r| r.get::<_, bool>(0))
+        superuser(&format!(
+            "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
+        ))
+        .is_ok_and(|out| out == "t")
     })
     .await;
     let info = pg
