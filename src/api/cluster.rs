@@ -495,6 +495,9 @@ pub struct PostgresClusterStatus {
     /// The last planned change of primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_switchover: Option<PrimaryChange>,
+    /// When `spec.backup.schedule` next names (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_backup: Option<Time>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

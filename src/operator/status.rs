@@ -293,6 +293,13 @@ pub fn compute(
         instances_status: instances,
         last_failover: primary_change(&observed.history, false).or(old.last_failover),
         last_switchover: primary_change(&observed.history, true).or(old.last_switchover),
+        next_scheduled_backup: cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.schedule.parse::<crate::common::cron::Schedule>().ok())
+            .and_then(|s| s.next_after(now.0))
+            .map(Time),
         conditions,
     }
 }
@@ -419,6 +426,13 @@ mod tests {
         };
         let s = compute(&without, &observed, None, None, &now());
         assert!(s.conditions.iter().all(|c| c.type_ != CONTINUOUS_ARCHIVING));
+        assert_eq!(s.next_scheduled_backup, None);
+        let s = compute(&with_backup, &observed, None, None, &now());
+        assert_eq!(
+            s.next_scheduled_backup.map(|t| t.0.to_string()).as_deref(),
+            Some("2026-11-27T00:00:00Z"),
+            "the default schedule: daily at midnight UTC"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::api::backup::ARCHIVE_PARAMETERS;
 use crate::api::cluster::{RESERVED_PARAMETERS, SynchronousMode};
 use crate::api::names::ObjectNames;
 use crate::api::timing::{HaTiming, TimingError};
+use crate::common::cron::Schedule;
 
 /// One thing wrong with a spec; its text starts with the field it names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +17,8 @@ pub enum Problem {
     ReservedParameter(String),
     #[error("spec.postgresql.parameters.{0} is managed by pgwarden while spec.backup is set")]
     ArchiveParameter(String),
+    #[error("spec.backup.schedule: {0}")]
+    Schedule(String),
     #[error(
         "spec.instanceTags.{pod}: not an instance of cluster {cluster} (expected {cluster}-<ordinal>)"
     )]
@@ -37,6 +40,7 @@ impl Problem {
             Problem::ReservedParameter(key) | Problem::ArchiveParameter(key) => {
                 format!("spec.postgresql.parameters.{key}")
             }
+            Problem::Schedule(_) => "spec.backup.schedule".into(),
             Problem::UnknownInstance { pod, .. } => format!("spec.instanceTags.{pod}"),
             Problem::SynchronousNodeCount { .. } => "spec.ha.synchronousNodeCount".into(),
             Problem::Renew => "spec.ha".into(),
@@ -108,6 +112,11 @@ pub fn problems(cluster: &PostgresCluster) -> Vec<Problem> {
         } else if spec.backup.is_some() && ARCHIVE_PARAMETERS.contains(&key.as_str()) {
             out.push(Problem::ArchiveParameter(key.clone()));
         }
+    }
+    if let Some(backup) = &spec.backup
+        && let Err(e) = backup.schedule.parse::<Schedule>()
+    {
+        out.push(Problem::Schedule(e.to_string()));
     }
     for pod in spec.instance_tags.keys() {
         let known = (0..16u32).any(|i| names.pod(i) == *pod);
@@ -198,6 +207,19 @@ mod tests {
                 "spec.postgresql.parameters.archive_command is managed by pgwarden while spec.backup is set",
                 "spec.postgresql.parameters.archive_mode is managed by pgwarden while spec.backup is set"
             ]
+        );
+    }
+
+    #[test]
+    fn a_backup_schedule_that_is_not_cron_names_the_field() {
+        let c = cluster(
+            serde_json::json!({"backup": {"schedule": "0 25 * * *", "repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let p: Vec<String> = problems(&c).iter().map(Problem::to_string).collect();
+        assert_eq!(
+            p,
+            ["spec.backup.schedule: hour field \"25\": 25 is outside 0-23"]
         );
     }
 
