@@ -236,6 +236,18 @@ async fn invalid_specs_are_refused_with_the_field_named() {
             "spec.postgresql.parameters",
         ),
         (
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {schedule: '0 0 * * mon', repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}",
+            "spec.backup.schedule",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}\n  postgresql: {parameters: {archive_command: 'cp %p /x'}}",
+            "archive_command and archive_mode are managed by pgwarden while spec.backup is set",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: 'https://s3.example.com', bucket: b, credentialsSecret: c}}}",
+            "spec.backup.repository.s3.endpoint",
+        ),
+        (
             "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {database: Bad-Name}",
             "spec.bootstrap.database",
         ),

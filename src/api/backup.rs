@@ -22,7 +22,14 @@ pub struct BackupSpec {
     /// When the operator takes a full backup, in cron syntax (minute hour day-of-month month
     /// day-of-week, UTC). Default: daily at midnight.
     #[serde(default = "default_schedule")]
-    #[schemars(regex(pattern = r"^\S+\s+\S+\s+\S+\s+\S+\s+\S+$"), length(max = 128))]
+    // Each field `*`, `n` or `a-b`, with an optional `/step`, comma-separated; the operator
+    // checks the numbers' ranges (SpecValid names the field).
+    #[schemars(
+        regex(
+            pattern = r"^\s*(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*(\s+(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?(,(\*|[0-9]+(-[0-9]+)?)(/[0-9]+)?)*){4}\s*$"
+        ),
+        length(max = 128)
+    )]
     pub schedule: String,
     /// Archive every WAL segment to the repository (`archive_mode = on`): the recovery point of
     /// a restore is then the last archived segment, not the last backup.
