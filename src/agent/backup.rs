@@ -172,3 +172,123 @@ mod tests {
         assert!(started);
     }
 }
+
+/// What the primary's agent does about the operator's backup request this loop (pure; the loop
+/// runs `pgbackrest backup` and writes the `backup-result` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupStep {
+    Nothing,
+    /// Start the request here (and report it `running`).
+    Start(crate::api::state::BackupRequest),
+    /// Kill the backup running here: this member is no longer the primary.
+    Abort,
+    /// Report the request failed: the member that ran it stopped being the primary, so it
+    /// will never report (a failover or switchover during the backup).
+    Orphaned {
+        member: String,
+    },
+}
+
+/// `running`: the request running here, if any.
+pub fn plan_backup(
+    request: Option<&crate::api::state::BackupRequest>,
+    result: Option<&crate::api::state::BackupResult>,
+    running: Option<&str>,
+    primary: bool,
+) -> BackupStep {
+    if running.is_some() {
+        return if primary {
+            BackupStep::Nothing
+        } else {
+            BackupStep::Abort
+        };
+    }
+    let Some(req) = request.filter(|_| primary) else {
+        return BackupStep::Nothing;
+    };
+    match result.filter(|r| r.name == req.name) {
+        None => BackupStep::Start(req.clone()),
+        // Running elsewhere (a former primary), or here before this agent restarted (it died
+        // with the agent): nobody will report it.
+        Some(r) if r.phase == "running" => BackupStep::Orphaned {
+            member: r.member.clone(),
+        },
+        Some(_) => BackupStep::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::api::state::{BackupRequest, BackupResult};
+
+    fn req(name: &str) -> BackupRequest {
+        BackupRequest {
+            name: name.into(),
+            type_: "full".into(),
+        }
+    }
+
+    fn result(name: &str, phase: &str, member: &str) -> BackupResult {
+        BackupResult {
+            name: name.into(),
+            phase: phase.into(),
+            member: member.into(),
+            started: "2026-12-02T07:00:00Z".into(),
+            finished: None,
+            label: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn the_primary_runs_each_request_once_and_a_lost_run_is_reported_failed() {
+        let r = req("nightly-1");
+        assert_eq!(
+            plan_backup(Some(&r), None, None, true),
+            BackupStep::Start(r.clone())
+        );
+        assert_eq!(
+            plan_backup(Some(&r), None, None, false),
+            BackupStep::Nothing
+        );
+        let older = result("nightly-0", "completed", "pg-0");
+        assert_eq!(
+            plan_backup(Some(&r), Some(&older), None, true),
+            BackupStep::Start(r.clone()),
+            "the result of an older request"
+        );
+        let mine = result("nightly-1", "running", "pg-0");
+        assert_eq!(
+            plan_backup(Some(&r), Some(&mine), Some("nightly-1"), true),
+            BackupStep::Nothing
+        );
+        assert_eq!(
+            plan_backup(Some(&r), Some(&mine), Some("nightly-1"), false),
+            BackupStep::Abort,
+            "demoted while running"
+        );
+        assert_eq!(
+            plan_backup(Some(&r), Some(&mine), None, true),
+            BackupStep::Orphaned {
+                member: "pg-0".into()
+            },
+            "the new primary reports the old one's run failed"
+        );
+        let done = result("nightly-1", "completed", "pg-0");
+        assert_eq!(
+            plan_backup(Some(&r), Some(&done), None, true),
+            BackupStep::Nothing
+        );
+        let failed = result("nightly-1", "failed", "pg-0");
+        assert_eq!(
+            plan_backup(Some(&r), Some(&failed), None, true),
+            BackupStep::Nothing,
+            "a failed request is not retried by the agent: the operator decides"
+        );
+        assert_eq!(
+            plan_backup(None, Some(&done), None, true),
+            BackupStep::Nothing
+        );
+    }
+}
