@@ -1001,7 +1001,7 @@ fn backup_spec(ns: &str) -> String {
     format!(
         "  backup:\n    repository:\n      s3:\n        endpoint: \"{}\"\n        bucket: {}\n        \
          region: {}\n        uriStyle: path\n        credentialsSecret: store-keys\n        \
-         caSecret: store-ca\n",
+         caSecret: store-ca\n    schedule: \"* * * * *\"\n",
         var("PGWARDEN_S3_ENDPOINT"),
         var("PGWARDEN_S3_BUCKET"),
         var("PGWARDEN_S3_REGION"),
@@ -1023,9 +1023,10 @@ async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
         })
 }
 
-/// Issue 13, first part of test 1: a cluster with a repository creates its stanza, archives its
-/// WAL (a forced segment switch reaches the repository, as pg_stat_archiver and `pgbackrest
-/// info` on the primary both say) and reports `ContinuousArchiving` True.
+/// Issue 13, test 1: a cluster with a repository creates its stanza, archives its WAL (a forced
+/// segment switch reaches the repository, as pg_stat_archiver and `pgbackrest info` on the
+/// primary both say) and reports `ContinuousArchiving` True; its schedule's full backup
+/// completes and shows in the status, the plugin's `backups` and an Event.
 #[tokio::test]
 #[ignore]
 async fn a_cluster_with_a_repository_archives_its_wal() {
@@ -1105,6 +1106,72 @@ async fn a_cluster_with_a_repository_archives_its_wal() {
     assert!(
         max >= segment.as_str(),
         "the repository's newest archived segment {max} is not past {segment}"
+    );
+    // Test 1, second part: the schedule (every minute here) asks the primary for a full backup;
+    // it completes, and the status, the plugin and the repository agree on it.
+    wait_until(6 * MIN, "a scheduled backup completed", || async {
+        let st = pg.status().await;
+        st["lastBackup"]["phase"] == "completed"
+            && st["lastSuccessfulBackup"]["label"].as_str().is_some()
+            && st["backups"].as_array().is_some_and(|b| !b.is_empty())
+    })
+    .await;
+    let st = pg.status().await;
+    let label = st["lastSuccessfulBackup"]["label"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    log(format!(
+        "last backup {}; first recoverability point {}",
+        st["lastBackup"], st["firstRecoverabilityPoint"]
+    ));
+    assert!(label.ends_with('F'), "a full backup's label: {label}");
+    assert!(
+        st["lastBackup"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("scheduled-")),
+        "{}",
+        st["lastBackup"]
+    );
+    assert!(st["firstRecoverabilityPoint"].as_str().is_some());
+    let info = pg
+        .kubectl(&[
+            "exec",
+            &primary,
+            "-c",
+            "postgres",
+            "--",
+            "pgbackrest",
+            "info",
+            "--output=json",
+        ])
+        .expect("pgbackrest info in the primary's pod");
+    let info: serde_json::Value = serde_json::from_str(&info).expect("pgbackrest info is JSON");
+    let labels: Vec<&str> = info[0]["backup"]
+        .as_array()
+        .map(|b| b.iter().filter_map(|b| b["label"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        labels.contains(&label.as_str()),
+        "the repository holds {labels:?}, not {label}"
+    );
+    let plugin = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-pgwarden"))
+        .args(["-n", ns, "backups", "pg"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run kubectl-pgwarden");
+    let table = String::from_utf8_lossy(&plugin.stdout);
+    log(format!("kubectl pgwarden backups pg:\n{table}"));
+    assert!(
+        plugin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plugin.stderr)
+    );
+    assert!(table.contains(&label), "the plugin lists {label}");
+    let events = pg.kubectl(&["get", "events", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("BackupCompleted") && events.contains(&label),
+        "a BackupCompleted Event names {label}"
     );
     pg.delete().await;
 }

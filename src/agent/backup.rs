@@ -6,12 +6,24 @@
 //! idempotent: on a repository that already holds the stanza for this system it only checks it.
 //! Until it succeeds `archive_command` fails, WAL stays in `pg_wal`, and the cluster's
 //! `ContinuousArchiving` condition says so.
+//!
+//! Base backups: the operator writes a request (`backup` key of the state ConfigMap, a unique
+//! name); the primary whose stanza is ready runs it once ([`plan_backup`], pure), reporting in the
+//! `backup-result` key: `running` before it starts (so a request is never run twice), then
+//! `completed` with pgBackRest's label or `failed` with its error. A primary that is demoted
+//! kills its run and reports it failed; a new primary reports a run its predecessor never
+//! finished as failed. The operator, not the agent, decides whether to ask again. Each backup
+//! and every [`INFO_EVERY`] the primary reads `pgbackrest info` and publishes what the repository
+//! holds in its member status.
 
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 
 use tokio::process::Command;
+
+use crate::api::backup::RepositoryInfo;
+use crate::api::state::{BackupRequest, BackupResult};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -100,18 +112,156 @@ impl Stanza {
 
 /// Run `pgbackrest stanza-create` (the stanza, repository and instance from the environment).
 pub fn spawn_stanza_create() -> JoinHandle<Result<(), String>> {
-    tokio::spawn(run(&["stanza-create"]))
+    tokio::spawn(async { run(&["stanza-create"], TIMEOUT).await.map(|_| ()) })
 }
 
-async fn run(args: &[&str]) -> Result<(), String> {
+/// How often a primary reads what the repository holds (besides after each backup).
+pub const INFO_EVERY: Duration = Duration::from_secs(300);
+/// A base backup may take this long before it is killed and reported failed.
+pub const BACKUP_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// `pgbackrest info` for the stanza (`PGBACKREST_STANZA`), parsed.
+pub async fn repository_info() -> Result<RepositoryInfo, String> {
+    let stanza = std::env::var("PGBACKREST_STANZA").unwrap_or_default();
+    let json = run(&["info", "--output=json"], TIMEOUT).await?;
+    crate::api::backup::parse_info(&json, &stanza)
+}
+
+/// Run `pgbackrest backup --type=<type_>` (which also expires what the retention no longer
+/// keeps), then read the repository: the newest backup is the one just taken.
+pub fn spawn_backup(type_: String) -> InfoTask {
+    tokio::spawn(async move {
+        let arg = format!("--type={type_}");
+        run(&["backup", &arg], BACKUP_TIMEOUT).await?;
+        repository_info().await
+    })
+}
+
+/// A pgBackRest run that ends in a read of the repository.
+pub type InfoTask = JoinHandle<Result<RepositoryInfo, String>>;
+
+/// A backup running on this primary, and the repository as this member last read it.
+#[derive(Debug, Default)]
+pub struct Runner {
+    /// The request, when it started, the task.
+    running: Option<(BackupRequest, String, InfoTask)>,
+    info: Option<InfoTask>,
+    info_due: Option<Instant>,
+    /// What the repository holds (published by a primary).
+    pub repository: Option<RepositoryInfo>,
+    /// A result not yet written to the state ConfigMap (the apiserver failed); retried each loop.
+    pub unwritten: Option<BackupResult>,
+}
+
+impl Runner {
+    /// The request running here.
+    pub fn running(&self) -> Option<&str> {
+        self.running.as_ref().map(|(r, _, _)| r.name.as_str())
+    }
+
+    /// Start `request` (`started`: RFC 3339 now) with `spawn`.
+    pub fn start(
+        &mut self,
+        request: BackupRequest,
+        started: String,
+        spawn: impl FnOnce(String) -> InfoTask,
+    ) {
+        let task = spawn(request.type_.clone());
+        self.running = Some((request, started, task));
+    }
+
+    /// Kill the running backup; its result says why.
+    pub fn abort(&mut self, me: &str, finished: String) {
+        if let Some((req, started, task)) = self.running.take() {
+            task.abort();
+            self.unwritten = Some(BackupResult {
+                name: req.name,
+                phase: BackupResult::FAILED.into(),
+                member: me.into(),
+                started,
+                finished: Some(finished),
+                label: None,
+                error: Some(format!("interrupted: {me} stopped being the primary")),
+            });
+        }
+    }
+
+    /// The result of a backup that finished since the last call (and the repository it read).
+    pub fn collect(&mut self, me: &str, finished: String) -> Option<BackupResult> {
+        if !self
+            .running
+            .as_ref()
+            .is_some_and(|(_, _, t)| t.is_finished())
+        {
+            return None;
+        }
+        let (req, started, task) = self.running.take()?;
+        let outcome = task
+            .now_or_never()
+            .map(|r| r.unwrap_or_else(|e| Err(format!("the backup task failed: {e}"))))
+            .unwrap_or_else(|| Err("the backup task vanished".into()));
+        let mut result = BackupResult {
+            name: req.name,
+            phase: BackupResult::COMPLETED.into(),
+            member: me.into(),
+            started,
+            finished: Some(finished),
+            label: None,
+            error: None,
+        };
+        match outcome {
+            Ok(info) => {
+                result.label = info.backups.first().map(|b| b.label.clone());
+                self.repository = Some(info);
+                self.info_due = Some(Instant::now() + INFO_EVERY);
+            }
+            Err(e) => {
+                result.phase = BackupResult::FAILED.into();
+                result.error = Some(e);
+            }
+        }
+        Some(result)
+    }
+
+    /// Read the repository now and then while `ready` (a primary whose stanza exists); forget
+    /// it otherwise.
+    pub fn refresh_info(&mut self, ready: bool, now: Instant, spawn: impl FnOnce() -> InfoTask) {
+        if !ready {
+            if let Some(t) = self.info.take() {
+                t.abort();
+            }
+            self.repository = None;
+            self.info_due = None;
+            return;
+        }
+        if let Some(t) = &self.info {
+            if !t.is_finished() {
+                return;
+            }
+            match self.info.take().and_then(|t| t.now_or_never()) {
+                Some(Ok(Ok(info))) => self.repository = Some(info),
+                Some(Ok(Err(e))) => warn!(error = %e, "cannot read the backup repository"),
+                _ => warn!("the repository read ended abnormally"),
+            }
+            self.info_due = Some(now + INFO_EVERY);
+            return;
+        }
+        if self.info_due.is_none_or(|t| now >= t) && self.running.is_none() {
+            self.info = Some(spawn());
+        }
+    }
+}
+
+/// Run `pgbackrest <args>`; its standard output, or the ERROR line it printed.
+async fn run(args: &[&str], timeout: Duration) -> Result<String, String> {
     let mut cmd = Command::new("pgbackrest");
     cmd.args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(TIMEOUT, cmd.output())
+    let out = tokio::time::timeout(timeout, cmd.output())
         .await
-        .map_err(|_| format!("pgbackrest {} took more than {TIMEOUT:?}", args.join(" ")))?
+        .map_err(|_| format!("pgbackrest {} took more than {timeout:?}", args.join(" ")))?
         .map_err(|e| format!("cannot run pgbackrest: {e}"))?;
     if out.status.success() {
-        return Ok(());
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -179,7 +329,7 @@ mod tests {
 pub enum BackupStep {
     Nothing,
     /// Start the request here (and report it `running`).
-    Start(crate::api::state::BackupRequest),
+    Start(BackupRequest),
     /// Kill the backup running here: this member is no longer the primary.
     Abort,
     /// Report the request failed: the member that ran it stopped being the primary, so it
@@ -191,8 +341,8 @@ pub enum BackupStep {
 
 /// `running`: the request running here, if any.
 pub fn plan_backup(
-    request: Option<&crate::api::state::BackupRequest>,
-    result: Option<&crate::api::state::BackupResult>,
+    request: Option<&BackupRequest>,
+    result: Option<&BackupResult>,
     running: Option<&str>,
     primary: bool,
 ) -> BackupStep {
@@ -210,7 +360,7 @@ pub fn plan_backup(
         None => BackupStep::Start(req.clone()),
         // Running elsewhere (a former primary), or here before this agent restarted (it died
         // with the agent): nobody will report it.
-        Some(r) if r.phase == "running" => BackupStep::Orphaned {
+        Some(r) if !r.finished() => BackupStep::Orphaned {
             member: r.member.clone(),
         },
         Some(_) => BackupStep::Nothing,
@@ -220,7 +370,6 @@ pub fn plan_backup(
 #[cfg(test)]
 mod plan_tests {
     use super::*;
-    use crate::api::state::{BackupRequest, BackupResult};
 
     fn req(name: &str) -> BackupRequest {
         BackupRequest {

@@ -9,7 +9,7 @@ use super::dcs::Snapshot;
 use super::ha::DataDir;
 use super::postgres::{LiveState, ReplicationRow};
 use super::rest::RestView;
-use crate::api::backup::ArchiverStats;
+use crate::api::backup::{ArchiverStats, RepositoryInfo};
 use crate::api::member::{
     MemberRole, MemberState, MemberStatus, MemberTags, api_url, conn_url, role_label,
 };
@@ -39,6 +39,8 @@ pub struct Seen<'a> {
     pub clients_fenced: bool,
     /// `pg_stat_archiver`, read on a primary that archives WAL.
     pub archiver: Option<&'a ArchiverStats>,
+    /// What the repository holds, as this primary last read it.
+    pub repository: Option<&'a RepositoryInfo>,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -79,6 +81,7 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         config: me.config.clone(),
         archiver: seen.archiver.cloned(),
+        repository: seen.repository.cloned(),
     }
 }
 
@@ -187,6 +190,7 @@ mod tests {
             holds_lease: holds,
             clients_fenced: false,
             archiver: None,
+            repository: None,
         }
     }
 

@@ -195,6 +195,7 @@ impl Agent {
             cloning: None,
             paused: false,
             stanza: super::backup::Stanza::new(),
+            backups: super::backup::Runner::default(),
             primary_down_since: None,
             args,
         })

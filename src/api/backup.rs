@@ -504,3 +504,227 @@ mod archiver_tests {
         assert_eq!(never_ok.health().status, "False");
     }
 }
+
+/// One backup the repository holds, as `pgbackrest info --output=json` describes it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryBackup {
+    /// pgBackRest's label, e.g. `20261202-080100F` (`F` full, `D` differential, `I` incremental).
+    pub label: String,
+    /// `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// When it started and finished (RFC 3339, UTC).
+    pub started: String,
+    pub finished: String,
+    /// The database's size in bytes, and what this backup added to the repository.
+    #[serde(default)]
+    pub database_bytes: i64,
+    #[serde(default)]
+    pub repository_bytes: i64,
+    /// The WAL segments a restore from it needs at least (`walStart` up to `walStop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_stop: Option<String>,
+}
+
+/// What the repository holds for the cluster's stanza, newest backup first.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryInfo {
+    /// At most [`MAX_LISTED_BACKUPS`], newest first.
+    #[serde(default)]
+    pub backups: Vec<RepositoryBackup>,
+    /// The earliest time a restore can reach: the end of the oldest backup (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The oldest and newest WAL segment in the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_min: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_max: Option<String>,
+}
+
+/// The member status and the cluster status list this many backups at most (the newest).
+pub const MAX_LISTED_BACKUPS: usize = 30;
+
+/// The parts of pgBackRest's `info` JSON read here (it has many more; unknown ones are ignored).
+#[derive(Deserialize)]
+struct InfoStanza {
+    name: String,
+    #[serde(default)]
+    archive: Vec<InfoArchive>,
+    #[serde(default)]
+    backup: Vec<InfoBackup>,
+    status: InfoStatus,
+}
+
+#[derive(Deserialize)]
+struct InfoArchive {
+    min: Option<String>,
+    max: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InfoBackup {
+    label: String,
+    #[serde(rename = "type")]
+    type_: String,
+    timestamp: InfoTimes,
+    #[serde(default)]
+    info: Option<InfoSizes>,
+    #[serde(default)]
+    archive: Option<InfoWal>,
+    #[serde(default)]
+    error: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct InfoTimes {
+    start: i64,
+    stop: i64,
+}
+
+#[derive(Deserialize)]
+struct InfoSizes {
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    repository: Option<InfoRepoSize>,
+}
+
+#[derive(Deserialize)]
+struct InfoRepoSize {
+    #[serde(default)]
+    delta: i64,
+}
+
+#[derive(Deserialize)]
+struct InfoWal {
+    start: Option<String>,
+    stop: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct InfoStatus {
+    code: i64,
+    message: String,
+}
+
+fn rfc3339(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Read `pgbackrest info --output=json` for `stanza`. A stanza without backups yet (pgBackRest's
+/// status 2, "no valid backups") is an empty repository, not an error; any other non-zero
+/// status is pgBackRest's message. Backups pgBackRest marks as erroneous are left out.
+pub fn parse_info(json: &str, stanza: &str) -> Result<RepositoryInfo, String> {
+    let stanzas: Vec<InfoStanza> =
+        serde_json::from_str(json).map_err(|e| format!("unreadable pgbackrest info: {e}"))?;
+    let s = stanzas
+        .into_iter()
+        .find(|s| s.name == stanza)
+        .ok_or_else(|| format!("pgbackrest info does not list stanza {stanza}"))?;
+    if s.status.code != 0 && s.status.code != 2 {
+        return Err(format!(
+            "stanza {stanza}: {} (code {})",
+            s.status.message, s.status.code
+        ));
+    }
+    let mut backups: Vec<RepositoryBackup> = s
+        .backup
+        .iter()
+        .filter(|b| b.error != Some(true))
+        .map(|b| RepositoryBackup {
+            label: b.label.clone(),
+            type_: b.type_.clone(),
+            started: rfc3339(b.timestamp.start),
+            finished: rfc3339(b.timestamp.stop),
+            database_bytes: b.info.as_ref().map_or(0, |i| i.size),
+            repository_bytes: b
+                .info
+                .as_ref()
+                .and_then(|i| i.repository.as_ref())
+                .map_or(0, |r| r.delta),
+            wal_start: b.archive.as_ref().and_then(|a| a.start.clone()),
+            wal_stop: b.archive.as_ref().and_then(|a| a.stop.clone()),
+        })
+        .collect();
+    // pgBackRest lists oldest first.
+    let first = s
+        .backup
+        .iter()
+        .filter(|b| b.error != Some(true))
+        .map(|b| b.timestamp.stop)
+        .min()
+        .map(rfc3339);
+    backups.reverse();
+    backups.truncate(MAX_LISTED_BACKUPS);
+    let current = s.archive.last();
+    Ok(RepositoryInfo {
+        backups,
+        first_recoverability_point: first,
+        archive_min: current.and_then(|a| a.min.clone()),
+        archive_max: current.and_then(|a| a.max.clone()),
+    })
+}
+
+#[cfg(test)]
+mod info_tests {
+    use super::*;
+
+    /// The shape pgBackRest 2.45 prints (trimmed of fields not read here).
+    const INFO: &str = r#"[{"archive":[{"database":{"id":1,"repo-key":1},"id":"15-1",
+        "max":"000000010000000000000007","min":"000000010000000000000001"}],
+      "backup":[
+        {"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},
+         "error":false,"info":{"delta":23000000,"repository":{"delta":3100000,"size":3100000},
+         "size":23000000},"label":"20261202-080100F","lsn":{"start":"0/3000028","stop":"0/3000100"},
+         "timestamp":{"start":1764662460,"stop":1764662470},"type":"full"},
+        {"archive":{"start":"000000010000000000000005","stop":"000000010000000000000005"},
+         "error":false,"info":{"delta":500000,"repository":{"delta":90000,"size":3200000},
+         "size":23100000},"label":"20261202-080100F_20261202-080200I",
+         "timestamp":{"start":1764662520,"stop":1764662525},"type":"incr"}],
+      "cipher":"none","name":"main","status":{"code":0,"lock":{"backup":{"held":false}},"message":"ok"}}]"#;
+
+    #[test]
+    fn info_lists_the_newest_backup_first_and_the_oldest_end_as_the_first_point() {
+        let info = parse_info(INFO, "main").expect("parses");
+        assert_eq!(info.backups.len(), 2);
+        assert_eq!(info.backups[0].label, "20261202-080100F_20261202-080200I");
+        assert_eq!(info.backups[0].type_, "incr");
+        assert_eq!(info.backups[1].database_bytes, 23_000_000);
+        assert_eq!(info.backups[1].repository_bytes, 3_100_000);
+        assert_eq!(info.backups[1].finished, "2025-12-02T08:01:10Z");
+        assert_eq!(
+            info.backups[1].wal_start.as_deref(),
+            Some("000000010000000000000003")
+        );
+        assert_eq!(
+            info.first_recoverability_point.as_deref(),
+            Some("2025-12-02T08:01:10Z")
+        );
+        assert_eq!(
+            info.archive_max.as_deref(),
+            Some("000000010000000000000007")
+        );
+    }
+
+    #[test]
+    fn an_empty_stanza_is_no_error_and_a_broken_one_says_why() {
+        let empty = r#"[{"archive":[],"backup":[],"name":"main",
+            "status":{"code":2,"message":"no valid backups"}}]"#;
+        let info = parse_info(empty, "main").expect("no backups yet");
+        assert!(info.backups.is_empty());
+        assert_eq!(info.first_recoverability_point, None);
+        let missing = r#"[{"archive":[],"backup":[],"name":"main",
+            "status":{"code":1,"message":"missing stanza path"}}]"#;
+        let e = parse_info(missing, "main").unwrap_err();
+        assert!(e.contains("missing stanza path"), "{e}");
+        assert!(parse_info(INFO, "other").is_err());
+        assert!(parse_info("garbage", "main").is_err());
+    }
+}

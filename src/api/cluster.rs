@@ -498,6 +498,29 @@ pub struct PostgresClusterStatus {
     /// When `spec.backup.schedule` next names (UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scheduled_backup: Option<Time>,
+    /// When the operator last asked for a scheduled backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_backup: Option<Time>,
+    /// The latest backup asked of the primary, scheduled or on demand, and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<crate::api::state::BackupResult>,
+    /// The newest backup the repository holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<crate::api::backup::RepositoryBackup>,
+    /// The earliest point a restore can reach (RFC 3339): the end of the oldest backup held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The newest WAL segment archived, as `pg_stat_archiver` on the primary says.
+    #[serde(
+        default,
+        rename = "lastArchivedWAL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_archived_wal: Option<String>,
+    /// The backups the repository holds, newest first (30 at most), as the primary last read
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<crate::api::backup::RepositoryBackup>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

@@ -83,6 +83,9 @@ pub struct MemberStatus {
     /// `pg_stat_archiver` of a primary that archives WAL (`spec.backup`; pgwarden's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiver: Option<crate::api::backup::ArchiverStats>,
+    /// What the repository holds, as the primary last read it (`spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::api::backup::RepositoryInfo>,
 }
 
 fn is_default_tags(t: &MemberTags) -> bool {
@@ -173,6 +176,7 @@ mod tests {
             version: "0.1.0".into(),
             config: None,
             archiver: None,
+            repository: None,
         }
     }
 

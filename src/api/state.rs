@@ -23,8 +23,9 @@ pub mod keys {
     pub const PAUSE: &str = "pause";
     /// [`DynamicConfig`] as JSON (owned by the operator).
     pub const CONFIG: &str = "config";
-    /// [`BackupRequest`] as JSON: the backup the operator asks the primary to take (owned by
-    /// the operator; removed once it has the result).
+    /// [`BackupRequest`] as JSON: the latest backup the operator asked the primary to take
+    /// (owned by the operator; it stays after the result names it, and a new request replaces
+    /// it).
     pub const BACKUP: &str = "backup";
     /// [`BackupResult`] as JSON: what the primary's agent did with the request (owned by the
     /// agents).
@@ -41,8 +42,9 @@ pub struct BackupRequest {
     pub type_: String,
 }
 
-/// Where a requested backup stands, as the member that runs it reports.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+/// Where a requested backup stands, as the member that runs it reports (also the cluster
+/// status's `lastBackup`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct BackupResult {
     /// The request's name.
     pub name: String,
@@ -61,6 +63,17 @@ pub struct BackupResult {
     /// primary" after a switchover or failover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl BackupResult {
+    pub const RUNNING: &'static str = "running";
+    pub const COMPLETED: &'static str = "completed";
+    pub const FAILED: &'static str = "failed";
+
+    /// Completed or failed: nothing more will happen to this request.
+    pub fn finished(&self) -> bool {
+        self.phase != Self::RUNNING
+    }
 }
 
 /// Settings every member applies while running, without a restart where PostgreSQL allows.

@@ -130,6 +130,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Resume { cluster, wait } => toggle_pause(&s, &cluster, false, wait).await,
         Command::History { cluster, output } => history(&s, &cluster, output).await,
         Command::Status { cluster } => status(&s, &cluster).await,
+        Command::Backups { cluster, output } => backups(&s, &cluster, output).await,
         Command::Completion { .. } => Ok(()),
     }
 }
@@ -582,6 +583,25 @@ async fn history(s: &Session, cluster: &str, output: Output) -> Result<()> {
         Output::Yaml => {
             serde_saphyr::to_string(&render::history_records(&rows)).unwrap_or_default()
         }
+    });
+    Ok(())
+}
+
+async fn backups(s: &Session, cluster: &str, output: Output) -> Result<()> {
+    let c = s.cluster(cluster).await?;
+    if c.spec.backup.is_none() {
+        return Err(CliError::failed(format!(
+            "cluster {cluster} has no backup repository (spec.backup)"
+        )));
+    }
+    let st = c.status.clone().unwrap_or_default();
+    out(&match output {
+        Output::Table => render::backups(&st),
+        Output::Json => {
+            serde_json::to_string_pretty(&st.backups).unwrap_or_else(|_| "[]".into()) + "\n"
+        }
+        Output::Yaml if st.backups.is_empty() => "[]\n".into(),
+        Output::Yaml => serde_saphyr::to_string(&st.backups).unwrap_or_default(),
     });
     Ok(())
 }

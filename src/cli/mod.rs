@@ -238,6 +238,22 @@ Examples:
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// List the backups the cluster's repository holds (spec.backup)
+    #[command(after_help = "\
+Examples:
+  kubectl pgwarden backups demo
+  kubectl pgwarden backups demo -o json
+
+Newest first, as the primary last read `pgbackrest info` (after each backup and every 5
+minutes). The header names the earliest point a restore can reach, the last WAL segment
+archived and the latest backup asked for, with its outcome.")]
+    Backups {
+        /// Name of the PostgresCluster
+        cluster: String,
+        /// Output format
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Phase, primary, readiness, conditions, last failover and switchover, recent Events
     #[command(after_help = "\
 Examples:

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::build::{self, Cluster, state};
 use super::metrics::Metrics;
@@ -20,7 +20,7 @@ use super::observe::{self, Observed};
 use super::remembered::{self, Remembered};
 use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
-use super::{apply, status, step};
+use super::{apply, schedule, status, step};
 use crate::api::PostgresCluster;
 use crate::api::cluster::SynchronousMode;
 use crate::common::agent_client::AgentClient;
@@ -175,6 +175,83 @@ fn decide(cluster: &PostgresCluster, c: &Cluster, observed: &Observed) -> (i32, 
     )
 }
 
+/// The scheduled-backup step (pure; src/operator/schedule.rs).
+fn plan_backups(
+    cluster: &PostgresCluster,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) -> schedule::Plan {
+    let status = cluster.status.as_ref();
+    schedule::plan(
+        cluster.spec.backup.as_ref(),
+        status
+            .and_then(|s| s.last_scheduled_backup.as_ref())
+            .map(|t| t.0),
+        cluster
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0),
+        observed.backup_request.as_ref(),
+        observed.backup_result.as_ref(),
+        now,
+    )
+}
+
+/// Events for the backups: asked for, skipped, and a result that changed since the status.
+async fn report_backups(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    observed: &Observed,
+    plan: &schedule::Plan,
+) {
+    if let Some(why) = &plan.skipped {
+        event(
+            &ctx.recorder,
+            cluster,
+            EventType::Warning,
+            "BackupSkipped",
+            why.clone(),
+        )
+        .await;
+    } else if let (Some(_), Some(r)) = (plan.fired, &plan.request) {
+        info!(cluster = %cluster.name_any(), backup = %r.name, "scheduled backup requested");
+        event(
+            &ctx.recorder,
+            cluster,
+            EventType::Normal,
+            "BackupScheduled",
+            format!("asked the primary for a {} backup ({})", r.type_, r.name),
+        )
+        .await;
+    }
+    let Some(result) = observed.backup_result.as_ref().filter(|r| r.finished()) else {
+        return;
+    };
+    let known = cluster.status.as_ref().and_then(|s| s.last_backup.as_ref());
+    if known == Some(result) {
+        return;
+    }
+    let (type_, reason, note) = match &result.error {
+        None => (
+            EventType::Normal,
+            "BackupCompleted",
+            format!(
+                "backup {} completed on {}: {}",
+                result.name,
+                result.member,
+                result.label.as_deref().unwrap_or("no label")
+            ),
+        ),
+        Some(e) => (
+            EventType::Warning,
+            "BackupFailed",
+            format!("backup {} failed on {}: {e}", result.name, result.member),
+        ),
+    };
+    event(&ctx.recorder, cluster, type_, reason, note).await;
+}
+
 async fn reconcile_inner(
     cluster: &PostgresCluster,
     ctx: &Context,
@@ -197,23 +274,36 @@ async fn reconcile_inner(
     })
     .await;
     let mut step = Step::Idle;
+    let mut backup_plan = None;
     if let Some(c) = validated.buildable() {
         let (replicas, planned) = decide(cluster, c, &observed);
+        let plan = plan_backups(cluster, &observed, jiff::Timestamp::now());
         // 3. build (pure) and 4. apply.
-        apply::children(ctx, cluster, c, &build::children(c, replicas)).await?;
+        apply::children(
+            ctx,
+            cluster,
+            c,
+            &build::children(c, replicas, plan.request.as_ref()),
+        )
+        .await?;
+        report_backups(ctx, cluster, &observed, &plan).await;
+        backup_plan = Some(plan);
         // 5. step, unless the cluster is paused.
         if !cluster.spec.pause {
             step = step::run(ctx, cluster, c, &observed, planned).await?;
         }
     }
     // 6. status.
-    let new_status = status::compute(
+    let mut new_status = status::compute(
         cluster,
         &observed,
         validated.spec_problem().as_deref(),
         step.describe().as_deref(),
         &Time(jiff::Timestamp::now()),
     );
+    if let Some(fired) = backup_plan.and_then(|p| p.fired) {
+        new_status.last_scheduled_backup = Some(Time(fired));
+    }
     apply::status(&ctx.client, cluster, validated.identity(), new_status).await?;
     // Status follows the members even when no watched object changes (lag, timelines).
     let again = if matches!(step, Step::Idle) { 15 } else { 3 };

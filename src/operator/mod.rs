@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod observe;
 pub mod remembered;
 pub mod rolling;
+pub mod schedule;
 pub mod status;
 pub mod step;
 pub mod validate;

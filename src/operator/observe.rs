@@ -12,7 +12,7 @@ use kube::{Api, Client};
 use super::build::Cluster;
 use super::controller::ReconcileError;
 use crate::api::names::LABEL_CLUSTER;
-use crate::api::state::{HistoryEntry, SyncState, keys};
+use crate::api::state::{BackupRequest, BackupResult, HistoryEntry, SyncState, keys};
 
 /// What the operator read of one cluster.
 #[derive(Debug, Default)]
@@ -30,6 +30,10 @@ pub struct Observed {
     pub sync: SyncState,
     /// The nodes of the cluster's pods that are cordoned (`spec.unschedulable`).
     pub cordoned_nodes: BTreeSet<String>,
+    /// The `backup` key: the latest backup request.
+    pub backup_request: Option<BackupRequest>,
+    /// The `backup-result` key: what the primary did with a request.
+    pub backup_result: Option<BackupResult>,
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -56,6 +60,15 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         .get_opt(&c.names.state_config_map())
         .await
         .map_err(failed("ConfigMap", c.names.state_config_map()))?;
+    let key = |k: &str| {
+        state
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(k))
+            .cloned()
+    };
+    let backup_request = key(keys::BACKUP).and_then(|v| serde_json::from_str(&v).ok());
+    let backup_result = key(keys::BACKUP_RESULT).and_then(|v| serde_json::from_str(&v).ok());
     Ok(Observed {
         pods,
         replicas: sts
@@ -82,6 +95,8 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|d| d.get(keys::SYNC).and_then(|s| serde_json::from_str(s).ok()))
             .unwrap_or_default(),
         cordoned_nodes: BTreeSet::new(),
+        backup_request,
+        backup_result,
     })
 }
 

@@ -281,6 +281,17 @@ pub fn compute(
         values.push(archiving_condition(primary_status.as_ref()));
     }
     let conditions = merge_conditions(&old.conditions, values, cluster.metadata.generation, now);
+    let repository = primary_status.as_ref().and_then(|s| s.repository.as_ref());
+    // Without spec.backup nothing of a former repository is shown.
+    let old = match cluster.spec.backup {
+        Some(_) => old,
+        None => PostgresClusterStatus {
+            conditions: old.conditions,
+            last_failover: old.last_failover,
+            last_switchover: old.last_switchover,
+            ..Default::default()
+        },
+    };
 
     PostgresClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -300,6 +311,30 @@ pub fn compute(
             .and_then(|b| b.schedule.parse::<crate::common::cron::Schedule>().ok())
             .and_then(|s| s.next_after(now.0))
             .map(Time),
+        last_scheduled_backup: old.last_scheduled_backup.clone(),
+        // A run lost with its ConfigMap key (the key rewritten by hand) keeps the last one seen.
+        last_backup: cluster
+            .spec
+            .backup
+            .as_ref()
+            .and(observed.backup_result.clone())
+            .or(old.last_backup.clone()),
+        // What the primary last read of the repository; kept while no primary publishes one
+        // (during a failover, before the new primary's first read).
+        last_successful_backup: repository
+            .map(|r| r.backups.first().cloned())
+            .unwrap_or(old.last_successful_backup.clone()),
+        first_recoverability_point: repository
+            .map(|r| r.first_recoverability_point.clone())
+            .unwrap_or(old.first_recoverability_point.clone()),
+        backups: repository
+            .map(|r| r.backups.clone())
+            .unwrap_or(old.backups.clone()),
+        last_archived_wal: primary_status
+            .as_ref()
+            .and_then(|s| s.archiver.as_ref())
+            .and_then(|a| a.last_archived_wal.clone())
+            .or(old.last_archived_wal.clone()),
         conditions,
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster's coordination objects, pre-created with the cluster's labels and owner reference
 //! so they go when it goes: the Lease `<c>-leader` (metadata only: its spec belongs to the
-//! agents) and the ConfigMap `<c>-state`, where the operator owns exactly the `config` and `pause`
-//! keys and the agents keep theirs.
+//! agents) and the ConfigMap `<c>-state`, where the operator owns exactly the `config`, `pause` and
+//! `backup` keys and the agents keep theirs.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 
 use super::Cluster;
-use crate::api::state::{DynamicConfig, keys};
+use crate::api::state::{BackupRequest, DynamicConfig, keys};
 
 pub fn lease(cluster: &Cluster) -> Lease {
     Lease {
@@ -34,13 +34,19 @@ pub fn dynamic_config(cluster: &Cluster) -> DynamicConfig {
     }
 }
 
-pub fn state_config_map(cluster: &Cluster) -> ConfigMap {
+/// `backup`: the latest backup request (kept on every apply: server-side apply removes an
+/// owned key that is left out).
+pub fn state_config_map(cluster: &Cluster, backup: Option<&BackupRequest>) -> ConfigMap {
+    let mut data = BTreeMap::from([
+        (keys::CONFIG.to_string(), dynamic_config(cluster).to_json()),
+        (keys::PAUSE.to_string(), cluster.spec.pause.to_string()),
+    ]);
+    if let Some(request) = backup.and_then(|r| serde_json::to_string(r).ok()) {
+        data.insert(keys::BACKUP.to_string(), request);
+    }
     ConfigMap {
         metadata: cluster.meta(cluster.names.state_config_map()),
-        data: Some(BTreeMap::from([
-            (keys::CONFIG.to_string(), dynamic_config(cluster).to_json()),
-            (keys::PAUSE.to_string(), cluster.spec.pause.to_string()),
-        ])),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -57,7 +63,7 @@ mod tests {
             "postgresql": {"parameters": {"work_mem": "8MB"}, "pgHba": ["host all all 10.0.0.0/8 scram-sha-256"]}
         }));
         let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
-        let cm = state_config_map(&cluster);
+        let cm = state_config_map(&cluster, None);
         let data = cm.data.unwrap();
         assert_eq!(data.keys().collect::<Vec<_>>(), ["config", "pause"]);
         assert_eq!(data["pause"], "true");
