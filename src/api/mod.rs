@@ -6,7 +6,9 @@ pub mod cluster;
 pub mod member;
 pub mod names;
 pub mod patroni;
+pub mod postgres_backup;
 pub mod state;
 pub mod timing;
 
 pub use cluster::{PostgresCluster, PostgresClusterSpec, PostgresClusterStatus};
+pub use postgres_backup::{PostgresBackup, PostgresBackupSpec, PostgresBackupStatus};

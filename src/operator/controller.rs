@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::build::{self, Cluster, state};
@@ -20,9 +21,9 @@ use super::observe::{self, Observed};
 use super::remembered::{self, Remembered};
 use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
-use super::{apply, schedule, status, step};
-use crate::api::PostgresCluster;
+use super::{apply, backups, schedule, status, step};
 use crate::api::cluster::SynchronousMode;
+use crate::api::{PostgresBackup, PostgresCluster};
 use crate::common::agent_client::AgentClient;
 
 /// The one field manager for everything the operator applies.
@@ -175,14 +176,48 @@ fn decide(cluster: &PostgresCluster, c: &Cluster, observed: &Observed) -> (i32, 
     )
 }
 
-/// The scheduled-backup step (pure; src/operator/schedule.rs).
-fn plan_backups(
+/// The backup request this reconcile applies: the oldest unfinished `PostgresBackup` first,
+/// then the schedule (src/operator/backups.rs, src/operator/schedule.rs; both pure). The
+/// `PostgresBackup` statuses are written first, so a result is recorded before a new request
+/// replaces it.
+async fn plan_backups(
+    ctx: &Context,
     cluster: &PostgresCluster,
     observed: &Observed,
     now: jiff::Timestamp,
-) -> schedule::Plan {
+) -> Result<schedule::Plan, ReconcileError> {
+    let queue = backups::plan(
+        &observed.backups,
+        cluster.spec.backup.is_some(),
+        observed.backup_request.as_ref(),
+        observed.backup_result.as_ref(),
+    );
+    if !queue.statuses.is_empty() {
+        let ns = cluster.namespace().unwrap_or_default();
+        let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
+        for (name, status) in &queue.statuses {
+            let patch = serde_json::json!({ "status": status });
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| ReconcileError::Step {
+                    action: "write the status of",
+                    kind: "PostgresBackup",
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    if let Some(r) = &queue.request {
+        info!(cluster = %cluster.name_any(), backup = %r.name, "on-demand backup requested");
+    }
+    let current = queue.request.as_ref().or(observed.backup_request.as_ref());
+    // A new on-demand request has no result yet: the schedule sees it outstanding.
+    let result = match &queue.request {
+        Some(_) => None,
+        None => observed.backup_result.as_ref(),
+    };
     let status = cluster.status.as_ref();
-    schedule::plan(
+    Ok(schedule::plan(
         cluster.spec.backup.as_ref(),
         status
             .and_then(|s| s.last_scheduled_backup.as_ref())
@@ -192,10 +227,10 @@ fn plan_backups(
             .creation_timestamp
             .as_ref()
             .map_or(now, |t| t.0),
-        observed.backup_request.as_ref(),
-        observed.backup_result.as_ref(),
+        current,
+        result,
         now,
-    )
+    ))
 }
 
 /// Events for the backups: asked for, skipped, and a result that changed since the status.
@@ -277,7 +312,7 @@ async fn reconcile_inner(
     let mut backup_plan = None;
     if let Some(c) = validated.buildable() {
         let (replicas, planned) = decide(cluster, c, &observed);
-        let plan = plan_backups(cluster, &observed, jiff::Timestamp::now());
+        let plan = plan_backups(ctx, cluster, &observed, jiff::Timestamp::now()).await?;
         // 3. build (pure) and 4. apply.
         apply::children(
             ctx,

@@ -11,6 +11,7 @@ use kube::{Api, Client};
 
 use super::build::Cluster;
 use super::controller::ReconcileError;
+use crate::api::PostgresBackup;
 use crate::api::names::LABEL_CLUSTER;
 use crate::api::state::{BackupRequest, BackupResult, HistoryEntry, SyncState, keys};
 
@@ -34,6 +35,8 @@ pub struct Observed {
     pub backup_request: Option<BackupRequest>,
     /// The `backup-result` key: what the primary did with a request.
     pub backup_result: Option<BackupResult>,
+    /// The `PostgresBackup` objects naming this cluster.
+    pub backups: Vec<PostgresBackup>,
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -60,6 +63,14 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         .get_opt(&c.names.state_config_map())
         .await
         .map_err(failed("ConfigMap", c.names.state_config_map()))?;
+    let backups = Api::<PostgresBackup>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(failed("PostgresBackup", ns.clone()))?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster == c.names.cluster())
+        .collect();
     let key = |k: &str| {
         state
             .as_ref()
@@ -97,6 +108,7 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         cordoned_nodes: BTreeSet::new(),
         backup_request,
         backup_result,
+        backups,
     })
 }
 
