@@ -1026,7 +1026,8 @@ async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
 /// Issue 13, test 1: a cluster with a repository creates its stanza, archives its WAL (a forced
 /// segment switch reaches the repository, as pg_stat_archiver and `pgbackrest info` on the
 /// primary both say) and reports `ContinuousArchiving` True; its schedule's full backup
-/// completes and shows in the status, the plugin's `backups` and an Event.
+/// completes and shows in the status, the plugin's `backups` and an Event; an on-demand
+/// incremental backup (`kubectl pgwarden backup --wait`, a PostgresBackup) completes too.
 #[tokio::test]
 #[ignore]
 async fn a_cluster_with_a_repository_archives_its_wal() {
@@ -1173,5 +1174,45 @@ async fn a_cluster_with_a_repository_archives_its_wal() {
         events.contains("BackupCompleted") && events.contains(&label),
         "a BackupCompleted Event names {label}"
     );
+    // On demand: `kubectl pgwarden backup --wait` creates a PostgresBackup, the operator queues
+    // it (ahead of the next scheduled one) and the command returns when it completed.
+    let run = tokio::time::timeout(
+        8 * MIN,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-pgwarden"))
+            .args([
+                "-n",
+                ns,
+                "backup",
+                "pg",
+                "--type",
+                "incr",
+                "--name",
+                "before-migration",
+                "--wait",
+            ])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl pgwarden backup --wait returns within 8 minutes")
+    .expect("run kubectl-pgwarden");
+    let said = String::from_utf8_lossy(&run.stdout);
+    log(format!("kubectl pgwarden backup --wait:\n{said}"));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let object: serde_json::Value = serde_json::from_str(
+        &pg.kubectl(&["get", "postgresbackup", "before-migration", "-o", "json"])
+            .expect("the PostgresBackup exists"),
+    )
+    .expect("JSON");
+    let st = &object["status"];
+    assert_eq!(st["phase"], "Completed", "{st}");
+    let incr = st["label"].as_str().unwrap_or_default();
+    assert!(incr.ends_with('I'), "an incremental backup's label: {st}");
+    assert!(said.contains(incr), "the command printed the label {incr}");
     pg.delete().await;
 }

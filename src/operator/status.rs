@@ -281,7 +281,11 @@ pub fn compute(
         values.push(archiving_condition(primary_status.as_ref()));
     }
     let conditions = merge_conditions(&old.conditions, values, cluster.metadata.generation, now);
-    let repository = primary_status.as_ref().and_then(|s| s.repository.as_ref());
+    let with_backup = cluster.spec.backup.is_some();
+    let repository = primary_status
+        .as_ref()
+        .and_then(|s| s.repository.as_ref())
+        .filter(|_| with_backup);
     // Without spec.backup nothing of a former repository is shown.
     let old = match cluster.spec.backup {
         Some(_) => old,
@@ -332,6 +336,7 @@ pub fn compute(
             .unwrap_or(old.backups.clone()),
         last_archived_wal: primary_status
             .as_ref()
+            .filter(|_| with_backup)
             .and_then(|s| s.archiver.as_ref())
             .and_then(|a| a.last_archived_wal.clone())
             .or(old.last_archived_wal.clone()),
@@ -468,6 +473,74 @@ mod tests {
             Some("2026-11-27T00:00:00Z"),
             "the default schedule: daily at midnight UTC"
         );
+    }
+
+    #[test]
+    fn the_repository_the_primary_read_is_shown_and_kept_across_a_failover() {
+        let mut c = cluster(
+            serde_json::json!({"instances": 1, "backup": {"repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let mut p = pod("main-0", "primary", 1000, true);
+        let annotations = p.metadata.annotations.as_mut().unwrap();
+        let mut status: serde_json::Value =
+            serde_json::from_str(&annotations[ANNOTATION_STATUS]).unwrap();
+        status["repository"] = serde_json::json!({"backups": [
+            {"label": "20261202-080100F_20261202-090000I", "type": "incr",
+             "started": "2026-12-02T09:00:00Z", "finished": "2026-12-02T09:00:05Z"},
+            {"label": "20261202-080100F", "type": "full",
+             "started": "2026-12-02T08:01:00Z", "finished": "2026-12-02T08:01:10Z"}],
+            "firstRecoverabilityPoint": "2026-12-02T08:01:10Z"});
+        status["archiver"] = serde_json::json!({"archivedCount": 4, "failedCount": 0,
+            "lastArchivedWal": "000000010000000000000004"});
+        annotations.insert(ANNOTATION_STATUS.into(), status.to_string());
+        let result = crate::api::state::BackupResult {
+            name: "scheduled-20261202T090000Z".into(),
+            phase: "completed".into(),
+            member: "main-0".into(),
+            started: "2026-12-02T09:00:00Z".into(),
+            finished: Some("2026-12-02T09:00:06Z".into()),
+            label: Some("20261202-080100F_20261202-090000I".into()),
+            error: None,
+        };
+        let observed = Observed {
+            pods: vec![p],
+            lease_holder: Some("main-0".into()),
+            backup_result: Some(result.clone()),
+            ..Default::default()
+        };
+        let s = compute(&c, &observed, None, None, &now());
+        assert_eq!(
+            s.last_successful_backup.as_ref().map(|b| b.label.as_str()),
+            Some("20261202-080100F_20261202-090000I")
+        );
+        assert_eq!(s.backups.len(), 2);
+        assert_eq!(
+            s.first_recoverability_point.as_deref(),
+            Some("2026-12-02T08:01:10Z")
+        );
+        assert_eq!(
+            s.last_archived_wal.as_deref(),
+            Some("000000010000000000000004")
+        );
+        assert_eq!(s.last_backup.as_ref(), Some(&result));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("lastArchivedWAL").is_some(), "{json}");
+        // No primary (a failover under way): everything is kept.
+        c.status = Some(s.clone());
+        let leaderless = Observed {
+            pods: vec![pod("main-0", "replica", 1000, false)],
+            ..Default::default()
+        };
+        let kept = compute(&c, &leaderless, None, None, &now());
+        assert_eq!(kept.backups, s.backups);
+        assert_eq!(kept.last_successful_backup, s.last_successful_backup);
+        assert_eq!(kept.last_backup, s.last_backup);
+        // The repository removed from the spec: none of it is shown.
+        c.spec.backup = None;
+        let gone = compute(&c, &observed, None, None, &now());
+        assert!(gone.backups.is_empty() && gone.last_backup.is_none());
+        assert_eq!(gone.last_successful_backup, None);
     }
 
     #[test]
