@@ -1028,9 +1028,12 @@ async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
 /// primary both say) and reports `ContinuousArchiving` True; its schedule's full backup
 /// completes and shows in the status, the plugin's `backups` and an Event; an on-demand
 /// incremental backup (`kubectl pgwarden backup --wait`, a PostgresBackup) completes too.
+/// Test 2: rows written, time T noted, more rows, the table dropped; a new cluster restored to
+/// T holds exactly the rows committed before T, its replica streams past the old target, it
+/// archives to its own path and the source's repository gets nothing of it.
 #[tokio::test]
 #[ignore]
-async fn a_cluster_with_a_repository_archives_its_wal() {
+async fn backups_and_point_in_time_recovery() {
     let ns = "e2e-archive";
     let pg = Pg::create(ns, "pg", &spec(2, "")).await;
     // The Secrets go in once the namespace exists; then the cluster gets its repository.
@@ -1214,5 +1217,135 @@ async fn a_cluster_with_a_repository_archives_its_wal() {
     let incr = st["label"].as_str().unwrap_or_default();
     assert!(incr.ends_with('I'), "an incremental backup's label: {st}");
     assert!(said.contains(incr), "the command printed the label {incr}");
+
+    // Test 2: point-in-time recovery into a new cluster. The schedule stops first (a change of
+    // schedule restarts nothing), so retention does not expire the backups the restore needs.
+    let quiet = backup_spec(ns).replace("* * * * *", "0 0 1 1 *");
+    pg.apply(&spec(2, &quiet)).expect("a yearly schedule");
+    let c = pg.connect_service("rw").await.expect("connect through -rw");
+    c.batch_execute("CREATE TABLE pitr (v int)")
+        .await
+        .expect("a table");
+    for v in 1..=3 {
+        c.execute("INSERT INTO pitr VALUES ($1)", &[&v])
+            .await
+            .expect("a row before T");
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let target = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for v in 4..=6 {
+        c.execute("INSERT INTO pitr VALUES ($1)", &[&v])
+            .await
+            .expect("a row after T");
+    }
+    c.batch_execute("DROP TABLE pitr")
+        .await
+        .expect("the mistake to undo");
+    let primary = pg.primary().await.expect("a primary");
+    let superuser = |sql: &str| {
+        pg.kubectl(&[
+            "exec",
+            &primary,
+            "-c",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/run/pgwarden/agent",
+            "-U",
+            "postgres",
+            "-Atc",
+            sql,
+        ])
+        .map(|out| out.trim().to_string())
+    };
+    let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
+    wait_until(2 * MIN, "the WAL past T archived", || async {
+        superuser(&format!(
+            "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
+        ))
+        .is_ok_and(|out| out == "t")
+    })
+    .await;
+    let target = target.to_string();
+    log(format!("restoring pg as of {target} into pg-restored"));
+    let restored = Pg::existing(ns, "pg-restored").await;
+    restored
+        .apply(&spec(
+            2,
+            &format!(
+                "{}  bootstrap:\n    recovery:\n      source: {{cluster: pg}}\n      \
+                 target: {{time: \"{target}\"}}\n",
+                backup_spec(ns)
+            ),
+        ))
+        .expect("a cluster restored from pg's repository is accepted");
+    restored.wait_healthy(2, 10 * MIN).await;
+    let r = restored
+        .connect_service("rw")
+        .await
+        .expect("the restored cluster's -rw, with its own app password");
+    let rows: Vec<i32> = r
+        .query("SELECT v FROM pitr ORDER BY v", &[])
+        .await
+        .expect("the table dropped after T is back")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(rows, [1, 2, 3], "exactly the rows committed before T");
+    // Its replica streams, and did not stop at the old target: a write reaches it.
+    r.batch_execute("INSERT INTO pitr VALUES (7)")
+        .await
+        .expect("the restored cluster takes writes");
+    let ro = restored.connect_service("ro").await.expect("-ro");
+    wait_until(MIN, "the replica has the new row", || async {
+        ro.query_one("SELECT count(*) FROM pitr WHERE v = 7", &[])
+            .await
+            .is_ok_and(|row| row.get::<_, i64>(0) == 1)
+    })
+    .await;
+    // It archives to its own path; the source's repository got nothing of it.
+    wait_until(
+        3 * MIN,
+        "ContinuousArchiving True on pg-restored",
+        || async {
+            archiving_condition(&restored).await == Some(("True".into(), "Archiving".into()))
+        },
+    )
+    .await;
+    let restored_primary = restored.primary().await.expect("a primary");
+    let info = |pod: &str, owner: &Pg| -> serde_json::Value {
+        let out = owner
+            .kubectl(&[
+                "exec",
+                pod,
+                "-c",
+                "postgres",
+                "--",
+                "pgbackrest",
+                "info",
+                "--output=json",
+            ])
+            .expect("pgbackrest info");
+        serde_json::from_str(&out).expect("JSON")
+    };
+    let own = info(&restored_primary, &restored);
+    assert_eq!(own[0]["name"], "pg-restored", "{own}");
+    assert!(
+        own[0]["archive"][0]["max"].as_str().is_some(),
+        "pg-restored's own repository has WAL: {own}"
+    );
+    let source_timeline = pg.status().await["timeline"].as_i64().unwrap_or(0);
+    let source = info(&primary, &pg);
+    let max = source[0]["archive"][0]["max"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        max.starts_with(&format!("{source_timeline:08X}")),
+        "pg's archive ends on its own timeline {source_timeline}, not a restored cluster's: {max}"
+    );
+    restored.delete().await;
     pg.delete().await;
 }

@@ -113,6 +113,8 @@ struct Agent {
     /// PostgreSQL's settings: parameters, pg_hba lines, synchronous_standby_names.
     conf: Reconfigure,
     bootstrap_roles: Vec<crate::api::cluster::RoleSpec>,
+    /// `spec.bootstrap.recovery`: the bootstrap restores this instead of running initdb.
+    recovery: Option<crate::api::backup::Recovery>,
     bootstrap_databases: Vec<crate::api::cluster::DatabaseSpec>,
     /// Counters for `/metrics` (lease renews, fencing), shared with the REST view.
     telemetry: Arc<metrics::Telemetry>,

@@ -57,6 +57,7 @@ impl Agent {
             serde_json::from_str(&args.parameters).map_err(ConfigError::Parameters)?;
         let tags = args.tags()?;
         let (bootstrap_roles, bootstrap_databases) = args.bootstrap_objects()?;
+        let recovery = args.recovery()?;
 
         std::fs::create_dir_all(&args.run_dir)?;
         postgres::set_mode(&args.run_dir, 0o700)?;
@@ -176,6 +177,7 @@ impl Agent {
             tags,
             conf: Reconfigure::new(parameters, passfile),
             bootstrap_roles,
+            recovery,
             bootstrap_databases,
             telemetry,
             events,

@@ -728,3 +728,187 @@ mod info_tests {
         assert!(parse_info("garbage", "main").is_err());
     }
 }
+
+/// `spec.bootstrap.recovery`: the new cluster starts from another cluster's backups and WAL
+/// (point-in-time recovery) instead of initdb. The source is read, never written: the new
+/// cluster archives to its own path (`spec.backup`, required with a recovery).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySpec {
+    pub source: RecoverySource,
+    /// Where recovery stops; absent: at the end of the archived WAL (the latest state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RecoveryTarget>,
+}
+
+/// The cluster whose repository is restored: in the same object store, bucket and credentials
+/// as `spec.backup.repository`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverySource {
+    /// The source cluster's name (pgBackRest's stanza).
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+    /// Its repository path (default `/<namespace>/<cluster>`, the default of its `spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[A-Za-z0-9._/-]*$"))]
+    pub path: Option<String>,
+}
+
+/// At most one of `time`, `lsn`, `name`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new("[has(self.time), has(self.lsn), has(self.name)].filter(x, x).size() <= 1").message("spec.bootstrap.recovery.target: set at most one of time, lsn, name"))]
+pub struct RecoveryTarget {
+    /// RFC 3339 (`2026-12-02T08:30:00Z`): every transaction committed up to this time, none
+    /// after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+    ))]
+    pub time: Option<String>,
+    /// A WAL position (`0/3000100`): recovery stops after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$"))]
+    pub lsn: Option<String>,
+    /// A restore point made with `pg_create_restore_point(name)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: Option<String>,
+}
+
+/// What the bootstrapping agent restores (the operator passes it as `PGWARDEN_RECOVERY`, JSON).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// The source's stanza and repository path.
+    pub stanza: String,
+    pub path: String,
+    /// pgBackRest's `--type`: `default` (to the end of the WAL), `time`, `lsn` or `name`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// pgBackRest's `--target` (a time in PostgreSQL's `YYYY-MM-DD HH:MM:SS+00` form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl RecoverySpec {
+    /// The source's repository path.
+    pub fn source_path(&self, namespace: &str) -> String {
+        self.source
+            .path
+            .clone()
+            .unwrap_or_else(|| format!("/{namespace}/{}", self.source.cluster))
+    }
+
+    /// What the agent restores; an unparseable time is an error naming the field (admission's
+    /// pattern lets through what jiff may still refuse, such as month 13).
+    pub fn recovery(&self, namespace: &str) -> Result<Recovery, String> {
+        let (type_, target) = match &self.target {
+            Some(RecoveryTarget { time: Some(t), .. }) => {
+                let ts: jiff::Timestamp = t
+                    .parse()
+                    .map_err(|e| format!("spec.bootstrap.recovery.target.time {t:?}: {e}"))?;
+                (
+                    "time",
+                    Some(ts.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string()),
+                )
+            }
+            Some(RecoveryTarget { lsn: Some(l), .. }) => ("lsn", Some(l.clone())),
+            Some(RecoveryTarget { name: Some(n), .. }) => ("name", Some(n.clone())),
+            _ => ("default", None),
+        };
+        Ok(Recovery {
+            stanza: self.source.cluster.clone(),
+            path: self.source_path(namespace),
+            type_: type_.into(),
+            target,
+        })
+    }
+}
+
+impl Recovery {
+    /// `pgbackrest restore`'s arguments: the source's stanza and path on the command line (they
+    /// override the new cluster's own in the environment), the target, promotion at the
+    /// target, and a `restore_command` that reads the source's archive (the one pgBackRest
+    /// would write names the environment's repository, the new cluster's).
+    pub fn restore_args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--stanza={}", self.stanza),
+            format!("--repo1-path={}", self.path),
+            format!("--type={}", self.type_),
+        ];
+        if let Some(t) = &self.target {
+            args.push(format!("--target={t}"));
+            args.push("--target-action=promote".into());
+        }
+        args.push(format!(
+            "--recovery-option=restore_command=pgbackrest --stanza={} --repo1-path={} archive-get %f \"%p\"",
+            self.stanza, self.path
+        ));
+        args.push("restore".into());
+        args
+    }
+}
+
+/// The settings `pgbackrest restore` writes into `postgresql.auto.conf`; reset once recovery has
+/// ended, or a replica cloned from this primary would copy them and stop (and promote) at the
+/// old target.
+pub const RECOVERY_SETTINGS: &[&str] = &[
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_xid",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+];
+
+#[cfg(test)]
+mod recovery_tests {
+    use super::*;
+
+    fn spec(target: serde_json::Value) -> RecoverySpec {
+        serde_json::from_value(
+            serde_json::json!({"source": {"cluster": "orders"}, "target": target}),
+        )
+        .expect("parses")
+    }
+
+    #[test]
+    fn a_time_target_becomes_pgbackrests_form_and_the_source_is_on_the_command_line() {
+        let r = spec(serde_json::json!({"time": "2026-12-02T09:30:15.25+01:00"}))
+            .recovery("shop")
+            .unwrap();
+        assert_eq!(r.path, "/shop/orders");
+        assert_eq!(r.type_, "time");
+        assert_eq!(r.target.as_deref(), Some("2026-12-02 08:30:15.25+00"));
+        let args = r.restore_args();
+        assert_eq!(args[0], "--stanza=orders");
+        assert_eq!(args[1], "--repo1-path=/shop/orders");
+        assert!(args.contains(&"--target=2026-12-02 08:30:15.25+00".to_string()));
+        assert!(args.contains(&"--target-action=promote".to_string()));
+        assert!(args.iter().any(|a| a
+            == "--recovery-option=restore_command=pgbackrest --stanza=orders --repo1-path=/shop/orders archive-get %f \"%p\""));
+        assert_eq!(args.last().map(String::as_str), Some("restore"));
+    }
+
+    #[test]
+    fn no_target_restores_to_the_end_and_a_bad_time_names_the_field() {
+        let r = spec(serde_json::Value::Null).recovery("shop").unwrap();
+        assert_eq!((r.type_.as_str(), r.target.as_deref()), ("default", None));
+        assert!(!r.restore_args().iter().any(|a| a.starts_with("--target")));
+        let r = spec(serde_json::json!({"lsn": "0/3000100"}))
+            .recovery("shop")
+            .unwrap();
+        assert_eq!(
+            (r.type_.as_str(), r.target.as_deref()),
+            ("lsn", Some("0/3000100"))
+        );
+        let e = spec(serde_json::json!({"time": "2026-13-02T09:30:15Z"}))
+            .recovery("shop")
+            .unwrap_err();
+        assert!(e.contains("spec.bootstrap.recovery.target.time"), "{e}");
+    }
+}

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.ha.synchronousMode == 'off' || self.ha.synchronousNodeCount < self.instances").message("spec.ha.synchronousNodeCount must be less than spec.instances"))]
 #[x_kube(validation = Rule::new("!has(self.backup) || (!('archive_command' in self.postgresql.parameters) && !('archive_mode' in self.postgresql.parameters))").message("spec.postgresql.parameters: archive_command and archive_mode are managed by pgwarden while spec.backup is set"))]
+#[x_kube(validation = Rule::new("!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)").message("spec.bootstrap.recovery needs spec.backup: the source is read from its object store, and the new cluster archives to a path of its own"))]
 pub struct PostgresClusterSpec {
     /// Number of PostgreSQL instances (one primary, the rest replicas).
     #[serde(default = "default_instances")]
@@ -241,6 +242,12 @@ pub struct BootstrapSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub databases: Vec<DatabaseSpec>,
+    /// Start from another cluster's backups (point-in-time recovery) instead of initdb; needs
+    /// `spec.backup` (the new cluster archives to its own path). `initdb`, `database`, `roles`
+    /// and `databases` then do not apply: the data is the source's, and only the passwords of
+    /// the superuser, the replication role and the application role are set to this cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::api::backup::RecoverySpec>,
 }
 
 impl Default for BootstrapSpec {
@@ -251,6 +258,7 @@ impl Default for BootstrapSpec {
             owner: default_app(),
             roles: vec![],
             databases: vec![],
+            recovery: None,
         }
     }
 }

@@ -633,7 +633,7 @@ async fn backup(
         .await
         .map_err(|e| s.error(e, &format!("cannot create PostgresBackup {name}")))?;
     out(&format!(
-        "postgresbackup/{name} created: a {} backup of {cluster}\n",
+        "postgresbackup/{name} created: a backup of {cluster} (type {})\n",
         type_.as_pgbackrest()
     ));
     if !wait {

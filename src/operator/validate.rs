@@ -19,6 +19,13 @@ pub enum Problem {
     ArchiveParameter(String),
     #[error("spec.backup.schedule: {0}")]
     Schedule(String),
+    #[error("{0}")]
+    RecoveryTarget(String),
+    #[error(
+        "spec.bootstrap.recovery.source: the source's repository path {0} is this cluster's own; \
+         the new cluster must archive to a path of its own (set spec.backup.repository.s3.path)"
+    )]
+    RecoverySamePath(String),
     #[error(
         "spec.instanceTags.{pod}: not an instance of cluster {cluster} (expected {cluster}-<ordinal>)"
     )]
@@ -41,6 +48,8 @@ impl Problem {
                 format!("spec.postgresql.parameters.{key}")
             }
             Problem::Schedule(_) => "spec.backup.schedule".into(),
+            Problem::RecoveryTarget(_) => "spec.bootstrap.recovery.target.time".into(),
+            Problem::RecoverySamePath(_) => "spec.bootstrap.recovery.source".into(),
             Problem::UnknownInstance { pod, .. } => format!("spec.instanceTags.{pod}"),
             Problem::SynchronousNodeCount { .. } => "spec.ha.synchronousNodeCount".into(),
             Problem::Renew => "spec.ha".into(),
@@ -117,6 +126,24 @@ pub fn problems(cluster: &PostgresCluster) -> Vec<Problem> {
         && let Err(e) = backup.schedule.parse::<Schedule>()
     {
         out.push(Problem::Schedule(e.to_string()));
+    }
+    if let Some(recovery) = &spec.bootstrap.recovery {
+        let ns = cluster.metadata.namespace.clone().unwrap_or_default();
+        if let Err(e) = recovery.recovery(&ns) {
+            out.push(Problem::RecoveryTarget(e));
+        }
+        if let Some(backup) = &spec.backup {
+            let own = backup
+                .repository
+                .s3
+                .path
+                .clone()
+                .unwrap_or_else(|| format!("/{ns}/{name}"));
+            let source = recovery.source_path(&ns);
+            if own.trim_end_matches('/') == source.trim_end_matches('/') {
+                out.push(Problem::RecoverySamePath(source));
+            }
+        }
     }
     for pod in spec.instance_tags.keys() {
         let known = (0..16u32).any(|i| names.pod(i) == *pod);
@@ -221,6 +248,24 @@ mod tests {
             p,
             ["spec.backup.schedule: hour field \"25\": 25 is outside 0-23"]
         );
+    }
+
+    #[test]
+    fn a_recovery_must_not_archive_into_its_source_and_needs_a_real_time() {
+        let backup = serde_json::json!({"repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}});
+        // The fixture cluster is db/main: restoring "main" from /db/main onto itself.
+        let c = cluster(serde_json::json!({"backup": backup,
+            "bootstrap": {"recovery": {"source": {"cluster": "main"},
+                "target": {"time": "2026-02-30T00:00:00Z"}}}}));
+        let p = problems(&c);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p[0].field(), "spec.bootstrap.recovery.target.time");
+        assert!(p[1].to_string().contains("/db/main"), "{}", p[1]);
+        let ok = cluster(serde_json::json!({"backup": backup,
+            "bootstrap": {"recovery": {"source": {"cluster": "orders"},
+                "target": {"time": "2026-12-02T08:00:00Z"}}}}));
+        assert!(problems(&ok).is_empty());
     }
 
     #[test]

@@ -836,6 +836,42 @@ impl Postgres {
         self.include_pgwarden_conf().await
     }
 
+    /// Restore another cluster's backup into an empty data directory with `pgbackrest restore`
+    /// (`args` from `api::backup::Recovery::restore_args`); recovery itself happens at the next
+    /// start (pgBackRest leaves `recovery.signal`).
+    pub async fn restore(&mut self, args: &[String]) -> Result<(), PgError> {
+        self.fresh_data_dir().await?;
+        let mut cmd = Command::new("pgbackrest");
+        cmd.kill_on_drop(true)
+            .arg(format!("--pg1-path={}", self.data_dir.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.output().await.map_err(|e| PgError::Program {
+            program: "pgbackrest".into(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = text
+                .lines()
+                .find(|l| l.contains("ERROR"))
+                .unwrap_or(text.trim())
+                .trim()
+                .to_string();
+            return Err(PgError::Program {
+                program: "pgbackrest restore".into(),
+                detail: format!("{}: {line}", out.status),
+            });
+        }
+        self.include_pgwarden_conf().await
+    }
+
     async fn include_pgwarden_conf(&self) -> Result<(), PgError> {
         let path = self.data_dir.join("postgresql.conf");
         let mut conf = tokio::fs::read_to_string(&path)

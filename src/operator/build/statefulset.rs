@@ -212,6 +212,18 @@ fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
         if backup.wal_archiving {
             env.push(self::env("PGWARDEN_WAL_ARCHIVING", "true"));
         }
+        // Validation refuses a recovery it cannot turn into this (src/operator/validate.rs).
+        if let Some(recovery) = spec
+            .bootstrap
+            .recovery
+            .as_ref()
+            .and_then(|r| r.recovery(&cluster.namespace).ok())
+        {
+            env.push(self::env(
+                "PGWARDEN_RECOVERY",
+                serde_json::to_string(&recovery).unwrap_or_default(),
+            ));
+        }
     }
     if !spec.bootstrap.databases.is_empty() {
         env.push(self::env(
