@@ -248,6 +248,18 @@ async fn invalid_specs_are_refused_with_the_field_named() {
             "spec.backup.repository.s3.endpoint",
         ),
         (
+            "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {recovery: {source: {cluster: old}}}",
+            "spec.bootstrap.recovery needs spec.backup",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {lsn: '0/1', name: before}}}",
+            "spec.bootstrap.recovery.target: set at most one of time, lsn, name",
+        ),
+        (
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {time: 'yesterday'}}}",
+            "spec.bootstrap.recovery.target.time",
+        ),
+        (
             "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {database: Bad-Name}",
             "spec.bootstrap.database",
         ),

@@ -137,6 +137,8 @@ pub fn update_view(
         v.server_version = Some(sv);
     }
     v.pending_restart = status.pending_restart;
+    v.archiver = status.archiver.clone();
+    v.repository = status.repository.clone();
     v.sysid = match seen.data {
         Some(DataDir::Initialized { sysid, .. }) => Some(sysid.clone()),
         _ => None,
