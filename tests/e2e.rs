@@ -997,6 +997,9 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
     pg.delete().await;
 }
 
+/// Synchronous mode for the backup scenario: the failover in it loses no acknowledged commit.
+const SYNC: &str = "  ha: {synchronousMode: 'on'}\n";
+
 /// The test bed's object store (`e2e/cluster env`), as a `spec.backup` and the two Secrets it
 /// names, created in `ns` before the cluster.
 fn backup_spec(ns: &str) -> String {
@@ -1040,16 +1043,18 @@ async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
 /// primary both say) and reports `ContinuousArchiving` True; its schedule's full backup
 /// completes and shows in the status, the plugin's `backups` and an Event; an on-demand
 /// incremental backup (`kubectl pgwarden backup --wait`, a PostgresBackup) completes too.
-/// Test 2: rows written, time T noted, more rows, the table dropped; a new cluster restored to
-/// T holds exactly the rows committed before T, its replica streams past the old target, it
+/// Test 3: the primary is killed while a writer commits and WAL is archived. Test 2: then rows
+/// written, time T noted, more rows, the table dropped; a new cluster restored to T (replaying
+/// across the failover's timeline switch) holds exactly the rows committed before T and every
+/// commit acknowledged across the failover, its replica streams past the old target, it
 /// archives to its own path and the source's repository gets nothing of it.
 #[tokio::test]
 #[ignore]
 async fn backups_and_point_in_time_recovery() {
     let ns = "e2e-archive";
-    let pg = Pg::create(ns, "pg", &spec(2, "")).await;
+    let pg = Pg::create(ns, "pg", &spec(2, SYNC)).await;
     // The Secrets go in once the namespace exists; then the cluster gets its repository.
-    pg.apply(&spec(2, &backup_spec(ns)))
+    pg.apply(&spec(2, &format!("{SYNC}{}", backup_spec(ns))))
         .expect("spec.backup is accepted");
     pg.wait_healthy(2, 5 * MIN).await;
     // archive_mode needs a restart: the repository rolls through the instances (replicas, a
@@ -1233,7 +1238,33 @@ async fn backups_and_point_in_time_recovery() {
     // Test 2: point-in-time recovery into a new cluster. The schedule stops first (a change of
     // schedule restarts nothing), so retention does not expire the backups the restore needs.
     let quiet = backup_spec(ns).replace("* * * * *", "0 0 1 1 *");
-    pg.apply(&spec(2, &quiet)).expect("a yearly schedule");
+    pg.apply(&spec(2, &format!("{SYNC}{quiet}")))
+        .expect("a yearly schedule");
+    // Test 3: a failover while WAL is archived leaves no segment missing: the restore below
+    // replays across the timeline switch, and every commit acknowledged before it is there.
+    let writer = Writer::start(&pg, "acks").await;
+    wait_until(MIN, "the writer to commit", || async {
+        writer.count() > 100
+    })
+    .await;
+    let old = pg.primary().await.expect("a primary");
+    log(format!("kill -9 of every process of {old}, for 15 s"));
+    let killed = kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
+    assert!(killed > 0, "found the pod's processes on the host");
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
+    let before = writer.count();
+    wait_until(MIN, "writes on the new primary", || async {
+        writer.count() > before + 50
+    })
+    .await;
+    let acked = writer.stop().await;
+    log(format!(
+        "{} commits acknowledged across the failover",
+        acked.len()
+    ));
     let c = pg.connect_service("rw").await.expect("connect through -rw");
     c.batch_execute("CREATE TABLE pitr (v int)")
         .await
@@ -1306,6 +1337,7 @@ async fn backups_and_point_in_time_recovery() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(rows, [1, 2, 3], "exactly the rows committed before T");
+    assert_no_acknowledged_commit_lost(&restored, "acks", &acked).await;
     // Its replica streams, and did not stop at the old target: a write reaches it.
     r.batch_execute("INSERT INTO pitr VALUES (7)")
         .await

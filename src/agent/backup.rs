@@ -16,6 +16,7 @@
 //! and every [`INFO_EVERY`] the primary reads `pgbackrest info` and publishes what the repository
 //! holds in its member status.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -110,9 +111,61 @@ impl Stanza {
     }
 }
 
-/// Run `pgbackrest stanza-create` (the stanza, repository and instance from the environment).
-pub fn spawn_stanza_create() -> JoinHandle<Result<(), String>> {
-    tokio::spawn(async { run(&["stanza-create"], TIMEOUT).await.map(|_| ()) })
+/// Run `pgbackrest stanza-create` (the stanza, repository and instance from the environment),
+/// then push the earlier timelines' segments in `pg_wal` ([`earlier_segments`]): a primary
+/// that was a replica until this term never archived what it streamed (PostgreSQL marks
+/// streamed segments archived), and its predecessor may have died before pushing them, which
+/// would leave a hole before the timeline switch that no restore could cross. pgBackRest takes
+/// a segment it already holds with the same checksum as success.
+pub fn spawn_stanza_create(
+    pg_wal: PathBuf,
+    timeline: Option<u32>,
+) -> JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        run(&["stanza-create"], TIMEOUT).await?;
+        let Some(timeline) = timeline.filter(|t| *t > 1) else {
+            return Ok(());
+        };
+        let names = std::fs::read_dir(&pg_wal)
+            .map_err(|e| format!("cannot list {}: {e}", pg_wal.display()))?
+            .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+            .collect::<Vec<_>>();
+        let segments = earlier_segments(&names, timeline);
+        for name in &segments {
+            let path = pg_wal.join(name);
+            // Not through the asynchronous queue: it only takes segments PostgreSQL marked
+            // ready, and these are marked done.
+            run(
+                &[
+                    "archive-push",
+                    "--no-archive-async",
+                    &path.to_string_lossy(),
+                ],
+                TIMEOUT,
+            )
+            .await?;
+        }
+        if !segments.is_empty() {
+            info!(
+                count = segments.len(),
+                "pushed the earlier timelines' WAL segments found in pg_wal"
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The complete WAL segments of timelines before `timeline` among `names` (files of `pg_wal`),
+/// sorted.
+pub fn earlier_segments(names: &[String], timeline: u32) -> Vec<String> {
+    let mut out: Vec<String> = names
+        .iter()
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .filter(|n| u32::from_str_radix(&n[..8], 16).is_ok_and(|t| t < timeline))
+        .cloned()
+        .collect();
+    out.sort();
+    out
 }
 
 /// How often a primary reads what the repository holds (besides after each backup).
@@ -293,6 +346,31 @@ mod tests {
         while s.running.as_ref().is_some_and(|t| !t.is_finished()) {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[test]
+    fn only_complete_segments_of_earlier_timelines_are_pushed_again() {
+        let names: Vec<String> = [
+            "000000010000000000000003",
+            "000000010000000000000004.partial",
+            "000000020000000000000004",
+            "00000002.history",
+            "000000010000000000000002",
+            "archive_status",
+            "000000030000000000000005",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            earlier_segments(&names, 3),
+            [
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "000000020000000000000004"
+            ]
+        );
+        assert!(earlier_segments(&names, 1).is_empty());
     }
 
     #[tokio::test]

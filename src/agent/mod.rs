@@ -457,11 +457,11 @@ impl Agent {
         // the background); a failed read leaves the field out until the next loop.
         let archiving_primary =
             self.args.wal_archiving && live.as_ref().is_some_and(|l| !l.in_recovery);
-        self.stanza.step(
-            archiving_primary,
-            Instant::now(),
-            backup::spawn_stanza_create,
-        );
+        let pg_wal = self.args.data_dir.join("pg_wal");
+        let timeline = live.as_ref().and_then(|l| l.timeline);
+        self.stanza.step(archiving_primary, Instant::now(), || {
+            backup::spawn_stanza_create(pg_wal, timeline)
+        });
         let archiver = match archiving_primary {
             true => self.pg.archiver().await.ok(),
             false => None,

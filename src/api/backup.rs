@@ -808,9 +808,12 @@ impl RecoverySpec {
                 let ts: jiff::Timestamp = t
                     .parse()
                     .map_err(|e| format!("spec.bootstrap.recovery.target.time {t:?}: {e}"))?;
+                // pgBackRest parses at most microseconds (PostgreSQL's precision too).
+                let micros = jiff::Timestamp::from_microsecond(ts.as_microsecond())
+                    .map_err(|e| format!("spec.bootstrap.recovery.target.time {t:?}: {e}"))?;
                 (
                     "time",
-                    Some(ts.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string()),
+                    Some(micros.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string()),
                 )
             }
             Some(RecoveryTarget { lsn: Some(l), .. }) => ("lsn", Some(l.clone())),
@@ -878,6 +881,11 @@ mod recovery_tests {
 
     #[test]
     fn a_time_target_becomes_pgbackrests_form_and_the_source_is_on_the_command_line() {
+        // Nanoseconds (what a client's clock gives) are cut to PostgreSQL's microseconds.
+        let r = spec(serde_json::json!({"time": "2026-12-02T08:19:56.83967571Z"}))
+            .recovery("shop")
+            .unwrap();
+        assert_eq!(r.target.as_deref(), Some("2026-12-02 08:19:56.839675+00"));
         let r = spec(serde_json::json!({"time": "2026-12-02T09:30:15.25+01:00"}))
             .recovery("shop")
             .unwrap();
