@@ -1000,44 +1000,6 @@ async fn apiserver_outages_cost_no_write_with_failsafe_and_no_read_only_answer_w
 /// Synchronous mode for the backup scenario: the failover in it loses no acknowledged commit.
 const SYNC: &str = "  ha: {synchronousMode: 'on'}\n";
 
-/// The test bed's object store (`e2e/cluster env`), as a `spec.backup` and the two Secrets it
-/// names, created in `ns` before the cluster.
-fn backup_spec(ns: &str) -> String {
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} (e2e/cluster env)"));
-    let ca = std::fs::read_to_string(var("PGWARDEN_TESTBED_CA")).expect("the test bed's CA");
-    let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys", "namespace": ns},
-         "stringData": {"AWS_ACCESS_KEY_ID": var("PGWARDEN_S3_ACCESS_KEY"),
-                        "AWS_SECRET_ACCESS_KEY": var("PGWARDEN_S3_SECRET_KEY")}},
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-ca", "namespace": ns},
-         "stringData": {"ca.crt": ca}}
-    ]});
-    kubectl(&["apply", "-f", "-"], Some(&secrets.to_string())).expect("the store's Secrets");
-    format!(
-        "  backup:\n    repository:\n      s3:\n        endpoint: \"{}\"\n        bucket: {}\n        \
-         region: {}\n        uriStyle: path\n        credentialsSecret: store-keys\n        \
-         caSecret: store-ca\n    schedule: \"* * * * *\"\n",
-        var("PGWARDEN_S3_ENDPOINT"),
-        var("PGWARDEN_S3_BUCKET"),
-        var("PGWARDEN_S3_REGION"),
-    )
-}
-
-/// The `ContinuousArchiving` condition's status and reason, when there is one.
-async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
-    let status = pg.status().await;
-    status["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "ContinuousArchiving")
-        .map(|c| {
-            (
-                c["status"].as_str().unwrap_or_default().to_string(),
-                c["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-}
-
 /// Issue 13, test 1: a cluster with a repository creates its stanza, archives its WAL (a forced
 /// segment switch reaches the repository, as pg_stat_archiver and `pgbackrest info` on the
 /// primary both say) and reports `ContinuousArchiving` True; its schedule's full backup
@@ -1054,7 +1016,7 @@ async fn backups_and_point_in_time_recovery() {
     let ns = "e2e-archive";
     let pg = Pg::create(ns, "pg", &spec(2, SYNC)).await;
     // The Secrets go in once the namespace exists; then the cluster gets its repository.
-    pg.apply(&spec(2, &format!("{SYNC}{}", backup_spec(ns))))
+    pg.apply(&spec(2, &format!("{SYNC}{}", backup_spec(ns, "* * * * *"))))
         .expect("spec.backup is accepted");
     pg.wait_healthy(2, 5 * MIN).await;
     // archive_mode needs a restart: the repository rolls through the instances (replicas, a
@@ -1083,23 +1045,7 @@ async fn backups_and_point_in_time_recovery() {
         .await
         .expect("a write");
     // pg_switch_wal() needs the superuser, who may connect only over the pod's socket.
-    let superuser = |sql: &str| {
-        pg.kubectl(&[
-            "exec",
-            &primary,
-            "-c",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/run/pgwarden/agent",
-            "-U",
-            "postgres",
-            "-Atc",
-            sql,
-        ])
-        .map(|out| out.trim().to_string())
-    };
+    let superuser = |sql: &str| pg.superuser_sql(&primary, sql);
     let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
     log(format!("switched out of segment {segment}"));
     wait_until(2 * MIN, "the segment archived", || async {
@@ -1237,7 +1183,7 @@ async fn backups_and_point_in_time_recovery() {
 
     // Test 2: point-in-time recovery into a new cluster. The schedule stops first (a change of
     // schedule restarts nothing), so retention does not expire the backups the restore needs.
-    let quiet = backup_spec(ns).replace("* * * * *", "0 0 1 1 *");
+    let quiet = backup_spec(ns, "0 0 1 1 *");
     pg.apply(&spec(2, &format!("{SYNC}{quiet}")))
         .expect("a yearly schedule");
     // Test 3: a failover while WAL is archived leaves no segment missing: the restore below
@@ -1286,23 +1232,7 @@ async fn backups_and_point_in_time_recovery() {
         .await
         .expect("the mistake to undo");
     let primary = pg.primary().await.expect("a primary");
-    let superuser = |sql: &str| {
-        pg.kubectl(&[
-            "exec",
-            &primary,
-            "-c",
-            "postgres",
-            "--",
-            "psql",
-            "-h",
-            "/run/pgwarden/agent",
-            "-U",
-            "postgres",
-            "-Atc",
-            sql,
-        ])
-        .map(|out| out.trim().to_string())
-    };
+    let superuser = |sql: &str| pg.superuser_sql(&primary, sql);
     let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
     wait_until(2 * MIN, "the WAL past T archived", || async {
         superuser(&format!(
@@ -1320,7 +1250,7 @@ async fn backups_and_point_in_time_recovery() {
             &format!(
                 "{}  bootstrap:\n    recovery:\n      source: {{cluster: pg}}\n      \
                  target: {{time: \"{target}\"}}\n",
-                backup_spec(ns)
+                backup_spec(ns, "* * * * *")
             ),
         ))
         .expect("a cluster restored from pg's repository is accepted");
@@ -1391,5 +1321,94 @@ async fn backups_and_point_in_time_recovery() {
         "pg's archive ends on its own timeline {source_timeline}, not a restored cluster's: {max}"
     );
     restored.delete().await;
+    // Test 5, last case: a target before the first backup. The restore fails with pgBackRest's
+    // reason in an Event, the cluster gets no primary, and the source is untouched.
+    let early = Pg::existing(ns, "pg-early").await;
+    early
+        .apply(&spec(
+            1,
+            &format!(
+                "{}  bootstrap:\n    recovery:\n      source: {{cluster: pg}}\n      \
+                 target: {{time: \"2020-01-01T00:00:00Z\"}}\n",
+                backup_spec(ns, "0 0 1 1 *")
+            ),
+        ))
+        .expect("a restore to 2020 is accepted: admission cannot know the backups");
+    early
+        .wait_event("BootstrapFailed", "could not bootstrap the cluster")
+        .await;
+    assert_eq!(
+        early.primary().await,
+        None,
+        "no primary from a failed restore"
+    );
+    early.delete().await;
+    pg.wait_healthy(2, 2 * MIN).await;
+    pg.delete().await;
+}
+
+/// Issue 13, test 5: bad backup input is reported where the user looks and touches nothing else.
+/// A missing credentials Secret holds the whole change back (SpecValid False naming the field,
+/// an InvalidSpec Event, the pods untouched); a bucket that does not exist turns
+/// `ContinuousArchiving` False with the store's reason and an Event while the primary keeps
+/// taking writes.
+#[tokio::test]
+#[ignore]
+async fn bad_backup_input_is_reported_and_touches_nothing_else() {
+    let ns = "e2e-backup-bad";
+    let pg = Pg::create(ns, "pg", &spec(1, "")).await;
+    let primary = pg.wait_healthy(1, 5 * MIN).await;
+    let uid_before = pg.pod_uid(&primary).await;
+    let good = backup_spec(ns, "0 0 * * *");
+    pg.apply(&spec(
+        1,
+        &good.replace("credentialsSecret: store-keys", "credentialsSecret: nosuch"),
+    ))
+    .expect("admission cannot know the Secret");
+    pg.wait_event(
+        "InvalidSpec",
+        "spec.backup.repository.s3.credentialsSecret: Secret nosuch does not exist",
+    )
+    .await;
+    let status = pg.status().await;
+    assert_eq!(status["phase"], "Invalid", "{status}");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        pg.pod_uid(&primary).await,
+        uid_before,
+        "the pod was not restarted for a spec that cannot work"
+    );
+    let sts = pg
+        .kubectl(&["get", "statefulset", "pg", "-o", "json"])
+        .expect("the StatefulSet");
+    assert!(
+        !sts.contains("PGBACKREST_"),
+        "the StatefulSet did not take the repository"
+    );
+    // The Secret is right, the bucket is not: archiving fails loudly, writes go on.
+    pg.apply(&spec(
+        1,
+        &good.replace(
+            &format!("bucket: {}", std::env::var("PGWARDEN_S3_BUCKET").unwrap()),
+            "bucket: no-such-bucket",
+        ),
+    ))
+    .expect("the bucket is the store's business");
+    wait_until(
+        5 * MIN,
+        "ContinuousArchiving False: RepositoryUnavailable",
+        || async {
+            archiving_condition(&pg).await == Some(("False".into(), "RepositoryUnavailable".into()))
+        },
+    )
+    .await;
+    pg.wait_event("RepositoryUnavailable", "the backup repository refuses")
+        .await;
+    let reason = pg.status().await["conditions"].to_string();
+    log(format!("conditions with a wrong bucket: {reason}"));
+    let c = pg.connect_service("rw").await.expect("connect through -rw");
+    c.batch_execute("CREATE TABLE still_serving (v int); INSERT INTO still_serving VALUES (1)")
+        .await
+        .expect("the primary keeps taking writes");
     pg.delete().await;
 }

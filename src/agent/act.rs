@@ -20,6 +20,9 @@ use crate::api::member::MemberState;
 use crate::api::names::ROLE_PRIMARY;
 use crate::api::state::SyncState;
 
+/// How long a member waits after a failed bootstrap before it claims the bootstrap again.
+pub const BOOTSTRAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
     #[error("renew failed: {0}")]
@@ -244,12 +247,23 @@ impl Agent {
     ) -> Result<(), ActError> {
         match &decision.action {
             Action::ClaimInitialize => {
+                // After a failed bootstrap this member waits before it tries again: a restore
+                // that cannot succeed (a target before the backups) must not loop at full speed.
+                if self.bootstrap_retry_at.is_some_and(|t| Instant::now() < t) {
+                    return Ok(());
+                }
                 let won = self.dcs.claim_initialize().await.map_err(ActError::Dcs)?;
                 info!(won, "raced for the initialize key");
             }
             Action::Bootstrap => {
                 if let Err(e) = self.bootstrap().await {
                     error!(error = %e, "bootstrap failed; giving up the initialize key");
+                    self.bootstrap_retry_at = Some(Instant::now() + BOOTSTRAP_RETRY);
+                    self.events.report(events::bootstrap_failed(
+                        &self.args.name,
+                        &e.to_string(),
+                        BOOTSTRAP_RETRY,
+                    ));
                     let _ = self.pg.stop(StopMode::Immediate).await;
                     self.fence.stand_down();
                     let _ = self.pg.wipe().await;

@@ -37,6 +37,8 @@ pub const RETRY: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Stanza {
     ready: bool,
+    /// The last failure's message, until a success.
+    error: Option<String>,
     running: Option<JoinHandle<Result<(), String>>>,
     not_before: Option<Instant>,
     failures: u32,
@@ -52,6 +54,7 @@ impl Stanza {
     pub fn new() -> Self {
         Self {
             ready: false,
+            error: None,
             running: None,
             not_before: None,
             failures: 0,
@@ -61,6 +64,11 @@ impl Stanza {
     /// Whether the stanza was created (or found valid) during this term as primary.
     pub fn ready(&self) -> bool {
         self.ready
+    }
+
+    /// Why the last attempt failed, while none has succeeded this term.
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
     }
 
     /// One step per loop: `primary` is whether this member runs as primary now. Starts the
@@ -91,9 +99,11 @@ impl Stanza {
                 Ok(()) => {
                     info!("pgBackRest stanza ready: WAL archiving can start");
                     self.ready = true;
+                    self.error = None;
                     self.failures = 0;
                 }
                 Err(e) => {
+                    self.error = Some(e.clone());
                     self.failures += 1;
                     // Once, then every tenth failure: the condition carries the rest.
                     if self.failures == 1 || self.failures.is_multiple_of(10) {
@@ -319,14 +329,18 @@ async fn run(args: &[&str], timeout: Duration) -> Result<String, String> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     // pgBackRest prints its ERROR line on stdout as well as stderr, depending on the log
-    // settings; keep the first one found.
-    let line = stderr
-        .lines()
-        .chain(stdout.lines())
-        .find(|l| l.contains("ERROR"))
-        .unwrap_or("no error message")
-        .trim()
-        .to_string();
+    // settings; keep the first one found and the two lines after it (an HTTP error's status
+    // and path), at most 400 characters.
+    let lines: Vec<&str> = stderr.lines().chain(stdout.lines()).collect();
+    let line = match lines.iter().position(|l| l.contains("ERROR")) {
+        Some(i) => lines[i..lines.len().min(i + 3)]
+            .iter()
+            .map(|l| l.trim())
+            .collect::<Vec<_>>()
+            .join(" "),
+        None => "no error message".to_string(),
+    };
+    let line: String = line.chars().take(400).collect();
     Err(format!(
         "pgbackrest {} exited with {}: {line}",
         args.join(" "),
@@ -381,6 +395,7 @@ mod tests {
         settle(&s).await;
         s.step(true, t0, || panic!("still collecting"));
         assert!(!s.ready());
+        assert_eq!(s.error(), Some("no bucket"));
         s.step(true, t0 + Duration::from_secs(5), || {
             panic!("retried before RETRY")
         });
@@ -388,6 +403,7 @@ mod tests {
         settle(&s).await;
         s.step(true, t0 + RETRY, || panic!("still collecting"));
         assert!(s.ready());
+        assert_eq!(s.error(), None);
         s.step(true, t0 + RETRY * 3, || panic!("created again"));
         // A new term as primary checks again.
         s.step(false, t0 + RETRY * 4, || panic!("a replica runs nothing"));

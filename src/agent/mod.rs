@@ -155,6 +155,8 @@ struct Agent {
     stanza: backup::Stanza,
     /// Base backups run here, and the repository as last read.
     backups: backup::Runner,
+    /// After a failed bootstrap: not before this does this member claim it again.
+    bootstrap_retry_at: Option<Instant>,
 }
 
 impl Agent {
@@ -469,6 +471,11 @@ impl Agent {
         let repository_ready = archiving_primary && self.stanza.ready();
         self.backup_step(snap, repository_ready).await;
         let repository = self.backups.repository.clone().filter(|_| repository_ready);
+        let stanza_error = self
+            .stanza
+            .error()
+            .filter(|_| archiving_primary)
+            .map(str::to_string);
         let seen = publish::Seen {
             running,
             live: live.as_ref(),
@@ -486,6 +493,7 @@ impl Agent {
             clients_fenced: self.conf.clients_fenced,
             archiver: archiver.as_ref(),
             repository: repository.as_ref(),
+            stanza_error: stanza_error.as_deref(),
         };
         let identity = publish::Identity {
             address: &self.args.address,

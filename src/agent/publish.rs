@@ -41,6 +41,8 @@ pub struct Seen<'a> {
     pub archiver: Option<&'a ArchiverStats>,
     /// What the repository holds, as this primary last read it.
     pub repository: Option<&'a RepositoryInfo>,
+    /// Why the repository cannot be prepared (stanza-create's error), while it cannot.
+    pub stanza_error: Option<&'a str>,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -81,6 +83,7 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         config: me.config.clone(),
         archiver: seen.archiver.cloned(),
+        stanza_error: seen.stanza_error.map(str::to_string),
         repository: seen.repository.cloned(),
     }
 }
@@ -193,6 +196,7 @@ mod tests {
             clients_fenced: false,
             archiver: None,
             repository: None,
+            stanza_error: None,
         }
     }
 

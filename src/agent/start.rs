@@ -198,6 +198,7 @@ impl Agent {
             paused: false,
             stanza: super::backup::Stanza::new(),
             backups: super::backup::Runner::default(),
+            bootstrap_retry_at: None,
             primary_down_since: None,
             args,
         })

@@ -83,6 +83,10 @@ pub struct MemberStatus {
     /// `pg_stat_archiver` of a primary that archives WAL (`spec.backup`; pgwarden's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiver: Option<crate::api::backup::ArchiverStats>,
+    /// Why the primary cannot prepare the backup repository (`pgbackrest stanza-create`'s error),
+    /// while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stanza_error: Option<String>,
     /// What the repository holds, as the primary last read it (`spec.backup`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<crate::api::backup::RepositoryInfo>,
@@ -176,6 +180,7 @@ mod tests {
             version: "0.1.0".into(),
             config: None,
             archiver: None,
+            stanza_error: None,
             repository: None,
         }
     }

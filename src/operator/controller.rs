@@ -241,6 +241,44 @@ async fn plan_backups(
     ))
 }
 
+/// An Event when `ContinuousArchiving` turns False (with the reason) or True again.
+async fn report_archiving(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    new: &crate::api::PostgresClusterStatus,
+) {
+    let find = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == status::CONTINUOUS_ARCHIVING)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let old = cluster
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions))
+        .map(|(s, _, _)| s);
+    let Some((now, reason, message)) = find(&new.conditions) else {
+        return;
+    };
+    match (old.as_deref(), now.as_str()) {
+        (Some(o), "False") if o != "False" => {
+            event(&ctx.recorder, cluster, EventType::Warning, &reason, message).await
+        }
+        (Some("False"), "True") => {
+            event(
+                &ctx.recorder,
+                cluster,
+                EventType::Normal,
+                "ArchivingResumed",
+                message,
+            )
+            .await
+        }
+        _ => {}
+    }
+}
+
 /// Events for the backups: asked for, skipped, and a result that changed since the status.
 async fn report_backups(
     ctx: &Context,
@@ -304,11 +342,21 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
     // 1. validate (pure); an invalid spec is reported, observed and shown in the status only.
-    let validated = validate::validate(cluster, &ctx.agent_image, &ctx.agent_image_pull_policy)
+    let mut validated = validate::validate(cluster, &ctx.agent_image, &ctx.agent_image_pull_policy)
         .ok_or(ReconcileError::Incomplete("name, namespace or uid"))?;
-    report_invalid(ctx, cluster, &validated).await;
-    // 2. observe.
+    // 2. observe; the Secrets spec.backup names are checked like the spec.
     let mut observed = observe::observe(&ctx.client, validated.identity()).await?;
+    if let Some(s3) = cluster.spec.backup.as_ref().map(|b| &b.repository.s3) {
+        let mut names = vec![s3.credentials_secret.as_str()];
+        names.extend(s3.ca_secret.as_deref());
+        observed.backup_secrets =
+            observe::secrets(&ctx.client, &validated.identity().namespace, &names).await?;
+        validated.problems.extend(validate::secret_problems(
+            cluster.spec.backup.as_ref(),
+            &observed.backup_secrets,
+        ));
+    }
+    report_invalid(ctx, cluster, &validated).await;
     observed.cordoned_nodes = observe::cordoned_nodes(&ctx.client, &observed.pods, |e| {
         let hit = ctx.node_errors.lock().map(|mut t| t.hit(Instant::now()));
         if let Ok(Some(n)) = hit {
@@ -347,6 +395,7 @@ async fn reconcile_inner(
     if let Some(fired) = backup_plan.and_then(|p| p.fired) {
         new_status.last_scheduled_backup = Some(Time(fired));
     }
+    report_archiving(ctx, cluster, &new_status).await;
     apply::status(&ctx.client, cluster, validated.identity(), new_status).await?;
     // Status follows the members even when no watched object changes (lag, timelines).
     let again = if matches!(step, Step::Idle) { 15 } else { 3 };

@@ -3,9 +3,9 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
@@ -37,6 +37,33 @@ pub struct Observed {
     pub backup_result: Option<BackupResult>,
     /// The `PostgresBackup` objects naming this cluster.
     pub backups: Vec<PostgresBackup>,
+    /// The Secrets `spec.backup` names: their keys, or `None` when missing.
+    pub backup_secrets: BTreeMap<String, Option<Vec<String>>>,
+}
+
+/// Read the Secrets `names` (their keys only).
+pub async fn secrets(
+    client: &Client,
+    ns: &str,
+    names: &[&str],
+) -> Result<BTreeMap<String, Option<Vec<String>>>, ReconcileError> {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for name in names {
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(failed("Secret", name.to_string()))?;
+        out.insert(
+            name.to_string(),
+            s.map(|s| {
+                let mut keys: Vec<String> = s.data.unwrap_or_default().into_keys().collect();
+                keys.extend(s.string_data.unwrap_or_default().into_keys());
+                keys
+            }),
+        );
+    }
+    Ok(out)
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -109,6 +136,7 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         backup_request,
         backup_result,
         backups,
+        backup_secrets: BTreeMap::new(),
     })
 }
 

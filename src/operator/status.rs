@@ -92,6 +92,17 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String) -> ConditionV
 
 /// `ContinuousArchiving`, when the spec archives WAL: from the primary's `pg_stat_archiver`.
 fn archiving_condition(primary: Option<&MemberStatus>) -> ConditionValue {
+    // The repository itself refuses (credentials, bucket, certificate): pgBackRest's words.
+    if let Some(e) = primary.and_then(|p| p.stanza_error.as_ref()) {
+        return (
+            CONTINUOUS_ARCHIVING.into(),
+            "False",
+            "RepositoryUnavailable".into(),
+            format!(
+                "the backup repository refuses: {e}; WAL accumulates in pg_wal until it answers"
+            ),
+        );
+    }
     match primary.and_then(|p| p.archiver.as_ref()) {
         Some(stats) => {
             let h = stats.health();

@@ -21,6 +21,8 @@ pub enum Problem {
     Schedule(String),
     #[error("{0}")]
     RecoveryTarget(String),
+    #[error("spec.backup.repository.s3.{field}: {why}")]
+    BackupSecret { field: &'static str, why: String },
     #[error(
         "spec.bootstrap.recovery.source: the source's repository path {0} is this cluster's own; \
          the new cluster must archive to a path of its own (set spec.backup.repository.s3.path)"
@@ -49,6 +51,7 @@ impl Problem {
             }
             Problem::Schedule(_) => "spec.backup.schedule".into(),
             Problem::RecoveryTarget(_) => "spec.bootstrap.recovery.target.time".into(),
+            Problem::BackupSecret { field, .. } => format!("spec.backup.repository.s3.{field}"),
             Problem::RecoverySamePath(_) => "spec.bootstrap.recovery.source".into(),
             Problem::UnknownInstance { pod, .. } => format!("spec.instanceTags.{pod}"),
             Problem::SynchronousNodeCount { .. } => "spec.ha.synchronousNodeCount".into(),
@@ -94,6 +97,51 @@ impl<'a> ValidatedCluster<'a> {
                 .join("; ")
         })
     }
+}
+
+/// The Secrets `spec.backup` names, as observed: name → its keys, or `None` when it does not
+/// exist. A missing Secret or key would leave every restarted pod unable to start
+/// (CreateContainerConfigError), so it is a problem of the spec: nothing is applied until it is
+/// there.
+pub fn secret_problems(
+    backup: Option<&crate::api::backup::BackupSpec>,
+    secrets: &std::collections::BTreeMap<String, Option<Vec<String>>>,
+) -> Vec<Problem> {
+    use crate::api::backup::{ACCESS_KEY_ID, CA_KEY, SECRET_ACCESS_KEY};
+    let Some(s3) = backup.map(|b| &b.repository.s3) else {
+        return vec![];
+    };
+    let mut wanted = vec![(
+        "credentialsSecret",
+        s3.credentials_secret.as_str(),
+        &[ACCESS_KEY_ID, SECRET_ACCESS_KEY][..],
+    )];
+    if let Some(ca) = &s3.ca_secret {
+        wanted.push(("caSecret", ca.as_str(), &[CA_KEY][..]));
+    }
+    let mut out = vec![];
+    for (field, name, keys) in wanted {
+        match secrets.get(name) {
+            Some(Some(present)) => {
+                let missing: Vec<&str> = keys
+                    .iter()
+                    .filter(|k| !present.iter().any(|p| p == *k))
+                    .copied()
+                    .collect();
+                if !missing.is_empty() {
+                    out.push(Problem::BackupSecret {
+                        field,
+                        why: format!("Secret {name} has no key {}", missing.join(", ")),
+                    });
+                }
+            }
+            _ => out.push(Problem::BackupSecret {
+                field,
+                why: format!("Secret {name} does not exist in the cluster's namespace"),
+            }),
+        }
+    }
+    out
 }
 
 /// `None` when the cluster has no name, namespace or uid yet (never for an object read from the
@@ -266,6 +314,36 @@ mod tests {
             "bootstrap": {"recovery": {"source": {"cluster": "orders"},
                 "target": {"time": "2026-12-02T08:00:00Z"}}}}));
         assert!(problems(&ok).is_empty());
+    }
+
+    #[test]
+    fn a_missing_secret_or_key_of_the_repository_is_a_problem_of_the_spec() {
+        let c = cluster(serde_json::json!({"backup": {"repository": {"s3": {
+            "endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "keys",
+            "caSecret": "ca"}}}}));
+        let b = c.spec.backup.as_ref();
+        let mut secrets = std::collections::BTreeMap::new();
+        let p: Vec<String> = secret_problems(b, &secrets)
+            .iter()
+            .map(Problem::to_string)
+            .collect();
+        assert_eq!(
+            p,
+            [
+                "spec.backup.repository.s3.credentialsSecret: Secret keys does not exist in the cluster's namespace",
+                "spec.backup.repository.s3.caSecret: Secret ca does not exist in the cluster's namespace"
+            ]
+        );
+        secrets.insert(
+            "keys".to_string(),
+            Some(vec!["AWS_ACCESS_KEY_ID".to_string()]),
+        );
+        secrets.insert("ca".to_string(), Some(vec!["ca.crt".to_string()]));
+        let p = secret_problems(b, &secrets);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].field(), "spec.backup.repository.s3.credentialsSecret");
+        assert!(p[0].to_string().contains("no key AWS_SECRET_ACCESS_KEY"));
+        assert!(secret_problems(None, &secrets).is_empty());
     }
 
     #[test]
