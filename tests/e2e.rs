@@ -252,11 +252,11 @@ async fn invalid_specs_are_refused_with_the_field_named() {
             "spec.bootstrap.recovery needs spec.backup",
         ),
         (
-            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {lsn: '0/1', name: before}}}",
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: bkt, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {lsn: '0/1', name: before}}}",
             "spec.bootstrap.recovery.target: set at most one of time, lsn, name",
         ),
         (
-            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: b, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {time: 'yesterday'}}}",
+            "  image: x\n  storage: {size: 1Gi}\n  backup: {repository: {s3: {endpoint: s3.example.com, bucket: bkt, credentialsSecret: c}}}\n  bootstrap: {recovery: {source: {cluster: old}, target: {time: 'yesterday'}}}",
             "spec.bootstrap.recovery.target.time",
         ),
         (
@@ -281,6 +281,16 @@ async fn invalid_specs_are_refused_with_the_field_named() {
         );
         log(format!("refused, naming {field}"));
     }
+    // A PostgresBackup of a type pgBackRest does not have.
+    let err = kubectl(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: pgwarden.io/v1alpha1\nkind: PostgresBackup\nmetadata: {name: weekly, namespace: e2e-invalid}\nspec: {cluster: pg, type: weekly}\n",
+        ),
+    )
+    .expect_err("a PostgresBackup of type weekly is refused");
+    assert!(err.contains("spec.type"), "names spec.type: {err}");
+    log("refused, naming spec.type of a PostgresBackup");
     // Immutable fields: a change to an existing cluster is refused.
     let immutable: &[(&str, &str)] = &[
         (
