@@ -396,6 +396,30 @@ async fn assert_no_acknowledged_commit_lost(pg: &Pg, table: &str, acked: &[i64])
     assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
 }
 
+/// With a writer committing into `table` through `-rw`, kill -9 every process of the primary
+/// `old` for 15 s (a replica takes over) and keep writing on the new primary; the ids of every
+/// acknowledged commit.
+async fn kill_primary_under_writes(pg: &Pg, old: &str, table: &str) -> Vec<i64> {
+    let writer = Writer::start(pg, table).await;
+    wait_until(MIN, "the writer to commit", || async {
+        writer.count() > 100
+    })
+    .await;
+    log(format!("kill -9 of every process of {old}, for 15 s"));
+    let killed = kill_pod_processes_for(pg, old, Duration::from_secs(15)).await;
+    assert!(killed > 0, "found the pod's processes on the host");
+    wait_until(2 * MIN, "a new primary", || async {
+        pg.primary().await.is_some_and(|p| p != old)
+    })
+    .await;
+    let before = writer.count();
+    wait_until(MIN, "writes on the new primary", || async {
+        writer.count() > before + 50
+    })
+    .await;
+    writer.stop().await
+}
+
 /// 3. kill -9 of the primary's processes inside its pod (kept dying past ttl): a replica takes
 /// over; in synchronous mode no acknowledged commit is lost; the old pod rejoins as a replica.
 #[tokio::test]
@@ -410,24 +434,7 @@ async fn killing_the_primary_hard_loses_no_acknowledged_commit_in_synchronous_mo
     let old = pg.wait_healthy(3, 5 * MIN).await;
     let standby = pg.wait_synchronous_standby(MIN).await;
     log(format!("{standby} is the synchronous standby of {old}"));
-    let writer = Writer::start(&pg, "acks").await;
-    wait_until(MIN, "the writer to commit", || async {
-        writer.count() > 100
-    })
-    .await;
-    log(format!("kill -9 of every process of {old}, for 15 s"));
-    let killed = kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
-    assert!(killed > 0, "found the pod's processes on the host");
-    wait_until(2 * MIN, "a new primary", || async {
-        pg.primary().await.is_some_and(|p| p != old)
-    })
-    .await;
-    let before = writer.count();
-    wait_until(MIN, "writes on the new primary", || async {
-        writer.count() > before + 50
-    })
-    .await;
-    let acked = writer.stop().await;
+    let acked = kill_primary_under_writes(&pg, &old, "acks").await;
     assert_no_acknowledged_commit_lost(&pg, "acks", &acked).await;
     pg.wait_healthy(3, 5 * MIN).await;
     assert!(
@@ -1055,29 +1062,15 @@ async fn backups_and_point_in_time_recovery() {
         .await
         .expect("a write");
     // pg_switch_wal() needs the superuser, who may connect only over the pod's socket.
-    let superuser = |sql: &str| pg.superuser_sql(&primary, sql);
-    let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
+    let segment = pg
+        .superuser_sql(&primary, "SELECT pg_walfile_name(pg_switch_wal())")
+        .expect("a segment switch");
     log(format!("switched out of segment {segment}"));
     wait_until(2 * MIN, "the segment archived", || async {
-        superuser(&format!(
-            "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
-        ))
-        .is_ok_and(|out| out == "t")
+        pg.archived_past(&primary, &segment)
     })
     .await;
-    let info = pg
-        .kubectl(&[
-            "exec",
-            &primary,
-            "-c",
-            "postgres",
-            "--",
-            "pgbackrest",
-            "info",
-            "--output=json",
-        ])
-        .expect("pgbackrest info in the primary's pod");
-    let info: serde_json::Value = serde_json::from_str(&info).expect("pgbackrest info is JSON");
+    let info = pg.pgbackrest_info(&primary);
     let max = info[0]["archive"][0]["max"].as_str().unwrap_or_default();
     log(format!("pgbackrest info: archive max {max}"));
     assert!(
@@ -1111,19 +1104,7 @@ async fn backups_and_point_in_time_recovery() {
         st["lastBackup"]
     );
     assert!(st["firstRecoverabilityPoint"].as_str().is_some());
-    let info = pg
-        .kubectl(&[
-            "exec",
-            &primary,
-            "-c",
-            "postgres",
-            "--",
-            "pgbackrest",
-            "info",
-            "--output=json",
-        ])
-        .expect("pgbackrest info in the primary's pod");
-    let info: serde_json::Value = serde_json::from_str(&info).expect("pgbackrest info is JSON");
+    let info = pg.pgbackrest_info(&primary);
     let labels: Vec<&str> = info[0]["backup"]
         .as_array()
         .map(|b| b.iter().filter_map(|b| b["label"].as_str()).collect())
@@ -1198,25 +1179,8 @@ async fn backups_and_point_in_time_recovery() {
         .expect("a yearly schedule");
     // Test 3: a failover while WAL is archived leaves no segment missing: the restore below
     // replays across the timeline switch, and every commit acknowledged before it is there.
-    let writer = Writer::start(&pg, "acks").await;
-    wait_until(MIN, "the writer to commit", || async {
-        writer.count() > 100
-    })
-    .await;
     let old = pg.primary().await.expect("a primary");
-    log(format!("kill -9 of every process of {old}, for 15 s"));
-    let killed = kill_pod_processes_for(&pg, &old, Duration::from_secs(15)).await;
-    assert!(killed > 0, "found the pod's processes on the host");
-    wait_until(2 * MIN, "a new primary", || async {
-        pg.primary().await.is_some_and(|p| p != old)
-    })
-    .await;
-    let before = writer.count();
-    wait_until(MIN, "writes on the new primary", || async {
-        writer.count() > before + 50
-    })
-    .await;
-    let acked = writer.stop().await;
+    let acked = kill_primary_under_writes(&pg, &old, "acks").await;
     log(format!(
         "{} commits acknowledged across the failover",
         acked.len()
@@ -1242,13 +1206,11 @@ async fn backups_and_point_in_time_recovery() {
         .await
         .expect("the mistake to undo");
     let primary = pg.primary().await.expect("a primary");
-    let superuser = |sql: &str| pg.superuser_sql(&primary, sql);
-    let segment = superuser("SELECT pg_walfile_name(pg_switch_wal())").expect("a segment switch");
+    let segment = pg
+        .superuser_sql(&primary, "SELECT pg_walfile_name(pg_switch_wal())")
+        .expect("a segment switch");
     wait_until(2 * MIN, "the WAL past T archived", || async {
-        superuser(&format!(
-            "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
-        ))
-        .is_ok_and(|out| out == "t")
+        pg.archived_past(&primary, &segment)
     })
     .await;
     let target = target.to_string();
@@ -1299,29 +1261,14 @@ async fn backups_and_point_in_time_recovery() {
     )
     .await;
     let restored_primary = restored.primary().await.expect("a primary");
-    let info = |pod: &str, owner: &Pg| -> serde_json::Value {
-        let out = owner
-            .kubectl(&[
-                "exec",
-                pod,
-                "-c",
-                "postgres",
-                "--",
-                "pgbackrest",
-                "info",
-                "--output=json",
-            ])
-            .expect("pgbackrest info");
-        serde_json::from_str(&out).expect("JSON")
-    };
-    let own = info(&restored_primary, &restored);
+    let own = restored.pgbackrest_info(&restored_primary);
     assert_eq!(own[0]["name"], "pg-restored", "{own}");
     assert!(
         own[0]["archive"][0]["max"].as_str().is_some(),
         "pg-restored's own repository has WAL: {own}"
     );
     let source_timeline = pg.status().await["timeline"].as_i64().unwrap_or(0);
-    let source = info(&primary, &pg);
+    let source = pg.pgbackrest_info(&primary);
     let max = source[0]["archive"][0]["max"]
         .as_str()
         .unwrap_or_default()

@@ -150,6 +150,18 @@ scrape_configs:
         p
     }
 
+    /// Rewrite the targets from the pod lists every second until the task is aborted.
+    fn keep_targets_fresh(&self, pg: &Pg) -> tokio::task::JoinHandle<()> {
+        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), self.dir.clone());
+        tokio::spawn(async move {
+            let pg = Pg::existing(&ns, &name).await;
+            loop {
+                refresh_targets(&pg, &dir).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     /// GET a path on the Prometheus HTTP API; `None` unless it answered 200.
     async fn get(&self, path: &str) -> Option<String> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -310,16 +322,7 @@ async fn prometheus_scrapes_agents_and_operator_and_alerts_fire_and_clear() {
     let old = pg.wait_healthy(3, 5 * MIN).await;
     let prom = Prometheus::start(&pg).await;
     log(format!("Prometheus on 127.0.0.1:{}", prom.port));
-    let refresher = {
-        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), prom.dir.clone());
-        tokio::spawn(async move {
-            let pg = Pg::existing(&ns, &name).await;
-            loop {
-                refresh_targets(&pg, &dir).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let refresher = prom.keep_targets_fresh(&pg);
     let ns = pg.ns.clone();
 
     // 1. Scraping: three agents, the operator's probes of the three members (with the cluster's
@@ -471,16 +474,7 @@ async fn an_unreachable_object_store_fails_archiving_loudly_and_it_catches_up() 
     .await;
     let primary = pg.primary().await.expect("a primary");
     let prom = Prometheus::start(&pg).await;
-    let refresher = {
-        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), prom.dir.clone());
-        tokio::spawn(async move {
-            let pg = Pg::existing(&ns, &name).await;
-            loop {
-                refresh_targets(&pg, &dir).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let refresher = prom.keep_targets_fresh(&pg);
     wait_until(MIN, "the primary's archiver scraped", || async {
         prom.scalar(&format!(
             r#"pgwarden_wal_archived_total{{namespace="{ns}",scope="pg"}}"#

@@ -168,6 +168,34 @@ impl Pg {
         .map(|out| out.trim().to_string())
     }
 
+    /// `pgbackrest info --output=json` in `pod` (its stanza and repository), parsed.
+    pub fn pgbackrest_info(&self, pod: &str) -> Value {
+        let out = self
+            .kubectl(&[
+                "exec",
+                pod,
+                "-c",
+                "postgres",
+                "--",
+                "pgbackrest",
+                "info",
+                "--output=json",
+            ])
+            .expect("pgbackrest info in the pod");
+        serde_json::from_str(&out).expect("pgbackrest info is JSON")
+    }
+
+    /// Whether `pod`'s pg_stat_archiver has archived `segment` or a later one.
+    pub fn archived_past(&self, pod: &str, segment: &str) -> bool {
+        self.superuser_sql(
+            pod,
+            &format!(
+                "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
+            ),
+        )
+        .is_ok_and(|out| out == "t")
+    }
+
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
         let mut all = vec!["-n", self.ns.as_str()];
         all.extend_from_slice(args);
