@@ -44,13 +44,20 @@ simulate:
 	@PGWARDEN_SIM_SEEDS=$(SEEDS) PGWARDEN_SIM_FIRST=$(FIRST) $(TIMED) "simulation ($(SEEDS) schedules)" \
 		cargo test --release --locked --test simulate -- --nocapture
 
-## Regenerate crds/ from the Rust types, and the chart's copy (charts/pgwarden/crds/) from it.
-## Through a temporary file, so a failed build leaves both files as they were.
+## Regenerate crds/ from the Rust types (one file per CRD), and the chart's copies
+## (charts/pgwarden/crds/) from them. Through temporary files, so a failed build leaves every file
+## as it was.
+CRD_PLURALS := postgresclusters postgresbackups
 crds:
-	cargo run --quiet --locked --bin pgwarden -- crd > crds/.pgwarden.io_postgresclusters.yaml.tmp \
-		|| { rm -f crds/.pgwarden.io_postgresclusters.yaml.tmp; exit 1; }
-	mv crds/.pgwarden.io_postgresclusters.yaml.tmp crds/pgwarden.io_postgresclusters.yaml
-	cp crds/pgwarden.io_postgresclusters.yaml charts/pgwarden/crds/pgwarden.io_postgresclusters.yaml
+	cargo build --quiet --locked --bin pgwarden
+	for p in $(CRD_PLURALS); do \
+		cargo run --quiet --locked --bin pgwarden -- crd $$p > crds/.pgwarden.io_$$p.yaml.tmp \
+			|| { rm -f crds/.pgwarden.io_$$p.yaml.tmp; exit 1; }; \
+	done
+	for p in $(CRD_PLURALS); do \
+		mv crds/.pgwarden.io_$$p.yaml.tmp crds/pgwarden.io_$$p.yaml; \
+		cp crds/pgwarden.io_$$p.yaml charts/pgwarden/crds/pgwarden.io_$$p.yaml; \
+	done
 
 ## Static checks of the Helm chart: lint --strict, both RBAC shapes render, the schema refuses bad
 ## values, chart version = crate version, the chart's CRD = crds/ (needs the test bed's helm).

@@ -6,7 +6,7 @@
 #     operator replicas prefer different nodes unless `affinity` is given;
 #   - values.schema.json rejects bad values;
 #   - the chart's version equals the crate's version in Cargo.toml;
-#   - charts/pgwarden/crds/ is byte-identical to crds/ (`make crds` writes both);
+#   - charts/pgwarden/crds/ is byte-identical to crds/ (`make crds` writes both), file by file;
 #   - examples/demo.yaml only uses fields the CRD has (when python3 has PyYAML).
 # Uses the test bed's helm ($HELM_BIN from e2e/lib/common.sh; `e2e/cluster build` builds it).
 set -euo pipefail
@@ -14,6 +14,7 @@ source "$(dirname "$0")/lib/common.sh"
 
 CHART=$REPO_DIR/charts/pgwarden
 CRD_NAME=pgwarden.io_postgresclusters.yaml
+CRD_FILES=("$CRD_NAME" pgwarden.io_postgresbackups.yaml)
 checks_begin chart-check
 need_testbed_helm
 [ -d "$CHART" ] || die "no chart at $CHART"
@@ -112,13 +113,15 @@ else
     fail "charts/pgwarden/Chart.yaml version '$chart_version' differs from Cargo.toml version '$crate_version'; set Chart.yaml's version to the crate's"
 fi
 
-# 5. The chart's CRD is the generated one.
-if cmp -s "$REPO_DIR/crds/$CRD_NAME" "$CHART/crds/$CRD_NAME"; then
-    ok "charts/pgwarden/crds/$CRD_NAME is byte-identical to crds/$CRD_NAME"
-else
-    fail "charts/pgwarden/crds/$CRD_NAME differs from crds/$CRD_NAME (or is missing); run \`make crds\`"
-fi
-extra=$(find "$CHART/crds" -type f ! -name "$CRD_NAME")
+# 5. The chart's CRDs are the generated ones.
+for crd in "${CRD_FILES[@]}"; do
+    if cmp -s "$REPO_DIR/crds/$crd" "$CHART/crds/$crd"; then
+        ok "charts/pgwarden/crds/$crd is byte-identical to crds/$crd"
+    else
+        fail "charts/pgwarden/crds/$crd differs from crds/$crd (or is missing); run \`make crds\`"
+    fi
+done
+extra=$(find "$CHART/crds" -type f ! -name "${CRD_FILES[0]}" ! -name "${CRD_FILES[1]}")
 [ -z "$extra" ] || fail "unexpected files in charts/pgwarden/crds/: $extra"
 
 # 6. The example uses only fields the CRD defines (needs PyYAML; skipped without it).

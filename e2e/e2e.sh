@@ -23,5 +23,5 @@ kubectl -n pgwarden-system get pods -o wide
 phase "e2e: cargo test --test e2e --test e2e_cli --test e2e_monitoring -- --ignored"
 cd "$REPO_DIR"
 # One scenario at a time: two cores, one node.
-cargo test --locked --test e2e --test e2e_cli --test e2e_monitoring -- --ignored --test-threads=1 ${E2E_FILTER:-}
+cargo test --locked --test e2e --test e2e_cli --test e2e_monitoring -- --ignored --test-threads=1 --nocapture ${E2E_FILTER:-}
 phase_end

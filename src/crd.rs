@@ -1,14 +1,45 @@
-//! The CRD document generated from the types in [`crate::api`]; `pgwarden crd` prints it and
-//! `crds/` holds a copy that a test keeps in step.
+//! The CRD documents generated from the types in [`crate::api`]; `pgwarden crd` prints them
+//! and `crds/` holds a copy of each (one file per CRD) that a test keeps in step.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use crate::api::PostgresCluster;
+use crate::api::{PostgresBackup, PostgresCluster};
+
+/// A CRD's generator.
+pub type Definition = fn() -> CustomResourceDefinition;
+
+/// Every CRD: its plural (`pgwarden crd <plural>` prints one) and its definition.
+pub const CRDS: [(&str, Definition); 2] = [
+    ("postgresclusters", PostgresCluster::crd),
+    ("postgresbackups", PostgresBackup::crd),
+];
+
+/// The file of `crds/` (and of the chart's `crds/`) that holds the CRD of `plural`.
+pub fn file_name(plural: &str) -> String {
+    format!("pgwarden.io_{plural}.yaml")
+}
 
 /// The `PostgresCluster` CustomResourceDefinition as YAML.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
-    let crd = PostgresCluster::crd();
-    serde_saphyr::to_string(&crd)
+    serde_saphyr::to_string(&PostgresCluster::crd())
+}
+
+/// The CRD of `plural` as YAML; `None` for a plural pgwarden does not define.
+pub fn crd_yaml_of(plural: &str) -> Option<Result<String, serde_saphyr::ser::Error>> {
+    CRDS.iter()
+        .find(|(p, _)| *p == plural)
+        .map(|(_, crd)| serde_saphyr::to_string(&crd()))
+}
+
+/// Every CRD as one multi-document YAML stream.
+pub fn all_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    let mut out = String::new();
+    for (_, crd) in CRDS {
+        out.push_str("---\n");
+        out.push_str(&serde_saphyr::to_string(&crd())?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -18,31 +49,44 @@ mod tests {
     /// `crds/` is what users and the chart install; it must be exactly what the types generate.
     #[test]
     fn crds_directory_matches_the_types() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/crds/pgwarden.io_postgresclusters.yaml"
-        );
-        let committed =
-            std::fs::read_to_string(path).expect("crds/pgwarden.io_postgresclusters.yaml exists");
-        let generated = crd_yaml().expect("the CRD renders");
-        assert!(
-            committed == generated,
-            "crds/pgwarden.io_postgresclusters.yaml drifted from the Rust types; run `make crds`"
-        );
+        for (plural, _) in CRDS {
+            let file = file_name(plural);
+            let path = format!("{}/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("crds/{file} cannot be read: {e}"));
+            let generated = crd_yaml_of(plural).unwrap().expect("the CRD renders");
+            assert!(
+                committed == generated,
+                "crds/{file} drifted from the Rust types; run `make crds`"
+            );
+        }
     }
 
     /// Helm installs the chart's copy; it must be the same bytes as `crds/`.
     #[test]
     fn the_charts_crd_matches_the_types() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/charts/pgwarden/crds/pgwarden.io_postgresclusters.yaml"
-        );
-        let committed = std::fs::read_to_string(path).expect("the chart carries the CRD");
-        let generated = crd_yaml().expect("the CRD renders");
-        assert!(
-            committed == generated,
-            "charts/pgwarden/crds/ drifted from the Rust types; run `make crds`"
+        for (plural, _) in CRDS {
+            let file = file_name(plural);
+            let path = format!("{}/charts/pgwarden/crds/{file}", env!("CARGO_MANIFEST_DIR"));
+            let committed = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("the chart carries no {file}: {e}"));
+            let generated = crd_yaml_of(plural).unwrap().expect("the CRD renders");
+            assert!(
+                committed == generated,
+                "charts/pgwarden/crds/{file} drifted from the Rust types; run `make crds`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_crd_is_printed_and_an_unknown_plural_is_none() {
+        let all = all_yaml().expect("renders");
+        assert!(all.contains("kind: PostgresCluster\n") && all.contains("kind: PostgresBackup\n"));
+        assert_eq!(all.matches("---\n").count(), 2);
+        assert!(crd_yaml_of("postgresqls").is_none());
+        assert_eq!(
+            crd_yaml_of("postgresclusters").unwrap().unwrap(),
+            crd_yaml().unwrap()
         );
     }
 

@@ -18,8 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the PostgresCluster CustomResourceDefinition (YAML).
-    Crd,
+    /// Print the CustomResourceDefinitions (YAML): every one, or the one of PLURAL
+    /// (`postgresclusters`, `postgresbackups`).
+    Crd { plural: Option<String> },
     /// Run the operator (reconciles PostgresCluster objects).
     Operator(pgwarden::operator::OperatorArgs),
     /// Run the agent that supervises PostgreSQL in one pod.
@@ -79,16 +80,29 @@ fn install(dest: &std::path::Path) -> std::io::Result<()> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crd => match pgwarden::crd::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        Command::Crd { plural } => {
+            let yaml = match plural.as_deref() {
+                None => Some(pgwarden::crd::all_yaml()),
+                Some(p) => pgwarden::crd::crd_yaml_of(p),
+            };
+            match yaml {
+                Some(Ok(yaml)) => {
+                    print!("{yaml}");
+                    ExitCode::SUCCESS
+                }
+                Some(Err(e)) => {
+                    eprintln!("error: cannot render the CRD: {e}");
+                    ExitCode::FAILURE
+                }
+                None => {
+                    eprintln!(
+                        "error: no CRD named {}; pgwarden defines postgresclusters and postgresbackups",
+                        plural.unwrap_or_default()
+                    );
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("error: cannot render the CRD: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Agent(args) => {
             init_logging();
             // One thread: the agent's work is a loop every loopWait plus a few REST requests, all

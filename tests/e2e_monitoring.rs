@@ -150,6 +150,18 @@ scrape_configs:
         p
     }
 
+    /// Rewrite the targets from the pod lists every second until the task is aborted.
+    fn keep_targets_fresh(&self, pg: &Pg) -> tokio::task::JoinHandle<()> {
+        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), self.dir.clone());
+        tokio::spawn(async move {
+            let pg = Pg::existing(&ns, &name).await;
+            loop {
+                refresh_targets(&pg, &dir).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
     /// GET a path on the Prometheus HTTP API; `None` unless it answered 200.
     async fn get(&self, path: &str) -> Option<String> {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
@@ -310,16 +322,7 @@ async fn prometheus_scrapes_agents_and_operator_and_alerts_fire_and_clear() {
     let old = pg.wait_healthy(3, 5 * MIN).await;
     let prom = Prometheus::start(&pg).await;
     log(format!("Prometheus on 127.0.0.1:{}", prom.port));
-    let refresher = {
-        let (ns, name, dir) = (pg.ns.clone(), pg.name.clone(), prom.dir.clone());
-        tokio::spawn(async move {
-            let pg = Pg::existing(&ns, &name).await;
-            loop {
-                refresh_targets(&pg, &dir).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let refresher = prom.keep_targets_fresh(&pg);
     let ns = pg.ns.clone();
 
     // 1. Scraping: three agents, the operator's probes of the three members (with the cluster's
@@ -436,6 +439,144 @@ async fn prometheus_scrapes_agents_and_operator_and_alerts_fire_and_clear() {
             .await
             .iter()
             .any(|(a, _)| a == "PgwardenReplicationLagHigh")
+    })
+    .await;
+    refresher.abort();
+    drop(prom);
+    pg.delete().await;
+}
+
+/// Resumes a stopped process when dropped, so a failing test never leaves the store frozen.
+struct Resume(i32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, libc::SIGCONT);
+    }
+}
+
+/// Issue 13, test 4: the object store stops answering (its process SIGSTOPped) for over a
+/// minute. The primary keeps taking writes while the segments it cannot archive stay in
+/// pg_wal; `ContinuousArchiving` turns False with the reason and `PgwardenWalArchivingFailing`
+/// fires; when the store comes back every segment reaches it, the condition turns True and the
+/// alert clears.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn an_unreachable_object_store_fails_archiving_loudly_and_it_catches_up() {
+    let pg = Pg::create("e2e-store-outage", "pg", &spec(1)).await;
+    pg.wait_healthy(1, 5 * MIN).await;
+    pg.apply(&format!("{}{}", spec(1), backup_spec(&pg.ns, "0 0 * * *")))
+        .expect("spec.backup is accepted");
+    let ns = pg.ns.clone();
+    wait_until(5 * MIN, "ContinuousArchiving True", || async {
+        archiving_condition(&pg).await == Some(("True".into(), "Archiving".into()))
+    })
+    .await;
+    let primary = pg.primary().await.expect("a primary");
+    let prom = Prometheus::start(&pg).await;
+    let refresher = prom.keep_targets_fresh(&pg);
+    wait_until(MIN, "the primary's archiver scraped", || async {
+        prom.scalar(&format!(
+            r#"pgwarden_wal_archived_total{{namespace="{ns}",scope="pg"}}"#
+        ))
+        .await
+        .is_some()
+    })
+    .await;
+    let rw = pg.connect_service("rw").await.expect("connect through -rw");
+    rw.batch_execute("CREATE TABLE outage (v int)")
+        .await
+        .expect("a table");
+
+    let store = object_store_pid();
+    log(format!("SIGSTOP the object store (host pid {store})"));
+    signal(store, libc::SIGSTOP);
+    let resume = Resume(store);
+    let stopped = std::time::Instant::now();
+    let mut last_segment = String::new();
+    let mut n = 0;
+    // Writes and segment switches go on through the outage.
+    let deadline = stopped + 4 * MIN;
+    loop {
+        n += 1;
+        rw.execute("INSERT INTO outage VALUES ($1)", &[&n])
+            .await
+            .expect("the primary keeps taking writes while the store is away");
+        if let Ok(seg) = pg.superuser_sql(&primary, "SELECT pg_walfile_name(pg_switch_wal())") {
+            last_segment = seg;
+        }
+        if archiving_condition(&pg).await == Some(("False".into(), "ArchiveCommandFailing".into()))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ContinuousArchiving did not turn False: ArchiveCommandFailing within 4 minutes"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    log(format!(
+        "ok: ContinuousArchiving False (ArchiveCommandFailing) {:?} after the store stopped",
+        stopped.elapsed()
+    ));
+    wait_until(MIN, "PgwardenWalArchivingFailing firing", || async {
+        prom.firing(&ns)
+            .await
+            .iter()
+            .any(|(a, l)| a == "PgwardenWalArchivingFailing" && l["name"] == primary.as_str())
+    })
+    .await;
+    let ready = pg
+        .superuser_sql(
+            &primary,
+            "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'",
+        )
+        .expect("the archive status directory");
+    log(format!("{ready} segments wait in pg_wal for the store"));
+    assert!(ready.parse::<i64>().unwrap_or(0) > 0, "WAL accumulates");
+    // At least a minute away in all.
+    if let Some(rest) = MIN.checked_sub(stopped.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    log(format!(
+        "SIGCONT the object store after {:?}",
+        stopped.elapsed()
+    ));
+    drop(resume);
+    let rows = rw
+        .query_one("SELECT count(*) FROM outage", &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    assert_eq!(rows, i64::from(n), "every write of the outage is there");
+    let segment = pg
+        .superuser_sql(&primary, "SELECT pg_walfile_name(pg_switch_wal())")
+        .expect("a switch after the outage");
+    log(format!(
+        "last segment switched during the outage: {last_segment}; after: {segment}"
+    ));
+    wait_until(5 * MIN, "every segment archived, none waiting", || async {
+        pg.superuser_sql(
+            &primary,
+            &format!(
+                "SELECT coalesce(last_archived_wal >= '{segment}', false) \
+                 AND (SELECT count(*) = 0 FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready') \
+                 FROM pg_stat_archiver"
+            ),
+        )
+        .is_ok_and(|out| out == "t")
+    })
+    .await;
+    wait_until(2 * MIN, "ContinuousArchiving True again", || async {
+        archiving_condition(&pg).await == Some(("True".into(), "Archiving".into()))
+    })
+    .await;
+    wait_until(2 * MIN, "the alert cleared", || async {
+        !prom
+            .firing(&ns)
+            .await
+            .iter()
+            .any(|(a, _)| a == "PgwardenWalArchivingFailing")
     })
     .await;
     refresher.abort();

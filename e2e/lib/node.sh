@@ -457,6 +457,8 @@ cluster_env() {
     echo "export PGWARDEN_S3_REGION=$S3_REGION"
     echo "export PGWARDEN_S3_ACCESS_KEY=$S3_ACCESS_KEY"
     echo "export PGWARDEN_S3_SECRET_KEY=$S3_SECRET_KEY"
+    # The store's process, for tests that make it unreachable (SIGSTOP) and bring it back.
+    echo "export PGWARDEN_S3_PID_FILE=$PIDS/objectstore.pid"
 }
 
 cluster_status() {

@@ -20,6 +20,9 @@ use crate::api::member::MemberState;
 use crate::api::names::ROLE_PRIMARY;
 use crate::api::state::SyncState;
 
+/// How long a member waits after a failed bootstrap before it claims the bootstrap again.
+pub const BOOTSTRAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
     #[error("renew failed: {0}")]
@@ -244,12 +247,23 @@ impl Agent {
     ) -> Result<(), ActError> {
         match &decision.action {
             Action::ClaimInitialize => {
+                // After a failed bootstrap this member waits before it tries again: a restore
+                // that cannot succeed (a target before the backups) must not loop at full speed.
+                if self.bootstrap_retry_at.is_some_and(|t| Instant::now() < t) {
+                    return Ok(());
+                }
                 let won = self.dcs.claim_initialize().await.map_err(ActError::Dcs)?;
                 info!(won, "raced for the initialize key");
             }
             Action::Bootstrap => {
                 if let Err(e) = self.bootstrap().await {
                     error!(error = %e, "bootstrap failed; giving up the initialize key");
+                    self.bootstrap_retry_at = Some(Instant::now() + BOOTSTRAP_RETRY);
+                    self.events.report(events::bootstrap_failed(
+                        &self.args.name,
+                        &e.to_string(),
+                        BOOTSTRAP_RETRY,
+                    ));
                     let _ = self.pg.stop(StopMode::Immediate).await;
                     self.fence.stand_down();
                     let _ = self.pg.wipe().await;
@@ -643,7 +657,16 @@ impl Agent {
     async fn bootstrap(&mut self) -> Result<(), ActError> {
         self.rest.view.write().await.state = MemberState::Initializing;
         let _ = self.pg.stop(StopMode::Immediate).await;
-        self.pg.initdb(&self.settings(None).initdb).await?;
+        let recovered = match self.recovery.clone() {
+            Some(r) => {
+                self.restore(&r).await?;
+                true
+            }
+            None => {
+                self.pg.initdb(&self.settings(None).initdb).await?;
+                false
+            }
+        };
         // Armed before the write, as every plan that makes a primary (steps.rs).
         self.fence.arm()?;
         let sent = Instant::now();
@@ -654,7 +677,7 @@ impl Agent {
         self.fence.holding(sent);
         self.pg.start(&self.settings(None), false).await?;
         self.upstream = Upstream::Nobody;
-        let statements = bootstrap::statements(&BootstrapObjects {
+        let objects = BootstrapObjects {
             superuser_password: &self.secrets.superuser,
             replication_user: &self.args.replication_user,
             replication_password: &self.secrets.replication,
@@ -665,7 +688,11 @@ impl Agent {
             }),
             roles: &self.bootstrap_roles,
             databases: &self.bootstrap_databases,
-        });
+        };
+        let statements = match recovered {
+            true => bootstrap::recovered_statements(&objects),
+            false => bootstrap::statements(&objects),
+        };
         for sql in &statements {
             self.pg.execute_batch(sql).await?;
         }
@@ -683,6 +710,54 @@ impl Agent {
             warn!(error = %e, "cannot set the primary role label");
         }
         info!(sysid, "bootstrapped a new cluster");
+        Ok(())
+    }
+
+    /// `spec.bootstrap.recovery`: restore the source's backup, then run PostgreSQL's recovery to
+    /// its end (the target, or the end of the archived WAL) and promotion, with no TCP listener
+    /// and before the Lease is taken: until then nothing may route to it, and the HA loop must
+    /// not promote it early. The settings pgBackRest wrote for the recovery are reset after it,
+    /// or a replica cloned from here would copy them and stop at the old target. Blocks the
+    /// loop (no other member has data; the pod's startup probe allows an hour).
+    async fn restore(&mut self, recovery: &crate::api::backup::Recovery) -> Result<(), ActError> {
+        info!(
+            source = %recovery.stanza,
+            path = %recovery.path,
+            r#type = %recovery.type_,
+            target = ?recovery.target,
+            "restoring the source cluster's backup (pgbackrest restore)"
+        );
+        self.pg.restore(&recovery.restore_args()).await?;
+        let mut settings = self.settings(None);
+        settings.listen_address = String::new();
+        self.pg.start(&settings, false).await?;
+        info!("restored; PostgreSQL replays the archived WAL up to the target");
+        let started = Instant::now();
+        let mut next_note = started + std::time::Duration::from_secs(60);
+        loop {
+            if !self.pg.running() {
+                return Err(ActError::Pg(PgError::Program {
+                    program: "postgres".into(),
+                    detail: "recovery failed: PostgreSQL exited before reaching the recovery target (its log above says why: a target before the backup's end or past the archived WAL)".into(),
+                }));
+            }
+            match self.pg.live_state().await {
+                Ok(l) if !l.in_recovery => break,
+                Ok(_) | Err(_) => {}
+            }
+            if Instant::now() >= next_note {
+                info!(elapsed = ?started.elapsed(), "still recovering");
+                next_note += std::time::Duration::from_secs(60);
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        info!(elapsed = ?started.elapsed(), "recovery reached its target and promoted");
+        for setting in crate::api::backup::RECOVERY_SETTINGS {
+            self.pg
+                .execute_batch(&format!("ALTER SYSTEM RESET {setting}"))
+                .await?;
+        }
+        self.pg.stop(StopMode::Fast).await?;
         Ok(())
     }
 

@@ -133,6 +133,13 @@ pub struct AgentArgs {
     /// Extra postgresql.conf parameters as JSON object.
     #[arg(long, env = "PGWARDEN_PARAMETERS", default_value = "{}")]
     pub parameters: String,
+    /// WAL is archived (`spec.backup.walArchiving`): a primary publishes `pg_stat_archiver`.
+    #[arg(long, env = "PGWARDEN_WAL_ARCHIVING")]
+    pub wal_archiving: bool,
+    /// Bootstrap by restoring another cluster's backup (`spec.bootstrap.recovery`), as JSON
+    /// (`api::backup::Recovery`).
+    #[arg(long, env = "PGWARDEN_RECOVERY")]
+    pub recovery: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -237,6 +244,20 @@ impl AgentArgs {
             }
         })?;
         Ok((roles, databases))
+    }
+
+    /// `--recovery`, parsed.
+    pub fn recovery(&self) -> Result<Option<crate::api::backup::Recovery>, ConfigError> {
+        self.recovery
+            .as_deref()
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                serde_json::from_str(r).map_err(|source| ConfigError::Json {
+                    flag: "recovery",
+                    source,
+                })
+            })
+            .transpose()
     }
 
     pub fn ttl(&self) -> Duration {

@@ -119,6 +119,24 @@ impl Snapshot {
             .is_some_and(|t| now.duration_since(t).as_secs_f64() > window.as_secs_f64())
     }
 
+    /// The operator's latest backup request and the result the agents last wrote (`None` for
+    /// an absent or corrupt key: logged, and then nothing runs until the key is rewritten).
+    pub fn backup_keys(
+        &self,
+        cluster: &str,
+    ) -> (
+        Option<crate::api::state::BackupRequest>,
+        Option<crate::api::state::BackupResult>,
+    ) {
+        let Some(data) = self.state.as_ref().and_then(|c| c.data.as_ref()) else {
+            return (None, None);
+        };
+        (
+            parse_key(data, keys::BACKUP, cluster),
+            parse_key(data, keys::BACKUP_RESULT, cluster),
+        )
+    }
+
     pub fn holder(&self) -> Option<&str> {
         match &self.lease {
             LeaseView::Held { holder, .. } => Some(holder),
@@ -669,6 +687,27 @@ impl Dcs {
             )));
         }
         Ok(())
+    }
+
+    /// Write the `backup-result` key when `write_over` accepts the result there now (a
+    /// compare-and-swap on the key: a run reported by a newer primary is not overwritten);
+    /// `Ok(false)` when it declined.
+    pub async fn write_backup_result(
+        &self,
+        result: &crate::api::state::BackupResult,
+        write_over: impl Fn(Option<&crate::api::state::BackupResult>) -> bool,
+    ) -> Result<bool, DcsError> {
+        let value = serde_json::to_string(result).map_err(|e| DcsError::Invalid(e.to_string()))?;
+        let cluster = self.names.cluster().to_string();
+        self.update_state(|data| {
+            let current = parse_key(data, keys::BACKUP_RESULT, &cluster);
+            if !write_over(current.as_ref()) {
+                return false;
+            }
+            data.insert(keys::BACKUP_RESULT.into(), value.clone());
+            true
+        })
+        .await
     }
 
     pub async fn request_switchover(&self, request: &SwitchoverKey) -> Result<(), DcsError> {

@@ -146,6 +146,17 @@ pub fn replica_created(me: &str, leader: &str) -> Notice {
     )
 }
 
+/// The bootstrap (initdb, or the restore of `spec.bootstrap.recovery`) failed; it is tried again.
+pub fn bootstrap_failed(me: &str, error: &str, retry_in: Duration) -> Notice {
+    Notice::warning(
+        "BootstrapFailed",
+        format!(
+            "{me} could not bootstrap the cluster: {error}; it tries again in {} s",
+            retry_in.as_secs()
+        ),
+    )
+}
+
 /// pg_rewind brought a diverged member back on the leader's timeline.
 pub fn rewound(me: &str, leader: &str) -> Notice {
     Notice::normal(

@@ -537,6 +537,54 @@ pub fn render(v: &RestView, s: &Sample) -> String {
             lag,
         );
     }
+    // spec.backup, on the primary only (it alone archives and backs up).
+    if let Some(a) = v.archiver.as_ref().filter(|_| primary_role) {
+        o.metric(
+            "pgwarden_wal_archived_total",
+            "counter",
+            "WAL segments archived since PostgreSQL started (pg_stat_archiver.archived_count).",
+            a.archived_count,
+        );
+        o.metric(
+            "pgwarden_wal_archive_failures_total",
+            "counter",
+            "Failed attempts to archive a WAL segment since PostgreSQL started (pg_stat_archiver.failed_count).",
+            a.failed_count,
+        );
+        o.metric(
+            "pgwarden_wal_last_archived_timestamp_seconds",
+            "gauge",
+            "When the last WAL segment was archived (epoch seconds), 0 if none since PostgreSQL started.",
+            a.last_archived_time.unwrap_or(0),
+        );
+        o.metric(
+            "pgwarden_wal_last_archive_failure_timestamp_seconds",
+            "gauge",
+            "When archiving last failed (epoch seconds), 0 if it has not since PostgreSQL started: archiving is failing while this is newer than the last success.",
+            a.last_failed_time.unwrap_or(0),
+        );
+    }
+    if let Some(newest) = v
+        .repository
+        .as_ref()
+        .filter(|_| primary_role)
+        .and_then(|r| r.backups.first())
+    {
+        let secs = |t: &str| t.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+        let (started, finished) = (secs(&newest.started), secs(&newest.finished));
+        o.metric(
+            "pgwarden_backup_last_success_timestamp_seconds",
+            "gauge",
+            "When the newest backup in the repository finished (epoch seconds), as the primary last read it.",
+            finished,
+        );
+        o.metric(
+            "pgwarden_backup_duration_seconds",
+            "gauge",
+            "How long the newest backup in the repository took, in seconds.",
+            (finished - started).max(0),
+        );
+    }
     o.metric(
         "pgwarden_maximum_lag_on_failover_bytes",
         "gauge",

@@ -8,6 +8,7 @@
 //! docs/architecture.md tells the story.
 
 pub mod act;
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod dcs;
@@ -34,6 +35,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::api::cluster::SynchronousMode;
+use crate::api::state::BackupResult;
 use act::{ActError, Cloning, Upstream};
 use config::{AgentArgs, ConfigError};
 use dcs::{Dcs, Snapshot};
@@ -111,6 +113,8 @@ struct Agent {
     /// PostgreSQL's settings: parameters, pg_hba lines, synchronous_standby_names.
     conf: Reconfigure,
     bootstrap_roles: Vec<crate::api::cluster::RoleSpec>,
+    /// `spec.bootstrap.recovery`: the bootstrap restores this instead of running initdb.
+    recovery: Option<crate::api::backup::Recovery>,
     bootstrap_databases: Vec<crate::api::cluster::DatabaseSpec>,
     /// Counters for `/metrics` (lease renews, fencing), shared with the REST view.
     telemetry: Arc<metrics::Telemetry>,
@@ -147,6 +151,12 @@ struct Agent {
     /// Maintenance mode as last read: kept while the apiserver cannot be read (Patroni keeps
     /// the cluster it last read), or a paused primary would be demoted by an apiserver restart.
     paused: bool,
+    /// pgBackRest's stanza for this term as primary (`spec.backup`).
+    stanza: backup::Stanza,
+    /// Base backups run here, and the repository as last read.
+    backups: backup::Runner,
+    /// After a failed bootstrap: not before this does this member claim it again.
+    bootstrap_retry_at: Option<Instant>,
 }
 
 impl Agent {
@@ -445,6 +455,27 @@ impl Agent {
             None
         };
         let data = self.pg.data_state().await.ok();
+        // Only a primary archives, once its stanza exists (pgBackRest's stanza-create runs in
+        // the background); a failed read leaves the field out until the next loop.
+        let archiving_primary =
+            self.args.wal_archiving && live.as_ref().is_some_and(|l| !l.in_recovery);
+        let pg_wal = self.args.data_dir.join("pg_wal");
+        let timeline = live.as_ref().and_then(|l| l.timeline);
+        self.stanza.step(archiving_primary, Instant::now(), || {
+            backup::spawn_stanza_create(pg_wal, timeline)
+        });
+        let archiver = match archiving_primary {
+            true => self.pg.archiver().await.ok(),
+            false => None,
+        };
+        let repository_ready = archiving_primary && self.stanza.ready();
+        self.backup_step(snap, repository_ready).await;
+        let repository = self.backups.repository.clone().filter(|_| repository_ready);
+        let stanza_error = self
+            .stanza
+            .error()
+            .filter(|_| archiving_primary)
+            .map(str::to_string);
         let seen = publish::Seen {
             running,
             live: live.as_ref(),
@@ -460,6 +491,9 @@ impl Agent {
                 None => decision.action == Action::KeepPrimary || self.fence.is_primary(),
             },
             clients_fenced: self.conf.clients_fenced,
+            archiver: archiver.as_ref(),
+            repository: repository.as_ref(),
+            stanza_error: stanza_error.as_deref(),
         };
         let identity = publish::Identity {
             address: &self.args.address,
@@ -500,6 +534,104 @@ impl Agent {
         );
         let mut v = self.rest.view.write().await;
         publish::update_view(&mut v, &status, &seen, replication, snap, Instant::now());
+    }
+
+    /// Base backups on a primary whose stanza is ready (`ready`): collect a finished run, start
+    /// or abort as [`backup::plan_backup`] says, write results, refresh the repository's list.
+    /// Never waits for pgBackRest; a failed write is tried again next loop.
+    async fn backup_step(&mut self, snap: Option<&Snapshot>, ready: bool) {
+        let me = self.args.name.clone();
+        let now = || jiff::Timestamp::now().to_string();
+        if let Some(done) = self.backups.collect(&me, now()) {
+            match &done.error {
+                None => info!(backup = %done.name, label = ?done.label, "base backup completed"),
+                Some(e) => warn!(backup = %done.name, error = %e, "base backup failed"),
+            }
+            self.backups.unwritten = Some(done);
+        }
+        if let Some(result) = self.backups.unwritten.clone() {
+            // Over our own `running` only: a newer request's result stays.
+            let name = result.name.clone();
+            match self
+                .dcs
+                .write_backup_result(&result, |cur| cur.is_none_or(|c| c.name == name))
+                .await
+            {
+                Ok(_) => self.backups.unwritten = None,
+                Err(e) => {
+                    warn!(backup = %name, error = %e, "cannot record the backup's result; retrying")
+                }
+            }
+        }
+        if let Some(snap) = snap {
+            let (request, result) = snap.backup_keys(&self.args.cluster);
+            let step = backup::plan_backup(
+                request.as_ref(),
+                result.as_ref(),
+                self.backups.running(),
+                ready,
+            );
+            match step {
+                backup::BackupStep::Nothing => {}
+                backup::BackupStep::Start(req) => {
+                    let running = BackupResult {
+                        name: req.name.clone(),
+                        phase: BackupResult::RUNNING.into(),
+                        member: me.clone(),
+                        started: now(),
+                        finished: None,
+                        label: None,
+                        error: None,
+                    };
+                    let name = req.name.clone();
+                    match self
+                        .dcs
+                        .write_backup_result(&running, |cur| cur.is_none_or(|c| c.name != name))
+                        .await
+                    {
+                        Ok(true) => {
+                            info!(backup = %req.name, r#type = %req.type_, "starting a base backup");
+                            self.backups
+                                .start(req, running.started, backup::spawn_backup);
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            warn!(backup = %req.name, error = %e, "cannot record the backup's start; not starting it")
+                        }
+                    }
+                }
+                backup::BackupStep::Abort => {
+                    warn!("no longer the primary: killing the running base backup");
+                    self.backups.abort(&me, now());
+                }
+                backup::BackupStep::Orphaned { member } => {
+                    if let Some(mut r) = result.filter(|r| !r.finished()) {
+                        warn!(backup = %r.name, member = %member, "a base backup was interrupted: its member stopped being the primary or its agent restarted");
+                        r.phase = BackupResult::FAILED.into();
+                        r.finished = Some(now());
+                        r.error = Some(format!(
+                            "interrupted: {member} stopped being the primary or its agent restarted during the backup"
+                        ));
+                        let name = r.name.clone();
+                        if let Err(e) = self
+                            .dcs
+                            .write_backup_result(&r, |cur| {
+                                cur.is_some_and(|c| c.name == name && !c.finished())
+                            })
+                            .await
+                        {
+                            warn!(backup = %name, error = %e, "cannot record the interrupted backup; retrying");
+                        }
+                    }
+                }
+            }
+        } else if !ready && self.backups.running().is_some() {
+            // Demoted without the apiserver: stop anyway, report when it answers.
+            self.backups.abort(&me, now());
+        }
+        self.backups.refresh_info(ready, Instant::now(), || {
+            tokio::spawn(backup::repository_info())
+        });
     }
 
     /// Clean shutdown: a primary checkpoints, stops, then releases the lease so a replica can

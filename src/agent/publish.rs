@@ -9,6 +9,7 @@ use super::dcs::Snapshot;
 use super::ha::DataDir;
 use super::postgres::{LiveState, ReplicationRow};
 use super::rest::RestView;
+use crate::api::backup::{ArchiverStats, RepositoryInfo};
 use crate::api::member::{
     MemberRole, MemberState, MemberStatus, MemberTags, api_url, conn_url, role_label,
 };
@@ -36,6 +37,12 @@ pub struct Seen<'a> {
     pub holds_lease: bool,
     /// pg_hba.conf rejects clients (the routing gate): no role label, no reads.
     pub clients_fenced: bool,
+    /// `pg_stat_archiver`, read on a primary that archives WAL.
+    pub archiver: Option<&'a ArchiverStats>,
+    /// What the repository holds, as this primary last read it.
+    pub repository: Option<&'a RepositoryInfo>,
+    /// Why the repository cannot be prepared (stanza-create's error), while it cannot.
+    pub stanza_error: Option<&'a str>,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -75,6 +82,9 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
         pending_restart: live.is_some_and(|l| l.pending_restart),
         version: env!("CARGO_PKG_VERSION").to_string(),
         config: me.config.clone(),
+        archiver: seen.archiver.cloned(),
+        stanza_error: seen.stanza_error.map(str::to_string),
+        repository: seen.repository.cloned(),
     }
 }
 
@@ -130,6 +140,8 @@ pub fn update_view(
         v.server_version = Some(sv);
     }
     v.pending_restart = status.pending_restart;
+    v.archiver = status.archiver.clone();
+    v.repository = status.repository.clone();
     v.sysid = match seen.data {
         Some(DataDir::Initialized { sysid, .. }) => Some(sysid.clone()),
         _ => None,
@@ -182,6 +194,9 @@ mod tests {
             cloning: false,
             holds_lease: holds,
             clients_fenced: false,
+            archiver: None,
+            repository: None,
+            stanza_error: None,
         }
     }
 
@@ -197,6 +212,31 @@ mod tests {
             },
             seen,
         )
+    }
+
+    #[test]
+    fn the_archivers_statistics_go_into_the_member_status_and_round_trip() {
+        let l = live(false);
+        let stats = ArchiverStats {
+            archived_count: 7,
+            last_archived_wal: Some("000000010000000000000007".into()),
+            last_archived_time: Some(1_764_000_000),
+            ..Default::default()
+        };
+        let s = Seen {
+            archiver: Some(&stats),
+            ..seen(Some(&l), true, true)
+        };
+        let published = status(&s);
+        assert_eq!(published.archiver.as_ref(), Some(&stats));
+        let back = MemberStatus::parse(&published.to_annotation()).expect("round trip");
+        assert_eq!(back.archiver, Some(stats));
+        assert!(
+            !status(&seen(Some(&l), true, true))
+                .to_annotation()
+                .contains("archiver"),
+            "left out when not archiving"
+        );
     }
 
     #[test]

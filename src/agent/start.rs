@@ -57,6 +57,7 @@ impl Agent {
             serde_json::from_str(&args.parameters).map_err(ConfigError::Parameters)?;
         let tags = args.tags()?;
         let (bootstrap_roles, bootstrap_databases) = args.bootstrap_objects()?;
+        let recovery = args.recovery()?;
 
         std::fs::create_dir_all(&args.run_dir)?;
         postgres::set_mode(&args.run_dir, 0o700)?;
@@ -176,6 +177,7 @@ impl Agent {
             tags,
             conf: Reconfigure::new(parameters, passfile),
             bootstrap_roles,
+            recovery,
             bootstrap_databases,
             telemetry,
             events,
@@ -194,6 +196,9 @@ impl Agent {
             promotion: None,
             cloning: None,
             paused: false,
+            stanza: super::backup::Stanza::new(),
+            backups: super::backup::Runner::default(),
+            bootstrap_retry_at: None,
             primary_down_since: None,
             args,
         })

@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.ha.synchronousMode == 'off' || self.ha.synchronousNodeCount < self.instances").message("spec.ha.synchronousNodeCount must be less than spec.instances"))]
+#[x_kube(validation = Rule::new("!has(self.backup) || (!('archive_command' in self.postgresql.parameters) && !('archive_mode' in self.postgresql.parameters))").message("spec.postgresql.parameters: archive_command and archive_mode are managed by pgwarden while spec.backup is set"))]
+#[x_kube(validation = Rule::new("!has(self.bootstrap) || !has(self.bootstrap.recovery) || has(self.backup)").message("spec.bootstrap.recovery needs spec.backup: the source is read from its object store, and the new cluster archives to a path of its own"))]
 pub struct PostgresClusterSpec {
     /// Number of PostgreSQL instances (one primary, the rest replicas).
     #[serde(default = "default_instances")]
@@ -106,6 +108,10 @@ pub struct PostgresClusterSpec {
     /// Maintenance mode: the agents manage nothing and fence nothing (Patroni's pause).
     #[serde(default)]
     pub pause: bool,
+
+    /// Base backups and continuous WAL archiving with pgBackRest to an S3-compatible store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::api::backup::BackupSpec>,
 }
 
 fn default_instances() -> i32 {
@@ -236,6 +242,12 @@ pub struct BootstrapSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub databases: Vec<DatabaseSpec>,
+    /// Start from another cluster's backups (point-in-time recovery) instead of initdb; needs
+    /// `spec.backup` (the new cluster archives to its own path). `initdb`, `database`, `roles`
+    /// and `databases` then do not apply: the data is the source's, and only the passwords of
+    /// the superuser, the replication role and the application role are set to this cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::api::backup::RecoverySpec>,
 }
 
 impl Default for BootstrapSpec {
@@ -246,6 +258,7 @@ impl Default for BootstrapSpec {
             owner: default_app(),
             roles: vec![],
             databases: vec![],
+            recovery: None,
         }
     }
 }
@@ -490,6 +503,32 @@ pub struct PostgresClusterStatus {
     /// The last planned change of primary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_switchover: Option<PrimaryChange>,
+    /// When `spec.backup.schedule` next names (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_backup: Option<Time>,
+    /// When the operator last asked for a scheduled backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_backup: Option<Time>,
+    /// The latest backup asked of the primary, scheduled or on demand, and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<crate::api::state::BackupResult>,
+    /// The newest backup the repository holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<crate::api::backup::RepositoryBackup>,
+    /// The earliest point a restore can reach (RFC 3339): the end of the oldest backup held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_recoverability_point: Option<String>,
+    /// The newest WAL segment archived, as `pg_stat_archiver` on the primary says.
+    #[serde(
+        default,
+        rename = "lastArchivedWAL",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_archived_wal: Option<String>,
+    /// The backups the repository holds, newest first (30 at most), as the primary last read
+    /// them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<crate::api::backup::RepositoryBackup>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

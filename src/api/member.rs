@@ -80,6 +80,16 @@ pub struct MemberStatus {
     /// operator rolls restart-only changes only once every member has taken the change up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
+    /// `pg_stat_archiver` of a primary that archives WAL (`spec.backup`; pgwarden's addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<crate::api::backup::ArchiverStats>,
+    /// Why the primary cannot prepare the backup repository (`pgbackrest stanza-create`'s error),
+    /// while it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stanza_error: Option<String>,
+    /// What the repository holds, as the primary last read it (`spec.backup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::api::backup::RepositoryInfo>,
 }
 
 fn is_default_tags(t: &MemberTags) -> bool {
@@ -169,6 +179,9 @@ mod tests {
             pending_restart: false,
             version: "0.1.0".into(),
             config: None,
+            archiver: None,
+            stanza_error: None,
+            repository: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The `<cluster>-state` ConfigMap shared by the agents and the operator: its key names and the
 //! dynamic configuration the operator publishes there (Patroni's `/config` key). The agents
 //! write their keys with compare-and-swap and keep every key they do not know; the operator
-//! owns only `config` and `pause`.
+//! owns only `config`, `pause` and `backup`.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +23,57 @@ pub mod keys {
     pub const PAUSE: &str = "pause";
     /// [`DynamicConfig`] as JSON (owned by the operator).
     pub const CONFIG: &str = "config";
+    /// [`BackupRequest`] as JSON: the latest backup the operator asked the primary to take
+    /// (owned by the operator; it stays after the result names it, and a new request replaces
+    /// it).
+    pub const BACKUP: &str = "backup";
+    /// [`BackupResult`] as JSON: what the primary's agent did with the request (owned by the
+    /// agents).
+    pub const BACKUP_RESULT: &str = "backup-result";
+}
+
+/// A backup the operator asks for (`spec.backup.schedule` or a `PostgresBackup`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupRequest {
+    /// Unique per request: the result names it, so a result is never taken for another request.
+    pub name: String,
+    /// pgBackRest's `--type`: `full`, `diff` or `incr`.
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+/// Where a requested backup stands, as the member that runs it reports (also the cluster
+/// status's `lastBackup`).
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BackupResult {
+    /// The request's name.
+    pub name: String,
+    /// `running`, `completed` or `failed`.
+    pub phase: String,
+    /// The member that ran it (the primary when it started).
+    pub member: String,
+    /// RFC 3339.
+    pub started: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    /// pgBackRest's backup label (`20261202-053000F`), once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// Why it failed (pgBackRest's error line; "interrupted: this member stopped being the
+    /// primary" after a switchover or failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl BackupResult {
+    pub const RUNNING: &'static str = "running";
+    pub const COMPLETED: &'static str = "completed";
+    pub const FAILED: &'static str = "failed";
+
+    /// Completed or failed: nothing more will happen to this request.
+    pub fn finished(&self) -> bool {
+        self.phase != Self::RUNNING
+    }
 }
 
 /// Settings every member applies while running, without a restart where PostgreSQL allows.

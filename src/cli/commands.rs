@@ -13,7 +13,11 @@ use super::error::{CliError, Result, capitalize};
 use super::k8s::Session;
 use super::model::{self, Action, Plan, Role, Topology};
 use super::render;
-use super::{Cli, Command, Output};
+use super::{BackupKind, Cli, Command, Output};
+use crate::api::postgres_backup::BackupType;
+use crate::api::{PostgresBackup, PostgresBackupSpec, PostgresBackupStatus};
+use kube::Api;
+use kube::api::PostParams;
 
 /// How long switchover, failover and `--wait` wait for the outcome.
 const WAIT: Duration = Duration::from_secs(60);
@@ -130,6 +134,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Resume { cluster, wait } => toggle_pause(&s, &cluster, false, wait).await,
         Command::History { cluster, output } => history(&s, &cluster, output).await,
         Command::Status { cluster } => status(&s, &cluster).await,
+        Command::Backups { cluster, output } => backups(&s, &cluster, output).await,
+        Command::Backup {
+            cluster,
+            type_,
+            name,
+            wait,
+        } => backup(&s, &cluster, type_, name, wait).await,
         Command::Completion { .. } => Ok(()),
     }
 }
@@ -582,6 +593,108 @@ async fn history(s: &Session, cluster: &str, output: Output) -> Result<()> {
         Output::Yaml => {
             serde_saphyr::to_string(&render::history_records(&rows)).unwrap_or_default()
         }
+    });
+    Ok(())
+}
+
+async fn backup(
+    s: &Session,
+    cluster: &str,
+    kind: BackupKind,
+    name: Option<String>,
+    wait: bool,
+) -> Result<()> {
+    let c = s.cluster(cluster).await?;
+    if c.spec.backup.is_none() {
+        return Err(CliError::failed(format!(
+            "cluster {cluster} has no backup repository (spec.backup)"
+        )));
+    }
+    let name = name.unwrap_or_else(|| {
+        format!(
+            "{cluster}-{}",
+            jiff::Timestamp::now().strftime("%Y%m%d%H%M%S")
+        )
+    });
+    let type_ = match kind {
+        BackupKind::Full => BackupType::Full,
+        BackupKind::Diff => BackupType::Diff,
+        BackupKind::Incr => BackupType::Incr,
+    };
+    let api: Api<PostgresBackup> = Api::namespaced(s.client.clone(), &s.namespace);
+    let obj = PostgresBackup::new(
+        &name,
+        PostgresBackupSpec {
+            cluster: cluster.to_string(),
+            type_,
+        },
+    );
+    api.create(&PostParams::default(), &obj)
+        .await
+        .map_err(|e| s.error(e, &format!("cannot create PostgresBackup {name}")))?;
+    out(&format!(
+        "postgresbackup/{name} created: a backup of {cluster} (type {})\n",
+        type_.as_pgbackrest()
+    ));
+    if !wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut last_phase = String::new();
+    loop {
+        let b = api
+            .get(&name)
+            .await
+            .map_err(|e| s.error(e, &format!("cannot read PostgresBackup {name}")))?;
+        let st = b.status.unwrap_or_default();
+        let phase = st.phase.clone().unwrap_or_else(|| "Pending".into());
+        if phase != last_phase {
+            out(&format!(
+                "{phase}{}\n",
+                st.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+            last_phase = phase.clone();
+        }
+        match phase.as_str() {
+            PostgresBackupStatus::COMPLETED => {
+                out(&format!("label {}\n", st.label.unwrap_or_default()));
+                return Ok(());
+            }
+            PostgresBackupStatus::FAILED => {
+                return Err(CliError::failed(format!(
+                    "backup {name} failed: {}",
+                    st.message.unwrap_or_default()
+                )));
+            }
+            _ => {}
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::failed(format!(
+                "backup {name} is still {phase} after an hour"
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn backups(s: &Session, cluster: &str, output: Output) -> Result<()> {
+    let c = s.cluster(cluster).await?;
+    if c.spec.backup.is_none() {
+        return Err(CliError::failed(format!(
+            "cluster {cluster} has no backup repository (spec.backup)"
+        )));
+    }
+    let st = c.status.clone().unwrap_or_default();
+    out(&match output {
+        Output::Table => render::backups(&st),
+        Output::Json => {
+            serde_json::to_string_pretty(&st.backups).unwrap_or_else(|_| "[]".into()) + "\n"
+        }
+        Output::Yaml if st.backups.is_empty() => "[]\n".into(),
+        Output::Yaml => serde_saphyr::to_string(&st.backups).unwrap_or_default(),
     });
     Ok(())
 }

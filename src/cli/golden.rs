@@ -778,3 +778,43 @@ fn the_cli_imports_only_the_contract() {
         }
     }
 }
+
+#[test]
+fn backups_of_a_cluster_with_a_repository() {
+    let c = cluster(
+        "demo",
+        json!({}),
+        json!({
+            "firstRecoverabilityPoint": "2026-12-01T00:01:10Z",
+            "lastArchivedWAL": "00000002000000000000001C",
+            "nextScheduledBackup": "2026-12-03T00:00:00Z",
+            "lastBackup": {"name": "scheduled-20261202T000000Z", "phase": "completed",
+                "member": "demo-0", "started": "2026-12-02T00:00:01Z",
+                "finished": "2026-12-02T00:01:12Z", "label": "20261202-000001F"},
+            "backups": [
+                {"label": "20261202-000001F", "type": "full", "started": "2026-12-02T00:00:01Z",
+                 "finished": "2026-12-02T00:01:12Z", "databaseBytes": 1073741824,
+                 "repositoryBytes": 157286400, "walStart": "00000002000000000000001A",
+                 "walStop": "00000002000000000000001A"},
+                {"label": "20261201-000002F", "type": "full", "started": "2026-12-01T00:00:02Z",
+                 "finished": "2026-12-01T00:01:10Z", "databaseBytes": 1048576000,
+                 "repositoryBytes": 152043520}
+            ]
+        }),
+    );
+    golden(
+        "backups.txt",
+        &render::backups(&c.status.clone().unwrap_or_default()),
+    );
+    let failed = cluster(
+        "demo",
+        json!({}),
+        json!({"lastBackup": {"name": "before-migration-0c1d2e3f", "phase": "failed",
+            "member": "demo-1", "started": "2026-12-02T00:00:01Z",
+            "error": "interrupted: demo-1 stopped being the primary"}}),
+    );
+    golden(
+        "backups_none.txt",
+        &render::backups(&failed.status.clone().unwrap_or_default()),
+    );
+}

@@ -74,6 +74,13 @@ pub enum Output {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackupKind {
+    Full,
+    Diff,
+    Incr,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shell {
     Bash,
     Zsh,
@@ -232,6 +239,44 @@ Examples:
   kubectl pgwarden history demo
   kubectl pgwarden history demo -o json")]
     History {
+        /// Name of the PostgresCluster
+        cluster: String,
+        /// Output format
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Take a base backup now: creates a PostgresBackup the operator queues for the primary
+    #[command(after_help = "\
+Examples:
+  kubectl pgwarden backup demo
+  kubectl pgwarden backup demo --type incr
+  kubectl pgwarden backup demo --name before-migration --wait
+
+The PostgresBackup is named <cluster>-<UTC time> unless --name says otherwise; `kubectl get
+postgresbackups` shows it. With --wait the command returns when it completed (exit 0) or failed.")]
+    Backup {
+        /// Name of the PostgresCluster
+        cluster: String,
+        /// pgBackRest's backup type
+        #[arg(long = "type", value_enum, default_value_t = BackupKind::Full)]
+        type_: BackupKind,
+        /// Name of the PostgresBackup to create
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Wait (up to an hour) until the backup completed or failed
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the backups the cluster's repository holds (spec.backup)
+    #[command(after_help = "\
+Examples:
+  kubectl pgwarden backups demo
+  kubectl pgwarden backups demo -o json
+
+Newest first, as the primary last read `pgbackrest info` (after each backup and every 5
+minutes). The header names the earliest point a restore can reach, the last WAL segment
+archived and the latest backup asked for, with its outcome.")]
+    Backups {
         /// Name of the PostgresCluster
         cluster: String,
         /// Output format

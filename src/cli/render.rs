@@ -421,6 +421,75 @@ pub fn event_time(e: &Event) -> Option<jiff::Timestamp> {
         .or(e.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
+/// `kubectl pgwarden backups`: what the repository holds, newest first, under a header with the
+/// recovery window and the latest request.
+pub fn backups(st: &crate::api::PostgresClusterStatus) -> String {
+    let dash = || "-".to_string();
+    let mut out = String::new();
+    let last = st.last_backup.as_ref().map_or_else(dash, |r| {
+        let mut s = format!("{} {} on {}", r.name, r.phase, r.member);
+        if let Some(e) = &r.error {
+            s.push_str(&format!(": {e}"));
+        }
+        s
+    });
+    let fields = [
+        (
+            "First recoverability point",
+            st.first_recoverability_point.clone().unwrap_or_else(dash),
+        ),
+        (
+            "Last archived WAL",
+            st.last_archived_wal.clone().unwrap_or_else(dash),
+        ),
+        ("Last backup request", last),
+        (
+            "Next scheduled backup",
+            st.next_scheduled_backup
+                .as_ref()
+                .map_or_else(dash, |t| t.0.to_string()),
+        ),
+    ];
+    let w = fields.iter().map(|(k, _)| width(k)).max().unwrap_or(0) + 1;
+    for (k, v) in fields {
+        out.push_str(&format!("{:<w$} {v}\n", format!("{k}:")));
+    }
+    let mb = |b: i64| format!("{:.1}", b as f64 / 1_048_576.0);
+    out.push_str(
+        &Table {
+            title: None,
+            columns: vec![
+                ("Label".into(), Align::Left),
+                ("Type".into(), Align::Left),
+                ("Started".into(), Align::Left),
+                ("Finished".into(), Align::Left),
+                ("DB MB".into(), Align::Right),
+                ("Repo MB".into(), Align::Right),
+                ("WAL start".into(), Align::Left),
+                ("WAL stop".into(), Align::Left),
+            ],
+            rows: st
+                .backups
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.label.clone(),
+                        b.type_.clone(),
+                        b.started.clone(),
+                        b.finished.clone(),
+                        mb(b.database_bytes),
+                        mb(b.repository_bytes),
+                        b.wal_start.clone().unwrap_or_else(dash),
+                        b.wal_stop.clone().unwrap_or_else(dash),
+                    ]
+                })
+                .collect(),
+        }
+        .render(),
+    );
+    out
+}
+
 /// How many Events `status` shows.
 pub const STATUS_EVENTS: usize = 10;
 

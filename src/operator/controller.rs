@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder};
-use kube::{Client, Resource, ResourceExt};
-use tracing::warn;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, warn};
 
 use super::build::{self, Cluster, state};
 use super::metrics::Metrics;
@@ -20,9 +21,9 @@ use super::observe::{self, Observed};
 use super::remembered::{self, Remembered};
 use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
-use super::{apply, status, step};
-use crate::api::PostgresCluster;
+use super::{apply, backups, schedule, status, step};
 use crate::api::cluster::SynchronousMode;
+use crate::api::{PostgresBackup, PostgresCluster};
 use crate::common::agent_client::AgentClient;
 
 /// The one field manager for everything the operator applies.
@@ -175,6 +176,163 @@ fn decide(cluster: &PostgresCluster, c: &Cluster, observed: &Observed) -> (i32, 
     )
 }
 
+/// The backup request this reconcile applies: the oldest unfinished `PostgresBackup` first,
+/// then the schedule (src/operator/backups.rs, src/operator/schedule.rs; both pure). The
+/// `PostgresBackup` statuses are written first, so a result is recorded before a new request
+/// replaces it.
+async fn plan_backups(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    observed: &Observed,
+    now: jiff::Timestamp,
+) -> Result<schedule::Plan, ReconcileError> {
+    let queue = backups::plan(
+        &observed.backups,
+        cluster.spec.backup.is_some(),
+        observed.backup_request.as_ref(),
+        observed.backup_result.as_ref(),
+    );
+    if !queue.statuses.is_empty() {
+        let ns = cluster.namespace().unwrap_or_default();
+        let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
+        for (name, status) in &queue.statuses {
+            // A merge patch keeps what it leaves out: absent fields go as null, so a message
+            // of an earlier phase does not linger.
+            let mut value = serde_json::to_value(status).unwrap_or_default();
+            if let Some(fields) = value.as_object_mut() {
+                for key in ["phase", "member", "started", "finished", "label", "message"] {
+                    fields.entry(key).or_insert(serde_json::Value::Null);
+                }
+            }
+            let patch = serde_json::json!({ "status": value });
+            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|source| ReconcileError::Step {
+                    action: "write the status of",
+                    kind: "PostgresBackup",
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+    }
+    if let Some(r) = &queue.request {
+        info!(cluster = %cluster.name_any(), backup = %r.name, "on-demand backup requested");
+    }
+    let current = queue.request.as_ref().or(observed.backup_request.as_ref());
+    // A new on-demand request has no result yet: the schedule sees it outstanding.
+    let result = match &queue.request {
+        Some(_) => None,
+        None => observed.backup_result.as_ref(),
+    };
+    let status = cluster.status.as_ref();
+    Ok(schedule::plan(
+        cluster.spec.backup.as_ref(),
+        status
+            .and_then(|s| s.last_scheduled_backup.as_ref())
+            .map(|t| t.0),
+        cluster
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| t.0),
+        current,
+        result,
+        now,
+    ))
+}
+
+/// An Event when `ContinuousArchiving` turns False (with the reason) or True again.
+async fn report_archiving(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    new: &crate::api::PostgresClusterStatus,
+) {
+    let find = |conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == status::CONTINUOUS_ARCHIVING)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let old = cluster
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions))
+        .map(|(s, _, _)| s);
+    let Some((now, reason, message)) = find(&new.conditions) else {
+        return;
+    };
+    match (old.as_deref(), now.as_str()) {
+        (Some(o), "False") if o != "False" => {
+            event(&ctx.recorder, cluster, EventType::Warning, &reason, message).await
+        }
+        (Some("False"), "True") => {
+            event(
+                &ctx.recorder,
+                cluster,
+                EventType::Normal,
+                "ArchivingResumed",
+                message,
+            )
+            .await
+        }
+        _ => {}
+    }
+}
+
+/// Events for the backups: asked for, skipped, and a result that changed since the status.
+async fn report_backups(
+    ctx: &Context,
+    cluster: &PostgresCluster,
+    observed: &Observed,
+    plan: &schedule::Plan,
+) {
+    if let Some(why) = &plan.skipped {
+        event(
+            &ctx.recorder,
+            cluster,
+            EventType::Warning,
+            "BackupSkipped",
+            why.clone(),
+        )
+        .await;
+    } else if let (Some(_), Some(r)) = (plan.fired, &plan.request) {
+        info!(cluster = %cluster.name_any(), backup = %r.name, "scheduled backup requested");
+        event(
+            &ctx.recorder,
+            cluster,
+            EventType::Normal,
+            "BackupScheduled",
+            format!("asked the primary for a {} backup ({})", r.type_, r.name),
+        )
+        .await;
+    }
+    let Some(result) = observed.backup_result.as_ref().filter(|r| r.finished()) else {
+        return;
+    };
+    let known = cluster.status.as_ref().and_then(|s| s.last_backup.as_ref());
+    if known == Some(result) {
+        return;
+    }
+    let (type_, reason, note) = match &result.error {
+        None => (
+            EventType::Normal,
+            "BackupCompleted",
+            format!(
+                "backup {} completed on {}: {}",
+                result.name,
+                result.member,
+                result.label.as_deref().unwrap_or("no label")
+            ),
+        ),
+        Some(e) => (
+            EventType::Warning,
+            "BackupFailed",
+            format!("backup {} failed on {}: {e}", result.name, result.member),
+        ),
+    };
+    event(&ctx.recorder, cluster, type_, reason, note).await;
+}
+
 async fn reconcile_inner(
     cluster: &PostgresCluster,
     ctx: &Context,
@@ -184,11 +342,21 @@ async fn reconcile_inner(
         return Ok(Action::await_change());
     }
     // 1. validate (pure); an invalid spec is reported, observed and shown in the status only.
-    let validated = validate::validate(cluster, &ctx.agent_image, &ctx.agent_image_pull_policy)
+    let mut validated = validate::validate(cluster, &ctx.agent_image, &ctx.agent_image_pull_policy)
         .ok_or(ReconcileError::Incomplete("name, namespace or uid"))?;
-    report_invalid(ctx, cluster, &validated).await;
-    // 2. observe.
+    // 2. observe; the Secrets spec.backup names are checked like the spec.
     let mut observed = observe::observe(&ctx.client, validated.identity()).await?;
+    if let Some(s3) = cluster.spec.backup.as_ref().map(|b| &b.repository.s3) {
+        let mut names = vec![s3.credentials_secret.as_str()];
+        names.extend(s3.ca_secret.as_deref());
+        observed.backup_secrets =
+            observe::secrets(&ctx.client, &validated.identity().namespace, &names).await?;
+        validated.problems.extend(validate::secret_problems(
+            cluster.spec.backup.as_ref(),
+            &observed.backup_secrets,
+        ));
+    }
+    report_invalid(ctx, cluster, &validated).await;
     observed.cordoned_nodes = observe::cordoned_nodes(&ctx.client, &observed.pods, |e| {
         let hit = ctx.node_errors.lock().map(|mut t| t.hit(Instant::now()));
         if let Ok(Some(n)) = hit {
@@ -197,23 +365,37 @@ async fn reconcile_inner(
     })
     .await;
     let mut step = Step::Idle;
+    let mut backup_plan = None;
     if let Some(c) = validated.buildable() {
         let (replicas, planned) = decide(cluster, c, &observed);
+        let plan = plan_backups(ctx, cluster, &observed, jiff::Timestamp::now()).await?;
         // 3. build (pure) and 4. apply.
-        apply::children(ctx, cluster, c, &build::children(c, replicas)).await?;
+        apply::children(
+            ctx,
+            cluster,
+            c,
+            &build::children(c, replicas, plan.request.as_ref()),
+        )
+        .await?;
+        report_backups(ctx, cluster, &observed, &plan).await;
+        backup_plan = Some(plan);
         // 5. step, unless the cluster is paused.
         if !cluster.spec.pause {
             step = step::run(ctx, cluster, c, &observed, planned).await?;
         }
     }
     // 6. status.
-    let new_status = status::compute(
+    let mut new_status = status::compute(
         cluster,
         &observed,
         validated.spec_problem().as_deref(),
         step.describe().as_deref(),
         &Time(jiff::Timestamp::now()),
     );
+    if let Some(fired) = backup_plan.and_then(|p| p.fired) {
+        new_status.last_scheduled_backup = Some(Time(fired));
+    }
+    report_archiving(ctx, cluster, &new_status).await;
     apply::status(&ctx.client, cluster, validated.identity(), new_status).await?;
     // Status follows the members even when no watched object changes (lag, timelines).
     let again = if matches!(step, Step::Idle) { 15 } else { 3 };

@@ -4,6 +4,7 @@
 //! Lease `pgwarden-operator` reconciles and relabels; the other waits, ready to take over.
 
 pub mod apply;
+pub mod backups;
 pub mod build;
 pub mod controller;
 pub mod labels;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod observe;
 pub mod remembered;
 pub mod rolling;
+pub mod schedule;
 pub mod status;
 pub mod step;
 pub mod validate;
@@ -28,8 +30,8 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tracing::{error, info, warn};
 
-use crate::api::PostgresCluster;
 use crate::api::names::{APP_NAME, LABEL_CLUSTER, LABEL_NAME};
+use crate::api::{PostgresBackup, PostgresCluster};
 use controller::Context;
 use metrics::Metrics;
 
@@ -178,6 +180,10 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
             }
         };
         let (sts, svc, pods) = api_for(&client);
+        let backups: Api<PostgresBackup> = match &ns {
+            Some(n) => Api::namespaced(client.clone(), n),
+            None => Api::all(client.clone()),
+        };
         let ctx = ctx.clone();
         let controller = Controller::new(clusters, watcher::Config::default());
         let store = controller.store();
@@ -186,6 +192,11 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
             .owns(svc, ours.clone())
             // Member annotations and readiness change on pods the StatefulSet owns.
             .watches(pods, ours.clone(), |p| cluster_of(&p))
+            // A new PostgresBackup is queued at once, not at the cluster's next periodic pass.
+            .watches(backups, watcher::Config::default(), |b| {
+                let ns = b.metadata.namespace.clone()?;
+                Some(ObjectRef::<PostgresCluster>::new(&b.spec.cluster).within(&ns))
+            })
             // A cordoned node may carry a primary a drain is waiting for (rolling::drain_step):
             // every cluster looks at once rather than at its next periodic reconcile.
             .watches(

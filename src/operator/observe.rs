@@ -3,16 +3,17 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client};
 
 use super::build::Cluster;
 use super::controller::ReconcileError;
+use crate::api::PostgresBackup;
 use crate::api::names::LABEL_CLUSTER;
-use crate::api::state::{HistoryEntry, SyncState, keys};
+use crate::api::state::{BackupRequest, BackupResult, HistoryEntry, SyncState, keys};
 
 /// What the operator read of one cluster.
 #[derive(Debug, Default)]
@@ -30,6 +31,39 @@ pub struct Observed {
     pub sync: SyncState,
     /// The nodes of the cluster's pods that are cordoned (`spec.unschedulable`).
     pub cordoned_nodes: BTreeSet<String>,
+    /// The `backup` key: the latest backup request.
+    pub backup_request: Option<BackupRequest>,
+    /// The `backup-result` key: what the primary did with a request.
+    pub backup_result: Option<BackupResult>,
+    /// The `PostgresBackup` objects naming this cluster.
+    pub backups: Vec<PostgresBackup>,
+    /// The Secrets `spec.backup` names: their keys, or `None` when missing.
+    pub backup_secrets: BTreeMap<String, Option<Vec<String>>>,
+}
+
+/// Read the Secrets `names` (their keys only).
+pub async fn secrets(
+    client: &Client,
+    ns: &str,
+    names: &[&str],
+) -> Result<BTreeMap<String, Option<Vec<String>>>, ReconcileError> {
+    let api = Api::<Secret>::namespaced(client.clone(), ns);
+    let mut out = BTreeMap::new();
+    for name in names {
+        let s = api
+            .get_opt(name)
+            .await
+            .map_err(failed("Secret", name.to_string()))?;
+        out.insert(
+            name.to_string(),
+            s.map(|s| {
+                let mut keys: Vec<String> = s.data.unwrap_or_default().into_keys().collect();
+                keys.extend(s.string_data.unwrap_or_default().into_keys());
+                keys
+            }),
+        );
+    }
+    Ok(out)
 }
 
 fn failed(kind: &'static str, name: String) -> impl FnOnce(kube::Error) -> ReconcileError {
@@ -56,6 +90,23 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         .get_opt(&c.names.state_config_map())
         .await
         .map_err(failed("ConfigMap", c.names.state_config_map()))?;
+    let backups = Api::<PostgresBackup>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(failed("PostgresBackup", ns.clone()))?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster == c.names.cluster())
+        .collect();
+    let key = |k: &str| {
+        state
+            .as_ref()
+            .and_then(|c| c.data.as_ref())
+            .and_then(|d| d.get(k))
+            .cloned()
+    };
+    let backup_request = key(keys::BACKUP).and_then(|v| serde_json::from_str(&v).ok());
+    let backup_result = key(keys::BACKUP_RESULT).and_then(|v| serde_json::from_str(&v).ok());
     Ok(Observed {
         pods,
         replicas: sts
@@ -82,6 +133,10 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|d| d.get(keys::SYNC).and_then(|s| serde_json::from_str(s).ok()))
             .unwrap_or_default(),
         cordoned_nodes: BTreeSet::new(),
+        backup_request,
+        backup_result,
+        backups,
+        backup_secrets: BTreeMap::new(),
     })
 }
 

@@ -17,6 +17,8 @@ pub const READY: &str = "Ready";
 pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
 pub const SPEC_VALID: &str = "SpecValid";
 pub const PROGRESSING: &str = "Progressing";
+/// `spec.backup.walArchiving`: is the primary's `archive_command` succeeding?
+pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
 
 /// A pod's member status, if its annotation parses.
 pub fn member_status(pod: &Pod) -> Option<MemberStatus> {
@@ -76,25 +78,60 @@ fn primary_change(history: &[HistoryEntry], switchover: bool) -> Option<PrimaryC
     })
 }
 
-fn condition(
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-) -> (String, bool, String, String) {
-    (type_.into(), ok, reason.into(), message)
+/// A condition's type, status (`True`, `False`, `Unknown`), reason and message.
+type ConditionValue = (String, &'static str, String, String);
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String) -> ConditionValue {
+    (
+        type_.into(),
+        if ok { "True" } else { "False" },
+        reason.into(),
+        message,
+    )
+}
+
+/// `ContinuousArchiving`, when the spec archives WAL: from the primary's `pg_stat_archiver`.
+fn archiving_condition(primary: Option<&MemberStatus>) -> ConditionValue {
+    // The repository itself refuses (credentials, bucket, certificate): pgBackRest's words.
+    if let Some(e) = primary.and_then(|p| p.stanza_error.as_ref()) {
+        return (
+            CONTINUOUS_ARCHIVING.into(),
+            "False",
+            "RepositoryUnavailable".into(),
+            format!(
+                "the backup repository refuses: {e}; WAL accumulates in pg_wal until it answers"
+            ),
+        );
+    }
+    match primary.and_then(|p| p.archiver.as_ref()) {
+        Some(stats) => {
+            let h = stats.health();
+            (
+                CONTINUOUS_ARCHIVING.into(),
+                h.status,
+                h.reason.into(),
+                h.message,
+            )
+        }
+        None => (
+            CONTINUOUS_ARCHIVING.into(),
+            "Unknown",
+            "NoArchiverStatus".into(),
+            "no primary has reported pg_stat_archiver yet".into(),
+        ),
+    }
 }
 
 /// Merge new condition values into the old list: `lastTransitionTime` moves only on a flip.
 pub fn merge_conditions(
     old: &[Condition],
-    new: Vec<(String, bool, String, String)>,
+    new: Vec<ConditionValue>,
     generation: Option<i64>,
     now: &Time,
 ) -> Vec<Condition> {
     new.into_iter()
-        .map(|(type_, ok, reason, message)| {
-            let status = if ok { "True" } else { "False" }.to_string();
+        .map(|(type_, status, reason, message)| {
+            let status = status.to_string();
             let previous = old.iter().find(|c| c.type_ == type_);
             let last_transition_time = match previous {
                 Some(p) if p.status == status => p.last_transition_time.clone(),
@@ -124,7 +161,7 @@ pub fn compute(
     let old = cluster.status.clone().unwrap_or_default();
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let primary = primary(observed);
-    let primary_lsn = primary
+    let primary_status = primary
         .as_deref()
         .and_then(|p| {
             observed
@@ -132,8 +169,8 @@ pub fn compute(
                 .iter()
                 .find(|x| x.metadata.name.as_deref() == Some(p))
         })
-        .and_then(member_status)
-        .and_then(|s| s.xlog_location);
+        .and_then(member_status);
+    let primary_lsn = primary_status.as_ref().and_then(|s| s.xlog_location);
     let mut instances: Vec<InstanceStatus> = observed
         .pods
         .iter()
@@ -198,59 +235,78 @@ pub fn compute(
         "Degraded"
     };
 
-    let conditions = merge_conditions(
-        &old.conditions,
-        vec![
-            condition(
-                READY,
-                ready == desired && instances.len() as i32 == desired,
-                if ready == desired {
-                    "AllInstancesReady"
-                } else {
-                    "InstancesNotReady"
-                },
-                format!("{ready} of {desired} instances are ready"),
+    let mut values = vec![
+        condition(
+            READY,
+            ready == desired && instances.len() as i32 == desired,
+            if ready == desired {
+                "AllInstancesReady"
+            } else {
+                "InstancesNotReady"
+            },
+            format!("{ready} of {desired} instances are ready"),
+        ),
+        condition(
+            PRIMARY_AVAILABLE,
+            primary.is_some(),
+            if primary.is_some() {
+                "PrimaryRunning"
+            } else {
+                "NoPrimary"
+            },
+            match &primary {
+                Some(p) => format!("{p} holds the leader lease and runs as primary"),
+                None => "no instance holds the leader lease and runs as primary".into(),
+            },
+        ),
+        condition(
+            SPEC_VALID,
+            spec_problem.is_none(),
+            if spec_problem.is_none() {
+                "Valid"
+            } else {
+                "Invalid"
+            },
+            spec_problem.map_or_else(|| "the spec can be satisfied".into(), str::to_string),
+        ),
+        condition(
+            PROGRESSING,
+            rolling.is_some(),
+            if rolling.is_some() {
+                "RollingUpdate"
+            } else {
+                "UpToDate"
+            },
+            rolling.map_or_else(
+                || "every instance runs the current spec".into(),
+                str::to_string,
             ),
-            condition(
-                PRIMARY_AVAILABLE,
-                primary.is_some(),
-                if primary.is_some() {
-                    "PrimaryRunning"
-                } else {
-                    "NoPrimary"
-                },
-                match &primary {
-                    Some(p) => format!("{p} holds the leader lease and runs as primary"),
-                    None => "no instance holds the leader lease and runs as primary".into(),
-                },
-            ),
-            condition(
-                SPEC_VALID,
-                spec_problem.is_none(),
-                if spec_problem.is_none() {
-                    "Valid"
-                } else {
-                    "Invalid"
-                },
-                spec_problem.map_or_else(|| "the spec can be satisfied".into(), str::to_string),
-            ),
-            condition(
-                PROGRESSING,
-                rolling.is_some(),
-                if rolling.is_some() {
-                    "RollingUpdate"
-                } else {
-                    "UpToDate"
-                },
-                rolling.map_or_else(
-                    || "every instance runs the current spec".into(),
-                    str::to_string,
-                ),
-            ),
-        ],
-        cluster.metadata.generation,
-        now,
-    );
+        ),
+    ];
+    if cluster
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.wal_archiving)
+    {
+        values.push(archiving_condition(primary_status.as_ref()));
+    }
+    let conditions = merge_conditions(&old.conditions, values, cluster.metadata.generation, now);
+    let with_backup = cluster.spec.backup.is_some();
+    let repository = primary_status
+        .as_ref()
+        .and_then(|s| s.repository.as_ref())
+        .filter(|_| with_backup);
+    // Without spec.backup nothing of a former repository is shown.
+    let old = match cluster.spec.backup {
+        Some(_) => old,
+        None => PostgresClusterStatus {
+            conditions: old.conditions,
+            last_failover: old.last_failover,
+            last_switchover: old.last_switchover,
+            ..Default::default()
+        },
+    };
 
     PostgresClusterStatus {
         observed_generation: cluster.metadata.generation,
@@ -263,6 +319,38 @@ pub fn compute(
         instances_status: instances,
         last_failover: primary_change(&observed.history, false).or(old.last_failover),
         last_switchover: primary_change(&observed.history, true).or(old.last_switchover),
+        next_scheduled_backup: cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.schedule.parse::<crate::common::cron::Schedule>().ok())
+            .and_then(|s| s.next_after(now.0))
+            .map(Time),
+        last_scheduled_backup: old.last_scheduled_backup.clone(),
+        // A run lost with its ConfigMap key (the key rewritten by hand) keeps the last one seen.
+        last_backup: cluster
+            .spec
+            .backup
+            .as_ref()
+            .and(observed.backup_result.clone())
+            .or(old.last_backup.clone()),
+        // What the primary last read of the repository; kept while no primary publishes one
+        // (during a failover, before the new primary's first read).
+        last_successful_backup: repository
+            .map(|r| r.backups.first().cloned())
+            .unwrap_or(old.last_successful_backup.clone()),
+        first_recoverability_point: repository
+            .map(|r| r.first_recoverability_point.clone())
+            .unwrap_or(old.first_recoverability_point.clone()),
+        backups: repository
+            .map(|r| r.backups.clone())
+            .unwrap_or(old.backups.clone()),
+        last_archived_wal: primary_status
+            .as_ref()
+            .filter(|_| with_backup)
+            .and_then(|s| s.archiver.as_ref())
+            .and_then(|a| a.last_archived_wal.clone())
+            .or(old.last_archived_wal.clone()),
         conditions,
     }
 }
@@ -334,6 +422,136 @@ mod tests {
                 .iter()
                 .any(|c| c.type_ == READY && c.status == "True")
         );
+    }
+
+    #[test]
+    fn continuous_archiving_follows_the_primarys_archiver() {
+        let with_backup = cluster(
+            serde_json::json!({"instances": 1, "backup": {"repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let archiving = |stats: Option<serde_json::Value>| {
+            let mut p = pod("main-0", "primary", 1000, true);
+            if let Some(stats) = stats {
+                let annotations = p.metadata.annotations.as_mut().unwrap();
+                let mut status: serde_json::Value =
+                    serde_json::from_str(&annotations[ANNOTATION_STATUS]).unwrap();
+                status["archiver"] = stats;
+                annotations.insert(ANNOTATION_STATUS.into(), status.to_string());
+            }
+            let observed = Observed {
+                pods: vec![p],
+                lease_holder: Some("main-0".into()),
+                ..Default::default()
+            };
+            let s = compute(&with_backup, &observed, None, None, &now());
+            s.conditions
+                .into_iter()
+                .find(|c| c.type_ == CONTINUOUS_ARCHIVING)
+                .map(|c| (c.status, c.reason))
+        };
+        assert_eq!(
+            archiving(None),
+            Some(("Unknown".into(), "NoArchiverStatus".into()))
+        );
+        assert_eq!(
+            archiving(Some(
+                serde_json::json!({"archivedCount": 4, "failedCount": 0,
+                "lastArchivedWal": "000000010000000000000004", "lastArchivedTime": 1764000000})
+            )),
+            Some(("True".into(), "Archiving".into()))
+        );
+        assert_eq!(
+            archiving(Some(
+                serde_json::json!({"archivedCount": 4, "failedCount": 9,
+                "lastArchivedWal": "000000010000000000000004", "lastArchivedTime": 1764000000,
+                "lastFailedWal": "000000010000000000000005", "lastFailedTime": 1764000060})
+            )),
+            Some(("False".into(), "ArchiveCommandFailing".into()))
+        );
+        let without = cluster(serde_json::json!({"instances": 1}));
+        let observed = Observed {
+            pods: vec![pod("main-0", "primary", 1000, true)],
+            lease_holder: Some("main-0".into()),
+            ..Default::default()
+        };
+        let s = compute(&without, &observed, None, None, &now());
+        assert!(s.conditions.iter().all(|c| c.type_ != CONTINUOUS_ARCHIVING));
+        assert_eq!(s.next_scheduled_backup, None);
+        let s = compute(&with_backup, &observed, None, None, &now());
+        assert_eq!(
+            s.next_scheduled_backup.map(|t| t.0.to_string()).as_deref(),
+            Some("2026-11-27T00:00:00Z"),
+            "the default schedule: daily at midnight UTC"
+        );
+    }
+
+    #[test]
+    fn the_repository_the_primary_read_is_shown_and_kept_across_a_failover() {
+        let mut c = cluster(
+            serde_json::json!({"instances": 1, "backup": {"repository": {
+            "s3": {"endpoint": "s3.example.com", "bucket": "b", "credentialsSecret": "c"}}}}),
+        );
+        let mut p = pod("main-0", "primary", 1000, true);
+        let annotations = p.metadata.annotations.as_mut().unwrap();
+        let mut status: serde_json::Value =
+            serde_json::from_str(&annotations[ANNOTATION_STATUS]).unwrap();
+        status["repository"] = serde_json::json!({"backups": [
+            {"label": "20261202-080100F_20261202-090000I", "type": "incr",
+             "started": "2026-12-02T09:00:00Z", "finished": "2026-12-02T09:00:05Z"},
+            {"label": "20261202-080100F", "type": "full",
+             "started": "2026-12-02T08:01:00Z", "finished": "2026-12-02T08:01:10Z"}],
+            "firstRecoverabilityPoint": "2026-12-02T08:01:10Z"});
+        status["archiver"] = serde_json::json!({"archivedCount": 4, "failedCount": 0,
+            "lastArchivedWal": "000000010000000000000004"});
+        annotations.insert(ANNOTATION_STATUS.into(), status.to_string());
+        let result = crate::api::state::BackupResult {
+            name: "scheduled-20261202T090000Z".into(),
+            phase: "completed".into(),
+            member: "main-0".into(),
+            started: "2026-12-02T09:00:00Z".into(),
+            finished: Some("2026-12-02T09:00:06Z".into()),
+            label: Some("20261202-080100F_20261202-090000I".into()),
+            error: None,
+        };
+        let observed = Observed {
+            pods: vec![p],
+            lease_holder: Some("main-0".into()),
+            backup_result: Some(result.clone()),
+            ..Default::default()
+        };
+        let s = compute(&c, &observed, None, None, &now());
+        assert_eq!(
+            s.last_successful_backup.as_ref().map(|b| b.label.as_str()),
+            Some("20261202-080100F_20261202-090000I")
+        );
+        assert_eq!(s.backups.len(), 2);
+        assert_eq!(
+            s.first_recoverability_point.as_deref(),
+            Some("2026-12-02T08:01:10Z")
+        );
+        assert_eq!(
+            s.last_archived_wal.as_deref(),
+            Some("000000010000000000000004")
+        );
+        assert_eq!(s.last_backup.as_ref(), Some(&result));
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json.get("lastArchivedWAL").is_some(), "{json}");
+        // No primary (a failover under way): everything is kept.
+        c.status = Some(s.clone());
+        let leaderless = Observed {
+            pods: vec![pod("main-0", "replica", 1000, false)],
+            ..Default::default()
+        };
+        let kept = compute(&c, &leaderless, None, None, &now());
+        assert_eq!(kept.backups, s.backups);
+        assert_eq!(kept.last_successful_backup, s.last_successful_backup);
+        assert_eq!(kept.last_backup, s.last_backup);
+        // The repository removed from the spec: none of it is shown.
+        c.spec.backup = None;
+        let gone = compute(&c, &observed, None, None, &now());
+        assert!(gone.backups.is_empty() && gone.last_backup.is_none());
+        assert_eq!(gone.last_successful_backup, None);
     }
 
     #[test]

@@ -36,6 +36,55 @@ pub fn spec(instances: i32, extra: &str) -> String {
     )
 }
 
+/// The test bed's object store (`e2e/cluster env`), as a `spec.backup` with `schedule`
+/// (indented two spaces), after creating the two Secrets it names in `ns` (which must exist).
+pub fn backup_spec(ns: &str, schedule: &str) -> String {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} (e2e/cluster env)"));
+    let ca = std::fs::read_to_string(var("PGWARDEN_TESTBED_CA")).expect("the test bed's CA");
+    let secrets = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-keys", "namespace": ns},
+         "stringData": {"AWS_ACCESS_KEY_ID": var("PGWARDEN_S3_ACCESS_KEY"),
+                        "AWS_SECRET_ACCESS_KEY": var("PGWARDEN_S3_SECRET_KEY")}},
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "store-ca", "namespace": ns},
+         "stringData": {"ca.crt": ca}}
+    ]});
+    kubectl(&["apply", "-f", "-"], Some(&secrets.to_string())).expect("the store's Secrets");
+    format!(
+        "  backup:\n    repository:\n      s3:\n        endpoint: \"{}\"\n        bucket: {}\n        \
+         region: {}\n        uriStyle: path\n        credentialsSecret: store-keys\n        \
+         caSecret: store-ca\n    schedule: \"{schedule}\"\n",
+        var("PGWARDEN_S3_ENDPOINT"),
+        var("PGWARDEN_S3_BUCKET"),
+        var("PGWARDEN_S3_REGION"),
+    )
+}
+
+/// The host pid of the test bed's object store (`PGWARDEN_S3_PID_FILE`), to SIGSTOP it.
+pub fn object_store_pid() -> i32 {
+    let file =
+        std::env::var("PGWARDEN_S3_PID_FILE").expect("PGWARDEN_S3_PID_FILE (e2e/cluster env)");
+    std::fs::read_to_string(&file)
+        .expect("the store's pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+/// The `ContinuousArchiving` condition's status and reason, when there is one.
+pub async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
+    let status = pg.status().await;
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "ContinuousArchiving")
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
 /// One `PostgresCluster` in its own namespace.
 pub struct Pg {
     pub client: Client,
@@ -97,6 +146,54 @@ impl Pg {
 
     pub fn apply(&self, spec_yaml: &str) -> Result<String, String> {
         kubectl(&["apply", "-f", "-"], Some(&self.manifest(spec_yaml)))
+    }
+
+    /// `psql -Atc sql` as the superuser over `pod`'s socket (the superuser may not connect over
+    /// TCP); the trimmed output.
+    pub fn superuser_sql(&self, pod: &str, sql: &str) -> Result<String, String> {
+        self.kubectl(&[
+            "exec",
+            pod,
+            "-c",
+            "postgres",
+            "--",
+            "psql",
+            "-h",
+            "/run/pgwarden/agent",
+            "-U",
+            "postgres",
+            "-Atc",
+            sql,
+        ])
+        .map(|out| out.trim().to_string())
+    }
+
+    /// `pgbackrest info --output=json` in `pod` (its stanza and repository), parsed.
+    pub fn pgbackrest_info(&self, pod: &str) -> Value {
+        let out = self
+            .kubectl(&[
+                "exec",
+                pod,
+                "-c",
+                "postgres",
+                "--",
+                "pgbackrest",
+                "info",
+                "--output=json",
+            ])
+            .expect("pgbackrest info in the pod");
+        serde_json::from_str(&out).expect("pgbackrest info is JSON")
+    }
+
+    /// Whether `pod`'s pg_stat_archiver has archived `segment` or a later one.
+    pub fn archived_past(&self, pod: &str, segment: &str) -> bool {
+        self.superuser_sql(
+            pod,
+            &format!(
+                "SELECT coalesce(last_archived_wal >= '{segment}', false) FROM pg_stat_archiver"
+            ),
+        )
+        .is_ok_and(|out| out == "t")
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
@@ -209,6 +306,16 @@ impl Pg {
 
     pub async fn status(&self) -> Value {
         serde_json::to_value(self.cluster().await.status).unwrap_or(Value::Null)
+    }
+
+    /// The uid of pod `name` (a new uid: the pod was re-created).
+    pub async fn pod_uid(&self, name: &str) -> Option<String> {
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|p| p.metadata.uid)
     }
 
     pub async fn primary(&self) -> Option<String> {

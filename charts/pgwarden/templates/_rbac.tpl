@@ -14,6 +14,13 @@ pods, events); Kubernetes lets it do so only because it holds each of those righ
 - apiGroups: ["pgwarden.io"]
   resources: ["postgresclusters/finalizers"]
   verbs: ["update"]
+# On-demand backups: queued per cluster, their status follows the primary's report.
+- apiGroups: ["pgwarden.io"]
+  resources: ["postgresbackups"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["pgwarden.io"]
+  resources: ["postgresbackups/status"]
+  verbs: ["get", "patch", "update"]
 # Children of a cluster, applied server-side and owner-referenced.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]

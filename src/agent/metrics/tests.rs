@@ -315,3 +315,42 @@ fn the_postmaster_start_time_is_line_three_of_the_pid_file() {
     assert_eq!(postmaster_start_time(&dir.join("absent")), None);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn a_primary_with_a_repository_reports_archiving_and_its_newest_backup() {
+    let mut v = replica();
+    v.role = MemberRole::Primary;
+    v.archiver = Some(crate::api::backup::ArchiverStats {
+        archived_count: 12,
+        last_archived_wal: Some("00000001000000000000000C".into()),
+        last_archived_time: Some(1_764_662_000),
+        failed_count: 3,
+        last_failed_wal: Some("00000001000000000000000D".into()),
+        last_failed_time: Some(1_764_662_060),
+    });
+    v.repository = Some(crate::api::backup::RepositoryInfo {
+        backups: vec![crate::api::backup::RepositoryBackup {
+            label: "20261202-080100F".into(),
+            type_: "full".into(),
+            started: "2025-12-02T08:01:00Z".into(),
+            finished: "2025-12-02T08:01:10Z".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let text = render(&v, &sample());
+    for want in [
+        "pgwarden_wal_archived_total{scope=\"main\",name=\"main-1\"} 12",
+        "pgwarden_wal_archive_failures_total{scope=\"main\",name=\"main-1\"} 3",
+        "pgwarden_wal_last_archived_timestamp_seconds{scope=\"main\",name=\"main-1\"} 1764662000",
+        "pgwarden_wal_last_archive_failure_timestamp_seconds{scope=\"main\",name=\"main-1\"} 1764662060",
+        "pgwarden_backup_last_success_timestamp_seconds{scope=\"main\",name=\"main-1\"} 1764662470",
+        "pgwarden_backup_duration_seconds{scope=\"main\",name=\"main-1\"} 10",
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+    // A replica publishes none of it.
+    v.role = MemberRole::Replica;
+    let text = render(&v, &sample());
+    assert!(!text.contains("pgwarden_wal_") && !text.contains("pgwarden_backup_"));
+}

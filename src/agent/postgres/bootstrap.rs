@@ -68,6 +68,41 @@ pub fn statements(o: &BootstrapObjects<'_>) -> Vec<String> {
     statements
 }
 
+/// For a cluster restored from another's backup (`spec.bootstrap.recovery`): the roles are the
+/// source's, so the superuser, the replication role and the application role get this
+/// cluster's passwords (created when the source lacks them); nothing else changes. Each
+/// statement is its own batch, as for [`statements`].
+pub fn recovered_statements(o: &BootstrapObjects<'_>) -> Vec<String> {
+    let ensure = |role: &str, options: &str, password: &str| {
+        [
+            format!(
+                "DO $pgwarden$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {}) \
+                 THEN CREATE ROLE {}; END IF; END $pgwarden$",
+                postgres_protocol::escape::escape_literal(role),
+                ident(role)
+            ),
+            format!(
+                "ALTER ROLE {} WITH {options} PASSWORD {}",
+                ident(role),
+                scram_literal(password)
+            ),
+        ]
+    };
+    let mut out = vec![format!(
+        "ALTER ROLE postgres PASSWORD {}",
+        scram_literal(o.superuser_password)
+    )];
+    out.extend(ensure(
+        o.replication_user,
+        "REPLICATION LOGIN",
+        o.replication_password,
+    ));
+    if let Some(app) = &o.app {
+        out.extend(ensure(app.user, "LOGIN", app.password));
+    }
+    out
+}
+
 fn ident(name: &str) -> String {
     postgres_protocol::escape::escape_identifier(name)
 }
@@ -134,6 +169,20 @@ mod tests {
                 "CREATE DATABASE \"metrics\" OWNER \"reporting\"",
             ]
         );
+    }
+
+    #[test]
+    fn a_restored_cluster_gets_its_own_passwords_on_the_sources_roles() {
+        let s = recovered_statements(&objects(&[], &[]));
+        let sql = s.join("\n");
+        for secret in ["su-secret", "repl-secret", "app-secret"] {
+            assert!(!sql.contains(secret), "{secret} in {sql}");
+        }
+        assert_eq!(s.len(), 5);
+        assert!(s[1].contains("rolname = 'standby'") && s[1].contains("CREATE ROLE \"standby\""));
+        assert!(s[2].starts_with("ALTER ROLE \"standby\" WITH REPLICATION LOGIN PASSWORD"));
+        assert!(s[4].starts_with("ALTER ROLE \"app\" WITH LOGIN PASSWORD"));
+        assert!(!sql.contains("CREATE DATABASE"), "the data is the source's");
     }
 
     #[test]

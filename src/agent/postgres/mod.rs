@@ -563,6 +563,29 @@ impl Postgres {
             .collect())
     }
 
+    /// `pg_stat_archiver` (what `spec.backup`'s `ContinuousArchiving` condition is made of).
+    pub async fn archiver(&mut self) -> Result<crate::api::backup::ArchiverStats, PgError> {
+        let client = self.connect().await?;
+        let r = client
+            .query_one(
+                "SELECT archived_count, last_archived_wal,
+                        extract(epoch FROM last_archived_time)::int8,
+                        failed_count, last_failed_wal,
+                        extract(epoch FROM last_failed_time)::int8
+                   FROM pg_stat_archiver",
+                &[],
+            )
+            .await?;
+        Ok(crate::api::backup::ArchiverStats {
+            archived_count: r.get(0),
+            last_archived_wal: r.get(1),
+            last_archived_time: r.get(2),
+            failed_count: r.get(3),
+            last_failed_wal: r.get(4),
+            last_failed_time: r.get(5),
+        })
+    }
+
     /// The primary's WAL flush position (bytes): every commit acknowledged so far lies before it.
     pub async fn flush_lsn(&mut self) -> Result<u64, PgError> {
         let client = self.connect().await?;
@@ -810,6 +833,42 @@ impl Postgres {
             args.push("--data-checksums");
         }
         self.run("initdb", &args, &[("LC_ALL", "C")]).await?;
+        self.include_pgwarden_conf().await
+    }
+
+    /// Restore another cluster's backup into an empty data directory with `pgbackrest restore`
+    /// (`args` from `api::backup::Recovery::restore_args`); recovery itself happens at the next
+    /// start (pgBackRest leaves `recovery.signal`).
+    pub async fn restore(&mut self, args: &[String]) -> Result<(), PgError> {
+        self.fresh_data_dir().await?;
+        let mut cmd = Command::new("pgbackrest");
+        cmd.kill_on_drop(true)
+            .arg(format!("--pg1-path={}", self.data_dir.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.output().await.map_err(|e| PgError::Program {
+            program: "pgbackrest".into(),
+            detail: e.to_string(),
+        })?;
+        if !out.status.success() {
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let line = text
+                .lines()
+                .find(|l| l.contains("ERROR"))
+                .unwrap_or(text.trim())
+                .trim()
+                .to_string();
+            return Err(PgError::Program {
+                program: "pgbackrest restore".into(),
+                detail: format!("{}: {line}", out.status),
+            });
+        }
         self.include_pgwarden_conf().await
     }
 

@@ -253,6 +253,9 @@ fn member(state: MemberState, nofailover: bool) -> MemberStatus {
         pending_restart: false,
         version: String::new(),
         config: None,
+        archiver: None,
+        stanza_error: None,
+        repository: None,
     }
 }
 

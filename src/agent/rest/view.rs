@@ -57,6 +57,9 @@ pub struct RestView {
     pub scheduled_switchover: Option<(String, Option<String>, Option<String>)>,
     /// Counters and clocks for `/metrics`, shared with the HA loop and the fencing task.
     pub telemetry: Arc<crate::agent::metrics::Telemetry>,
+    /// `pg_stat_archiver` and the repository, published by a primary with `spec.backup`.
+    pub archiver: Option<crate::api::backup::ArchiverStats>,
+    pub repository: Option<crate::api::backup::RepositoryInfo>,
 }
 
 /// Epoch seconds as Patroni prints `replayed_timestamp` (RFC 3339, microseconds).
@@ -109,6 +112,8 @@ impl RestView {
             scheduled_switchover: None,
             failsafe_ping: None,
             telemetry: Default::default(),
+            archiver: None,
+            repository: None,
         }
     }
 

@@ -84,7 +84,12 @@ pub struct Children {
 }
 
 /// Reconcile step 3, build (pure, no client): every child for a valid spec and `replicas` pods.
-pub fn children(cluster: &Cluster, replicas: i32) -> Children {
+/// `backup`: the backup request the `backup` key carries (src/operator/schedule.rs).
+pub fn children(
+    cluster: &Cluster,
+    replicas: i32,
+    backup: Option<&crate::api::state::BackupRequest>,
+) -> Children {
     Children {
         service_account: rbac::service_account(cluster),
         role: rbac::role(cluster),
@@ -95,7 +100,7 @@ pub fn children(cluster: &Cluster, replicas: i32) -> Children {
             statefulset::primary_disruption_budget(cluster),
         ],
         lease: state::lease(cluster),
-        state_config_map: state::state_config_map(cluster),
+        state_config_map: state::state_config_map(cluster, backup),
         statefulset: statefulset::statefulset(cluster, replicas),
     }
 }

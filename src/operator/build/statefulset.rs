@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Cluster;
+use crate::api::backup::{self, BackupSpec, EnvValue};
 use crate::api::cluster::WatchdogMode;
 use crate::api::names::{LABEL_ROLE, POSTGRES_PORT, REST_PORT, ROLE_PRIMARY, ROLE_REPLICA};
 
@@ -40,6 +41,13 @@ pub mod paths {
     pub const DEFAULT_PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
     /// Where the operator image keeps the binary the init container copies.
     pub const IMAGE_BINARY: &str = "/usr/local/bin/pgwarden";
+    /// pgBackRest's spool, locks and logs (in the run emptyDir).
+    pub const PGBACKREST_SCRATCH: &str = "/run/pgwarden/pgbackrest";
+    /// The repository's CA bundle (`spec.backup.repository.s3.caSecret`).
+    pub const BACKUP_CA: &str = "/etc/pgwarden/backup-ca";
+    /// pgBackRest's configuration file: none; everything is in the environment. An image's own
+    /// `/etc/pgbackrest.conf` may name other stanzas or be unreadable by the postgres user.
+    pub const PGBACKREST_CONFIG: &str = "/dev/null";
 }
 
 /// Name of the replication user (Secret `<c>-replication`).
@@ -199,6 +207,24 @@ fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
             serde_json::to_string(&spec.bootstrap.roles).unwrap_or_else(|_| "[]".into()),
         ));
     }
+    if let Some(backup) = &spec.backup {
+        env.extend(pgbackrest_env(cluster, backup));
+        if backup.wal_archiving {
+            env.push(self::env("PGWARDEN_WAL_ARCHIVING", "true"));
+        }
+        // Validation refuses a recovery it cannot turn into this (src/operator/validate.rs).
+        if let Some(recovery) = spec
+            .bootstrap
+            .recovery
+            .as_ref()
+            .and_then(|r| r.recovery(&cluster.namespace).ok())
+        {
+            env.push(self::env(
+                "PGWARDEN_RECOVERY",
+                serde_json::to_string(&recovery).unwrap_or_default(),
+            ));
+        }
+    }
     if !spec.bootstrap.databases.is_empty() {
         env.push(self::env(
             "PGWARDEN_BOOTSTRAP_DATABASES",
@@ -206,6 +232,40 @@ fn agent_env(cluster: &Cluster) -> Vec<EnvVar> {
         ));
     }
     env
+}
+
+/// pgBackRest's configuration (`spec.backup`), inherited by PostgreSQL's `archive_command` and
+/// by every `pgbackrest` the agent runs.
+fn pgbackrest_env(cluster: &Cluster, backup: &BackupSpec) -> Vec<EnvVar> {
+    let instance = backup::Instance {
+        namespace: &cluster.namespace,
+        cluster: cluster.names.cluster(),
+        pgdata: paths::PGDATA,
+        socket_dir: paths::RUN_DIR,
+        port: POSTGRES_PORT,
+        scratch_dir: paths::PGBACKREST_SCRATCH,
+        ca_dir: paths::BACKUP_CA,
+        empty_config: paths::PGBACKREST_CONFIG,
+    };
+    backup
+        .pgbackrest_env(&instance)
+        .into_iter()
+        .map(|(name, value)| match value {
+            EnvValue::Literal(v) => env(&name, v),
+            EnvValue::SecretKey { secret, key } => EnvVar {
+                name,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret,
+                        key,
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+        .collect()
 }
 
 fn pod_spec(cluster: &Cluster) -> PodSpec {
@@ -246,6 +306,14 @@ fn pod_spec(cluster: &Cluster) -> PodSpec {
         mount("app", &format!("{s}/app"), true),
         mount("api", &format!("{s}/api"), true),
     ];
+    if let Some(ca) = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.repository.s3.ca_secret.clone())
+    {
+        volumes.push(secret_volume("backup-ca", ca));
+        mounts.push(mount("backup-ca", paths::BACKUP_CA, true));
+    }
     if let Some(device) = &host_device {
         volumes.push(Volume {
             name: "watchdog".into(),
@@ -640,6 +708,54 @@ mod tests {
                 .when_deleted
                 .as_deref(),
             Some("Retain")
+        );
+    }
+
+    #[test]
+    fn a_backup_repository_configures_pgbackrest_in_the_environment() {
+        let c = cluster(serde_json::json!({"backup": {"repository": {"s3": {
+            "endpoint": "10.213.0.1:9000", "bucket": "pgwarden", "uriStyle": "path",
+            "credentialsSecret": "store-keys", "caSecret": "store-ca"}}}}));
+        let built = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let sts = statefulset(&built, 3);
+        let env = env_of(&sts);
+        assert_eq!(env["PGBACKREST_STANZA"], "main");
+        assert_eq!(env["PGBACKREST_PG1_PATH"], paths::PGDATA);
+        assert_eq!(env["PGBACKREST_PG1_SOCKET_PATH"], paths::RUN_DIR);
+        assert_eq!(env["PGBACKREST_REPO1_STORAGE_PORT"], "9000");
+        assert_eq!(
+            env["PGBACKREST_REPO1_STORAGE_CA_FILE"],
+            "/etc/pgwarden/backup-ca/ca.crt"
+        );
+        assert_eq!(env["PGBACKREST_CONFIG"], "/dev/null");
+        let pod = sts.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let key = pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "PGBACKREST_REPO1_S3_KEY_SECRET")
+            .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+            .expect("the secret key comes from the Secret");
+        assert_eq!(
+            (key.name.as_str(), key.key.as_str()),
+            ("store-keys", "AWS_SECRET_ACCESS_KEY")
+        );
+        let ca = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "backup-ca")
+            .and_then(|v| v.secret.as_ref()?.secret_name.clone());
+        assert_eq!(ca.as_deref(), Some("store-ca"));
+        let without = cluster(serde_json::json!({}));
+        let without = Cluster::new(&without, "img", "IfNotPresent").unwrap();
+        assert!(
+            !env_of(&statefulset(&without, 3))
+                .keys()
+                .any(|k| k.starts_with("PGBACKREST_")),
+            "no repository, no pgBackRest"
         );
     }
 
