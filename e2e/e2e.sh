@@ -3,6 +3,7 @@
 # imported, the chart installed with `helm install`, then the scenarios in tests/e2e.rs (real
 # pods, kube-proxy routing through the -rw/-ro Services), then `down`.
 #   E2E_FILTER=name   run only the scenarios whose name contains it
+#   E2E_TESTS="--test bench_backups"   other test targets on the same bed (make bench-backups)
 #   PGWARDEN_E2E_KEEP=1   leave the test bed and the namespaces up for a look
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
@@ -23,5 +24,6 @@ kubectl -n pgwarden-system get pods -o wide
 phase "e2e: cargo test --test e2e --test e2e_cli --test e2e_monitoring -- --ignored"
 cd "$REPO_DIR"
 # One scenario at a time: two cores, one node.
-cargo test --locked --test e2e --test e2e_cli --test e2e_monitoring -- --ignored --test-threads=1 --nocapture ${E2E_FILTER:-}
+# shellcheck disable=SC2086 # E2E_TESTS is a list of cargo arguments
+cargo test --locked ${E2E_TESTS:---test e2e --test e2e_cli --test e2e_monitoring} -- --ignored --test-threads=1 --nocapture ${E2E_FILTER:-}
 phase_end
