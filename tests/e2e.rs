@@ -1240,6 +1240,10 @@ async fn backups_and_point_in_time_recovery() {
         .collect();
     assert_eq!(rows, [1, 2, 3], "exactly the rows committed before T");
     assert_no_acknowledged_commit_lost(&restored, "acks", &acked).await;
+    assert_eq!(
+        condition(&restored, "Restored").await,
+        Some(("True".into(), "Restored".into()))
+    );
     // Its replica streams, and did not stop at the old target: a write reaches it.
     r.batch_execute("INSERT INTO pitr VALUES (7)")
         .await
@@ -1294,6 +1298,10 @@ async fn backups_and_point_in_time_recovery() {
     early
         .wait_event("BootstrapFailed", "could not bootstrap the cluster")
         .await;
+    wait_until(MIN, "Restored False: RestoreFailed", || async {
+        condition(&early, "Restored").await == Some(("False".into(), "RestoreFailed".into()))
+    })
+    .await;
     assert_eq!(
         early.primary().await,
         None,

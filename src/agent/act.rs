@@ -259,6 +259,7 @@ impl Agent {
                 if let Err(e) = self.bootstrap().await {
                     error!(error = %e, "bootstrap failed; giving up the initialize key");
                     self.bootstrap_retry_at = Some(Instant::now() + BOOTSTRAP_RETRY);
+                    self.bootstrap_error = Some(e.to_string());
                     self.events.report(events::bootstrap_failed(
                         &self.args.name,
                         &e.to_string(),
@@ -709,6 +710,7 @@ impl Agent {
         if let Err(e) = self.dcs.publish_role(Some(ROLE_PRIMARY)).await {
             warn!(error = %e, "cannot set the primary role label");
         }
+        self.bootstrap_error = None;
         info!(sysid, "bootstrapped a new cluster");
         Ok(())
     }

@@ -157,6 +157,8 @@ struct Agent {
     backups: backup::Runner,
     /// After a failed bootstrap: not before this does this member claim it again.
     bootstrap_retry_at: Option<Instant>,
+    /// Why the last bootstrap failed (published until one succeeds).
+    bootstrap_error: Option<String>,
 }
 
 impl Agent {
@@ -494,6 +496,7 @@ impl Agent {
             archiver: archiver.as_ref(),
             repository: repository.as_ref(),
             stanza_error: stanza_error.as_deref(),
+            bootstrap_error: self.bootstrap_error.as_deref(),
         };
         let identity = publish::Identity {
             address: &self.args.address,

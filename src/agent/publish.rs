@@ -43,6 +43,8 @@ pub struct Seen<'a> {
     pub repository: Option<&'a RepositoryInfo>,
     /// Why the repository cannot be prepared (stanza-create's error), while it cannot.
     pub stanza_error: Option<&'a str>,
+    /// Why this member's last bootstrap failed, until one succeeds.
+    pub bootstrap_error: Option<&'a str>,
 }
 
 /// The role PostgreSQL plays, from a live answer, or else from its data directory.
@@ -83,6 +85,7 @@ pub fn member_status(me: &Identity<'_>, seen: &Seen<'_>) -> MemberStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),
         config: me.config.clone(),
         archiver: seen.archiver.cloned(),
+        bootstrap_error: seen.bootstrap_error.map(str::to_string),
         stanza_error: seen.stanza_error.map(str::to_string),
         repository: seen.repository.cloned(),
     }
@@ -197,6 +200,7 @@ mod tests {
             archiver: None,
             repository: None,
             stanza_error: None,
+            bootstrap_error: None,
         }
     }
 

@@ -83,6 +83,10 @@ pub struct MemberStatus {
     /// `pg_stat_archiver` of a primary that archives WAL (`spec.backup`; pgwarden's addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiver: Option<crate::api::backup::ArchiverStats>,
+    /// Why this member's last bootstrap (initdb, or the restore of `spec.bootstrap.recovery`)
+    /// failed, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap_error: Option<String>,
     /// Why the primary cannot prepare the backup repository (`pgbackrest stanza-create`'s error),
     /// while it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -180,6 +184,7 @@ mod tests {
             version: "0.1.0".into(),
             config: None,
             archiver: None,
+            bootstrap_error: None,
             stanza_error: None,
             repository: None,
         }

@@ -37,6 +37,8 @@ pub struct Observed {
     pub backup_result: Option<BackupResult>,
     /// The `PostgresBackup` objects naming this cluster.
     pub backups: Vec<PostgresBackup>,
+    /// The state ConfigMap records a system identifier (`initialize`): the cluster exists.
+    pub initialized: bool,
     /// The Secrets `spec.backup` names: their keys, or `None` when missing.
     pub backup_secrets: BTreeMap<String, Option<Vec<String>>>,
 }
@@ -136,6 +138,7 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
         backup_request,
         backup_result,
         backups,
+        initialized: key(keys::INITIALIZE).is_some_and(|v| !v.is_empty()),
         backup_secrets: BTreeMap::new(),
     })
 }

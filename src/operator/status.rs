@@ -19,6 +19,8 @@ pub const SPEC_VALID: &str = "SpecValid";
 pub const PROGRESSING: &str = "Progressing";
 /// `spec.backup.walArchiving`: is the primary's `archive_command` succeeding?
 pub const CONTINUOUS_ARCHIVING: &str = "ContinuousArchiving";
+/// With `spec.bootstrap.recovery`: whether the restore that creates the cluster succeeded.
+pub const RESTORED: &str = "Restored";
 
 /// A pod's member status, if its annotation parses.
 pub fn member_status(pod: &Pod) -> Option<MemberStatus> {
@@ -118,6 +120,39 @@ fn archiving_condition(primary: Option<&MemberStatus>) -> ConditionValue {
             "Unknown",
             "NoArchiverStatus".into(),
             "no primary has reported pg_stat_archiver yet".into(),
+        ),
+    }
+}
+
+/// `Restored`: True once the cluster has a system identifier (the restore finished and a
+/// primary recorded it), False with the last member's reason while restores fail, Unknown while
+/// one runs.
+fn restored_condition(observed: &Observed) -> ConditionValue {
+    if observed.initialized {
+        return (
+            RESTORED.into(),
+            "True",
+            "Restored".into(),
+            "the cluster was restored from its source's backup".into(),
+        );
+    }
+    let failure = observed
+        .pods
+        .iter()
+        .filter_map(|p| member_status(p).and_then(|s| s.bootstrap_error))
+        .next();
+    match failure {
+        Some(e) => (
+            RESTORED.into(),
+            "False",
+            "RestoreFailed".into(),
+            format!("the restore failed and is tried again: {e}"),
+        ),
+        None => (
+            RESTORED.into(),
+            "Unknown",
+            "Restoring".into(),
+            "a member restores the source's backup".into(),
         ),
     }
 }
@@ -290,6 +325,9 @@ pub fn compute(
         .is_some_and(|b| b.wal_archiving)
     {
         values.push(archiving_condition(primary_status.as_ref()));
+    }
+    if cluster.spec.bootstrap.recovery.is_some() {
+        values.push(restored_condition(observed));
     }
     let conditions = merge_conditions(&old.conditions, values, cluster.metadata.generation, now);
     let with_backup = cluster.spec.backup.is_some();
@@ -552,6 +590,55 @@ mod tests {
         let gone = compute(&c, &observed, None, None, &now());
         assert!(gone.backups.is_empty() && gone.last_backup.is_none());
         assert_eq!(gone.last_successful_backup, None);
+    }
+
+    #[test]
+    fn a_restore_is_unknown_while_it_runs_false_when_it_fails_true_once_done() {
+        let c = cluster(serde_json::json!({"instances": 1,
+            "backup": {"repository": {"s3": {"endpoint": "s3.example.com", "bucket": "bkt",
+                "credentialsSecret": "c"}}},
+            "bootstrap": {"recovery": {"source": {"cluster": "old"}}}}));
+        let restored = |observed: &Observed| {
+            compute(&c, observed, None, None, &now())
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == RESTORED)
+                .map(|c| (c.status, c.reason))
+        };
+        let mut p = pod("main-0", "uninitialized", 0, false);
+        let running = Observed {
+            pods: vec![p.clone()],
+            ..Default::default()
+        };
+        assert_eq!(
+            restored(&running),
+            Some(("Unknown".into(), "Restoring".into()))
+        );
+        let annotations = p.metadata.annotations.as_mut().unwrap();
+        let mut status: serde_json::Value =
+            serde_json::from_str(&annotations[ANNOTATION_STATUS]).unwrap();
+        status["bootstrap_error"] = "pgbackrest restore failed: no backup set".into();
+        annotations.insert(ANNOTATION_STATUS.into(), status.to_string());
+        let failed = Observed {
+            pods: vec![p],
+            ..Default::default()
+        };
+        assert_eq!(
+            restored(&failed),
+            Some(("False".into(), "RestoreFailed".into()))
+        );
+        let done = Observed {
+            initialized: true,
+            ..failed
+        };
+        assert_eq!(restored(&done), Some(("True".into(), "Restored".into())));
+        let plain = cluster(serde_json::json!({"instances": 1}));
+        assert!(
+            compute(&plain, &done, None, None, &now())
+                .conditions
+                .iter()
+                .all(|c| c.type_ != RESTORED)
+        );
     }
 
     #[test]

@@ -72,11 +72,16 @@ pub fn object_store_pid() -> i32 {
 
 /// The `ContinuousArchiving` condition's status and reason, when there is one.
 pub async fn archiving_condition(pg: &Pg) -> Option<(String, String)> {
+    condition(pg, "ContinuousArchiving").await
+}
+
+/// The status and reason of the cluster's condition `type_`, when there is one.
+pub async fn condition(pg: &Pg, type_: &str) -> Option<(String, String)> {
     let status = pg.status().await;
     status["conditions"]
         .as_array()?
         .iter()
-        .find(|c| c["type"] == "ContinuousArchiving")
+        .find(|c| c["type"] == type_)
         .map(|c| {
             (
                 c["status"].as_str().unwrap_or_default().to_string(),

@@ -254,6 +254,7 @@ fn member(state: MemberState, nofailover: bool) -> MemberStatus {
         version: String::new(),
         config: None,
         archiver: None,
+        bootstrap_error: None,
         stanza_error: None,
         repository: None,
     }
