@@ -51,8 +51,8 @@ fn pgbench(pod: &str, args: &[&str]) -> Result<String, String> {
     kubectl(&all, None)
 }
 
-fn archiving(pg: &Pg) -> impl std::future::Future<Output = bool> + '_ {
-    async move { archiving_condition(pg).await == Some(("True".into(), "Archiving".into())) }
+async fn archiving(pg: &Pg) -> bool {
+    archiving_condition(pg).await == Some(("True".into(), "Archiving".into()))
 }
 
 /// A new cluster `name` restored from `src` (to `target`, or the latest state): the seconds

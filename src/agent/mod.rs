@@ -478,6 +478,7 @@ impl Agent {
             .error()
             .filter(|_| archiving_primary)
             .map(str::to_string);
+        let bootstrap_error = self.bootstrap_error.clone();
         let seen = publish::Seen {
             running,
             live: live.as_ref(),
@@ -496,7 +497,7 @@ impl Agent {
             archiver: archiver.as_ref(),
             repository: repository.as_ref(),
             stanza_error: stanza_error.as_deref(),
-            bootstrap_error: self.bootstrap_error.as_deref(),
+            bootstrap_error: bootstrap_error.as_deref(),
         };
         let identity = publish::Identity {
             address: &self.args.address,
