@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::*;
 use support::k8s::kubectl;
-use support::report::{env_count, secs};
+use support::report::{BACKUP_ROWS, env_count, keep_section, secs};
 use support::wait::{log, wait_until};
 
 const MIN: Duration = Duration::from_secs(60);
@@ -59,15 +59,13 @@ async fn archiving(pg: &Pg) -> bool {
 /// from `kubectl apply` to a healthy primary.
 async fn restore(name: &str, target: Option<&str>) -> Duration {
     let pg = Pg::existing(NS, name).await;
-    let target = target
-        .map(|t| format!("      target: {{time: \"{t}\"}}\n"))
-        .unwrap_or_default();
     let t0 = Instant::now();
     pg.apply(&spec(
         1,
         &format!(
-            "{}  bootstrap:\n    recovery:\n      source: {{cluster: src}}\n{target}",
-            backup_spec(NS, YEARLY)
+            "{}{}",
+            backup_spec(NS, YEARLY),
+            recovery_spec("src", target)
         ),
     ))
     .expect("the restored cluster is accepted");
@@ -232,10 +230,7 @@ async fn benchmark_backups() {
         secs(pitr),
     );
     log(&md);
-    let out = std::env::var("BENCH_OUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
-    let old = std::fs::read_to_string(&out).unwrap_or_default();
-    std::fs::write(&out, with_backup_section(&old, &md)).expect("write BENCHMARKS.md");
+    keep_section(&BACKUP_ROWS, &md);
     for name in ["pitr", "latest"] {
         Pg::existing(NS, name).await.delete().await;
     }
@@ -246,39 +241,4 @@ fn pgbackrest_version(pg: &Pg, pod: &str) -> String {
     pg.kubectl(&["exec", pod, "-c", "postgres", "--", "pgbackrest", "version"])
         .map(|v| v.trim().trim_start_matches("pgBackRest ").to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-const BEGIN: &str = "<!-- backup rows: kept by make bench-backups -->";
-const END: &str = "<!-- end of backup rows -->";
-
-/// `doc` with the backup section replaced, or put after the node rows (or at the end).
-fn with_backup_section(doc: &str, section: &str) -> String {
-    let block = format!("{BEGIN}\n{section}{END}");
-    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END))
-        && b < e
-    {
-        return format!("{}{block}{}", &doc[..b], &doc[e + END.len()..]);
-    }
-    const NODES_END: &str = "<!-- end of node rows -->";
-    match doc.find(NODES_END) {
-        Some(i) => {
-            let at = i + NODES_END.len();
-            format!("{}\n\n{block}{}", &doc[..at], &doc[at..])
-        }
-        None => format!("{doc}\n{block}\n"),
-    }
-}
-
-#[test]
-fn the_backup_section_is_replaced_in_place() {
-    let doc = "# B\n<!-- end of node rows -->\n\n## notes\n";
-    let once = with_backup_section(doc, "rows 1\n");
-    assert_eq!(
-        once,
-        "# B\n<!-- end of node rows -->\n\n<!-- backup rows: kept by make bench-backups -->\nrows 1\n<!-- end of backup rows -->\n\n## notes\n"
-    );
-    assert_eq!(
-        with_backup_section(&once, "rows 2\n"),
-        once.replace("rows 1", "rows 2")
-    );
 }

@@ -1220,9 +1220,9 @@ async fn backups_and_point_in_time_recovery() {
         .apply(&spec(
             2,
             &format!(
-                "{}  bootstrap:\n    recovery:\n      source: {{cluster: pg}}\n      \
-                 target: {{time: \"{target}\"}}\n",
-                backup_spec(ns, "* * * * *")
+                "{}{}",
+                backup_spec(ns, "* * * * *"),
+                recovery_spec("pg", Some(&target))
             ),
         ))
         .expect("a cluster restored from pg's repository is accepted");
@@ -1289,9 +1289,9 @@ async fn backups_and_point_in_time_recovery() {
         .apply(&spec(
             1,
             &format!(
-                "{}  bootstrap:\n    recovery:\n      source: {{cluster: pg}}\n      \
-                 target: {{time: \"2020-01-01T00:00:00Z\"}}\n",
-                backup_spec(ns, "0 0 1 1 *")
+                "{}{}",
+                backup_spec(ns, "0 0 1 1 *"),
+                recovery_spec("pg", Some("2020-01-01T00:00:00Z"))
             ),
         ))
         .expect("a restore to 2020 is accepted: admission cannot know the backups");

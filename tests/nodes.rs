@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use support::cluster::*;
 use support::nodes::{NodeProber, describe_gap, longest_gap, node, wait_nodes_schedulable};
-use support::report::{env_count, summary};
+use support::report::{NODE_ROWS, env_count, keep_section, summary};
 use support::traffic::{self, Answer};
 use support::wait::{log, wait_until};
 
@@ -449,43 +449,5 @@ async fn benchmark_node_faults() {
         ));
     }
     log(&md);
-    let out = std::env::var("BENCH_OUT")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md").into());
-    let old = std::fs::read_to_string(&out).unwrap_or_default();
-    std::fs::write(&out, with_node_section(&old, &md)).expect("write BENCHMARKS.md");
-}
-
-const NODES_BEGIN: &str = "<!-- node rows: kept by make bench-nodes -->";
-const NODES_END: &str = "<!-- end of node rows -->";
-
-/// `doc` with the node section replaced (or put right after the notes marker `make bench`
-/// keeps everything below, or at the end).
-fn with_node_section(doc: &str, section: &str) -> String {
-    let block = format!("{NODES_BEGIN}\n{section}{NODES_END}");
-    if let (Some(b), Some(e)) = (doc.find(NODES_BEGIN), doc.find(NODES_END))
-        && b < e
-    {
-        return format!("{}{block}{}", &doc[..b], &doc[e + NODES_END.len()..]);
-    }
-    const NOTES: &str = "<!-- notes: kept by make bench -->";
-    match doc.find(NOTES) {
-        Some(n) => {
-            let at = n + NOTES.len();
-            format!("{}\n{block}\n{}", &doc[..at], &doc[at..])
-        }
-        None => format!("{doc}\n{block}\n"),
-    }
-}
-
-#[test]
-fn the_node_section_is_replaced_in_place() {
-    let doc = "# B\n\n| t |\n\n<!-- notes: kept by make bench -->\n## notes\n";
-    let once = with_node_section(doc, "rows 1\n");
-    assert_eq!(
-        once,
-        "# B\n\n| t |\n\n<!-- notes: kept by make bench -->\n<!-- node rows: kept by make \
-         bench-nodes -->\nrows 1\n<!-- end of node rows -->\n\n## notes\n"
-    );
-    let twice = with_node_section(&once, "rows 2\n");
-    assert_eq!(twice, once.replace("rows 1", "rows 2"));
+    keep_section(&NODE_ROWS, &md);
 }

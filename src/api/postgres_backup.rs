@@ -87,11 +87,68 @@ impl PostgresBackupStatus {
     pub const COMPLETED: &'static str = "Completed";
     pub const FAILED: &'static str = "Failed";
 
+    /// The body of a JSON merge patch that replaces the whole status: a merge patch keeps
+    /// the fields it leaves out, so every absent field goes as `null` (a message of an
+    /// earlier phase must not linger). The destructuring names every field, so a new one
+    /// cannot be forgotten here.
+    pub fn merge_patch(&self) -> serde_json::Value {
+        let Self {
+            phase,
+            member,
+            started,
+            finished,
+            label,
+            message,
+        } = self;
+        serde_json::json!({ "status": {
+            "phase": phase,
+            "member": member,
+            "started": started,
+            "finished": finished,
+            "label": label,
+            "message": message,
+        }})
+    }
+
     /// Completed or failed: the operator leaves it alone from then on.
     pub fn finished(&self) -> bool {
         matches!(
             self.phase.as_deref(),
             Some(Self::COMPLETED) | Some(Self::FAILED)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_clears_every_field_it_does_not_set() {
+        let status = PostgresBackupStatus {
+            phase: Some(PostgresBackupStatus::RUNNING.into()),
+            member: Some("demo-0".into()),
+            ..Default::default()
+        };
+        let patch = status.merge_patch();
+        let fields = patch["status"].as_object().expect("an object");
+        assert_eq!(fields["phase"], "Running");
+        assert_eq!(fields["member"], "demo-0");
+        for cleared in ["started", "finished", "label", "message"] {
+            assert!(fields[cleared].is_null(), "{cleared} not cleared: {patch}");
+        }
+        // Every field of the status is in the patch, so none can linger.
+        let all = serde_json::to_value(PostgresBackupStatus {
+            phase: Some("p".into()),
+            member: Some("m".into()),
+            started: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            finished: Some(Time(jiff::Timestamp::UNIX_EPOCH)),
+            label: Some("l".into()),
+            message: Some("x".into()),
+        })
+        .expect("serializes");
+        let named: Vec<_> = all.as_object().expect("an object").keys().collect();
+        let patched: Vec<_> = fields.keys().collect();
+        assert_eq!(named, patched);
     }
 }

@@ -138,6 +138,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::build::fixtures::backup_result as result;
 
     fn backup(name: &str, uid: &str, created: &str, type_: &str) -> PostgresBackup {
         serde_json::from_value(serde_json::json!({
@@ -147,18 +148,6 @@ mod tests {
             "spec": {"cluster": "main", "type": type_}
         }))
         .expect("parses")
-    }
-
-    fn result(name: &str, phase: &str) -> BackupResult {
-        BackupResult {
-            name: name.into(),
-            phase: phase.into(),
-            member: "main-0".into(),
-            started: "2026-12-02T08:00:01Z".into(),
-            finished: (phase != "running").then(|| "2026-12-02T08:01:00Z".into()),
-            label: (phase == "completed").then(|| "20261202-080001F".into()),
-            error: (phase == "failed").then(|| "ERROR: [039]: no bucket".into()),
-        }
     }
 
     fn with(mut b: PostgresBackup, s: &PostgresBackupStatus) -> PostgresBackup {

@@ -196,15 +196,7 @@ async fn plan_backups(
         let ns = cluster.namespace().unwrap_or_default();
         let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
         for (name, status) in &queue.statuses {
-            // A merge patch keeps what it leaves out: absent fields go as null, so a message
-            // of an earlier phase does not linger.
-            let mut value = serde_json::to_value(status).unwrap_or_default();
-            if let Some(fields) = value.as_object_mut() {
-                for key in ["phase", "member", "started", "finished", "label", "message"] {
-                    fields.entry(key).or_insert(serde_json::Value::Null);
-                }
-            }
-            let patch = serde_json::json!({ "status": value });
+            let patch = status.merge_patch();
             api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(|source| ReconcileError::Step {

@@ -107,8 +107,6 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|d| d.get(k))
             .cloned()
     };
-    let backup_request = key(keys::BACKUP).and_then(|v| serde_json::from_str(&v).ok());
-    let backup_result = key(keys::BACKUP_RESULT).and_then(|v| serde_json::from_str(&v).ok());
     Ok(Observed {
         pods,
         replicas: sts
@@ -121,26 +119,21 @@ pub async fn observe(client: &Client, c: &Cluster<'_>) -> Result<Observed, Recon
             .and_then(|l| l.spec)
             .and_then(|s| s.holder_identity)
             .filter(|h| !h.is_empty()),
-        history: state
-            .as_ref()
-            .and_then(|c| c.data.as_ref())
-            .and_then(|d| {
-                d.get(keys::HISTORY)
-                    .and_then(|h| serde_json::from_str(h).ok())
-            })
-            .unwrap_or_default(),
-        sync: state
-            .as_ref()
-            .and_then(|c| c.data.as_ref())
-            .and_then(|d| d.get(keys::SYNC).and_then(|s| serde_json::from_str(s).ok()))
-            .unwrap_or_default(),
+        history: parsed(key(keys::HISTORY)).unwrap_or_default(),
+        sync: parsed(key(keys::SYNC)).unwrap_or_default(),
         cordoned_nodes: BTreeSet::new(),
-        backup_request,
-        backup_result,
+        backup_request: parsed(key(keys::BACKUP)),
+        backup_result: parsed(key(keys::BACKUP_RESULT)),
         backups,
         initialized: key(keys::INITIALIZE).is_some_and(|v| !v.is_empty()),
         backup_secrets: BTreeMap::new(),
     })
+}
+
+/// A state key's JSON value; a corrupt one reads as absent (the agents rewrite their keys, and
+/// the operator must not stop reconciling over one bad annotation).
+fn parsed<T: serde::de::DeserializeOwned>(value: Option<String>) -> Option<T> {
+    value.and_then(|v| serde_json::from_str(&v).ok())
 }
 
 /// Which of the nodes the pods run on are cordoned: one GET per node. A node that cannot be

@@ -81,6 +81,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::build::fixtures::backup_result as result;
 
     fn spec(schedule: &str) -> BackupSpec {
         let mut b: BackupSpec = serde_json::from_value(serde_json::json!({
@@ -94,18 +95,6 @@ mod tests {
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
-    }
-
-    fn result(name: &str, phase: &str) -> BackupResult {
-        BackupResult {
-            name: name.into(),
-            phase: phase.into(),
-            member: "main-0".into(),
-            started: "2026-12-02T08:00:01Z".into(),
-            finished: None,
-            label: None,
-            error: None,
-        }
     }
 
     #[test]

@@ -59,6 +59,15 @@ pub fn backup_spec(ns: &str, schedule: &str) -> String {
     )
 }
 
+/// `spec.bootstrap.recovery` (indented two spaces) from cluster `source`'s repository, to
+/// `time` (RFC 3339) or, with `None`, to the end of its archive.
+pub fn recovery_spec(source: &str, time: Option<&str>) -> String {
+    let target = time
+        .map(|t| format!("      target: {{time: \"{t}\"}}\n"))
+        .unwrap_or_default();
+    format!("  bootstrap:\n    recovery:\n      source: {{cluster: {source}}}\n{target}")
+}
+
 /// The host pid of the test bed's object store (`PGWARDEN_S3_PID_FILE`), to SIGSTOP it.
 pub fn object_store_pid() -> i32 {
     let file =

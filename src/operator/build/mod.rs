@@ -108,6 +108,21 @@ pub fn children(
 #[cfg(test)]
 pub(crate) mod fixtures {
     use crate::api::PostgresCluster;
+    use crate::api::state::BackupResult;
+
+    /// What member `main-0` reports of backup request `name` in `phase` (`running`,
+    /// `completed` or `failed`), with the fields that phase has.
+    pub fn backup_result(name: &str, phase: &str) -> BackupResult {
+        BackupResult {
+            name: name.into(),
+            phase: phase.into(),
+            member: "main-0".into(),
+            started: "2026-12-02T08:00:01Z".into(),
+            finished: (phase != "running").then(|| "2026-12-02T08:01:00Z".into()),
+            label: (phase == "completed").then(|| "20261202-080001F".into()),
+            error: (phase == "failed").then(|| "ERROR: [039]: no bucket".into()),
+        }
+    }
 
     /// A cluster as the apiserver would return it (defaults applied, uid set).
     pub fn cluster(spec: serde_json::Value) -> PostgresCluster {
