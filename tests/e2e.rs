@@ -1375,5 +1375,37 @@ async fn bad_backup_input_is_reported_and_touches_nothing_else() {
     c.batch_execute("CREATE TABLE still_serving (v int); INSERT INTO still_serving VALUES (1)")
         .await
         .expect("the primary keeps taking writes");
+    // Without WAL archiving a backup could not be restored: a PostgresBackup fails at once,
+    // naming the field, rather than waiting forever.
+    pg.apply(&spec(
+        1,
+        &good.replace("    schedule:", "    walArchiving: false\n    schedule:"),
+    ))
+    .expect("a repository without archiving is accepted");
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: pgwarden.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: no-wal, \
+             namespace: {ns}}}\nspec: {{cluster: pg}}\n"
+        )),
+    )
+    .expect("a PostgresBackup");
+    let status = || {
+        let json = pg
+            .kubectl(&["get", "postgresbackup", "no-wal", "-o", "json"])
+            .unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default()["status"].clone()
+    };
+    wait_until(
+        2 * MIN,
+        "the PostgresBackup without archiving Failed",
+        || async { status()["phase"] == "Failed" },
+    )
+    .await;
+    let message = status()["message"].to_string();
+    assert!(
+        message.contains("spec.backup.walArchiving is false"),
+        "the failure names the field: {message}"
+    );
     pg.delete().await;
 }

@@ -32,7 +32,8 @@ pub struct BackupSpec {
     )]
     pub schedule: String,
     /// Archive every WAL segment to the repository (`archive_mode = on`): the recovery point of
-    /// a restore is then the last archived segment, not the last backup.
+    /// a restore is then the last archived segment, not the last backup. Backups need it: while
+    /// it is off the schedule rests and a `PostgresBackup` fails.
     #[serde(default = "default_true")]
     pub wal_archiving: bool,
 }

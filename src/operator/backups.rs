@@ -8,6 +8,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::api::backup::BackupSpec;
 use crate::api::postgres_backup::{PostgresBackup, PostgresBackupStatus};
 use crate::api::state::{BackupRequest, BackupResult};
 
@@ -38,10 +39,27 @@ fn time(rfc3339: Option<&str>) -> Option<Time> {
     rfc3339.and_then(|t| t.parse::<Timestamp>().ok()).map(Time)
 }
 
-/// `backups`: this cluster's objects; `has_repository`: the cluster has `spec.backup`.
+/// Why `spec` cannot take a backup, or `None` when it can: a backup needs a repository, and
+/// the WAL archived beside it (pgBackRest checks that the backup's WAL reached the archive;
+/// without it the backup could not be restored).
+pub fn unusable(cluster: &str, spec: Option<&BackupSpec>) -> Option<String> {
+    match spec {
+        None => Some(format!(
+            "cluster {cluster} has no backup repository (spec.backup)"
+        )),
+        Some(b) if !b.wal_archiving => Some(format!(
+            "cluster {cluster} does not archive WAL (spec.backup.walArchiving is false): a \
+             backup without its WAL cannot be restored"
+        )),
+        Some(_) => None,
+    }
+}
+
+/// `backups`: this cluster's objects; `unusable`: why the cluster cannot take backups
+/// ([`unusable`]), which fails every unfinished one.
 pub fn plan(
     backups: &[PostgresBackup],
-    has_repository: bool,
+    unusable: Option<&str>,
     current: Option<&BackupRequest>,
     result: Option<&BackupResult>,
 ) -> Queue {
@@ -62,13 +80,10 @@ pub fn plan(
         }
         let name = b.metadata.name.clone().unwrap_or_default();
         let rn = request_name(b);
-        let new = if !has_repository {
+        let new = if let Some(why) = unusable {
             PostgresBackupStatus {
                 phase: Some(PostgresBackupStatus::FAILED.into()),
-                message: Some(format!(
-                    "cluster {} has no backup repository (spec.backup)",
-                    b.spec.cluster
-                )),
+                message: Some(why.to_string()),
                 ..Default::default()
             }
         } else if current.is_some_and(|c| c.name == rn) {
@@ -170,7 +185,7 @@ mod tests {
             "incr",
         );
         // Nothing outstanding: the oldest is asked for, the other queued.
-        let q = plan(&[b.clone(), a.clone()], true, None, None);
+        let q = plan(&[b.clone(), a.clone()], None, None, None);
         let req = q.request.clone().expect("a request");
         assert_eq!(req.name, "before-migration-aaaaaaaa");
         assert_eq!(req.type_, "full");
@@ -187,7 +202,7 @@ mod tests {
         // Running: the status follows; nothing new is asked.
         let q = plan(
             &[a.clone(), b.clone()],
-            true,
+            None,
             Some(&req),
             Some(&result(&req.name, "running")),
         );
@@ -200,7 +215,7 @@ mod tests {
         // Completed: recorded, and the next one asked for in the same step.
         let q = plan(
             &[a.clone(), b.clone()],
-            true,
+            None,
             Some(&req),
             Some(&result(&req.name, "completed")),
         );
@@ -212,7 +227,7 @@ mod tests {
         let next = q.request.clone().unwrap();
         let q = plan(
             &[a, b],
-            true,
+            None,
             Some(&next),
             Some(&result(&next.name, "failed")),
         );
@@ -235,7 +250,7 @@ mod tests {
             name: "scheduled-20261202T080000Z".into(),
             type_: "full".into(),
         };
-        let q = plan(std::slice::from_ref(&a), true, Some(&sched), None);
+        let q = plan(std::slice::from_ref(&a), None, Some(&sched), None);
         assert_eq!(q.request, None);
         assert!(
             q.statuses[0]
@@ -245,7 +260,8 @@ mod tests {
                 .unwrap()
                 .contains("scheduled-")
         );
-        let q = plan(std::slice::from_ref(&a), false, None, None);
+        let none = unusable("main", None);
+        let q = plan(std::slice::from_ref(&a), none.as_deref(), None, None);
         assert_eq!(q.request, None);
         assert_eq!(q.statuses[0].1.phase.as_deref(), Some("Failed"));
         assert!(
@@ -254,7 +270,27 @@ mod tests {
                 .message
                 .as_deref()
                 .unwrap()
-                .contains("spec.backup")
+                .contains("no backup repository (spec.backup)")
+        );
+        // A repository without WAL archiving cannot take a restorable backup: failed, with
+        // the field to change, rather than pending forever.
+        let mut spec: BackupSpec = serde_json::from_value(serde_json::json!({
+            "repository": {"s3": {"endpoint": "s3.example.com", "bucket": "b",
+                "credentialsSecret": "s3"}}
+        }))
+        .expect("parses");
+        assert_eq!(unusable("main", Some(&spec)), None);
+        spec.wal_archiving = false;
+        let off = unusable("main", Some(&spec));
+        let q = plan(std::slice::from_ref(&a), off.as_deref(), None, None);
+        assert_eq!(q.statuses[0].1.phase.as_deref(), Some("Failed"));
+        assert!(
+            q.statuses[0]
+                .1
+                .message
+                .as_deref()
+                .unwrap()
+                .contains("spec.backup.walArchiving is false")
         );
         // Re-created under the same name: a new request name.
         let again = backup("adhoc", "dddddddd-4444", "2026-12-02T09:00:00Z", "full");

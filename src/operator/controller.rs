@@ -186,9 +186,10 @@ async fn plan_backups(
     observed: &Observed,
     now: jiff::Timestamp,
 ) -> Result<schedule::Plan, ReconcileError> {
+    let unusable = backups::unusable(&cluster.name_any(), cluster.spec.backup.as_ref());
     let queue = backups::plan(
         &observed.backups,
-        cluster.spec.backup.is_some(),
+        unusable.as_deref(),
         observed.backup_request.as_ref(),
         observed.backup_result.as_ref(),
     );
@@ -218,7 +219,9 @@ async fn plan_backups(
     };
     let status = cluster.status.as_ref();
     Ok(schedule::plan(
-        cluster.spec.backup.as_ref(),
+        // Without WAL archiving no backup could be restored: the schedule rests (and any
+        // request it left is withdrawn) until archiving is on again.
+        cluster.spec.backup.as_ref().filter(|b| b.wal_archiving),
         status
             .and_then(|s| s.last_scheduled_backup.as_ref())
             .map(|t| t.0),
