@@ -1390,22 +1390,39 @@ async fn bad_backup_input_is_reported_and_touches_nothing_else() {
         )),
     )
     .expect("a PostgresBackup");
-    let status = || {
-        let json = pg
-            .kubectl(&["get", "postgresbackup", "no-wal", "-o", "json"])
-            .unwrap_or_default();
-        serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default()["status"].clone()
+    let fails_saying = |name: &'static str, why: &'static str| {
+        let pg = &pg;
+        async move {
+            let status = || {
+                let json = pg
+                    .kubectl(&["get", "postgresbackup", name, "-o", "json"])
+                    .unwrap_or_default();
+                serde_json::from_str::<serde_json::Value>(&json).unwrap_or_default()["status"]
+                    .clone()
+            };
+            wait_until(
+                2 * MIN,
+                &format!("PostgresBackup {name} Failed"),
+                || async { status()["phase"] == "Failed" },
+            )
+            .await;
+            let message = status()["message"].to_string();
+            assert!(
+                message.contains(why),
+                "{name}: {message} does not say {why}"
+            );
+        }
     };
-    wait_until(
-        2 * MIN,
-        "the PostgresBackup without archiving Failed",
-        || async { status()["phase"] == "Failed" },
+    fails_saying("no-wal", "spec.backup.walArchiving is false").await;
+    // A backup of a cluster that does not exist fails, naming it.
+    kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: pgwarden.io/v1alpha1\nkind: PostgresBackup\nmetadata: {{name: astray, \
+             namespace: {ns}}}\nspec: {{cluster: nosuch}}\n"
+        )),
     )
-    .await;
-    let message = status()["message"].to_string();
-    assert!(
-        message.contains("spec.backup.walArchiving is false"),
-        "the failure names the field: {message}"
-    );
+    .expect("a PostgresBackup of a missing cluster is accepted");
+    fails_saying("astray", "cluster nosuch does not exist").await;
     pg.delete().await;
 }

@@ -39,6 +39,26 @@ fn time(rfc3339: Option<&str>) -> Option<Time> {
     rfc3339.and_then(|t| t.parse::<Timestamp>().ok()).map(Time)
 }
 
+/// The status of a `PostgresBackup` whose cluster does not exist: Failed, naming it (as
+/// CloudNativePG fails a Backup of an unknown cluster). `None` when it has finished already.
+pub fn orphaned(b: &PostgresBackup) -> Option<PostgresBackupStatus> {
+    if b.status
+        .as_ref()
+        .is_some_and(PostgresBackupStatus::finished)
+    {
+        return None;
+    }
+    Some(PostgresBackupStatus {
+        phase: Some(PostgresBackupStatus::FAILED.into()),
+        message: Some(format!(
+            "spec.cluster: cluster {} does not exist in namespace {}",
+            b.spec.cluster,
+            b.metadata.namespace.as_deref().unwrap_or_default()
+        )),
+        ..Default::default()
+    })
+}
+
 /// Why `spec` cannot take a backup, or `None` when it can: a backup needs a repository, and
 /// the WAL archived beside it (pgBackRest checks that the backup's WAL reached the archive;
 /// without it the backup could not be restored).
@@ -165,6 +185,14 @@ mod tests {
         .expect("parses")
     }
 
+    /// The first status the queue changed is Failed, saying `why`.
+    fn assert_failed(q: &Queue, why: &str) {
+        let status = &q.statuses[0].1;
+        assert_eq!(status.phase.as_deref(), Some("Failed"), "{status:?}");
+        let message = status.message.as_deref().unwrap_or_default();
+        assert!(message.contains(why), "{message:?} does not say {why:?}");
+    }
+
     fn with(mut b: PostgresBackup, s: &PostgresBackupStatus) -> PostgresBackup {
         b.status = Some(s.clone());
         b
@@ -232,15 +260,7 @@ mod tests {
             Some(&result(&next.name, "failed")),
         );
         assert_eq!(q.statuses.len(), 1);
-        assert_eq!(q.statuses[0].1.phase.as_deref(), Some("Failed"));
-        assert!(
-            q.statuses[0]
-                .1
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("no bucket")
-        );
+        assert_failed(&q, "no bucket");
     }
 
     #[test]
@@ -263,15 +283,7 @@ mod tests {
         let none = unusable("main", None);
         let q = plan(std::slice::from_ref(&a), none.as_deref(), None, None);
         assert_eq!(q.request, None);
-        assert_eq!(q.statuses[0].1.phase.as_deref(), Some("Failed"));
-        assert!(
-            q.statuses[0]
-                .1
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("no backup repository (spec.backup)")
-        );
+        assert_failed(&q, "no backup repository (spec.backup)");
         // A repository without WAL archiving cannot take a restorable backup: failed, with
         // the field to change, rather than pending forever.
         let mut spec: BackupSpec = serde_json::from_value(serde_json::json!({
@@ -283,15 +295,15 @@ mod tests {
         spec.wal_archiving = false;
         let off = unusable("main", Some(&spec));
         let q = plan(std::slice::from_ref(&a), off.as_deref(), None, None);
-        assert_eq!(q.statuses[0].1.phase.as_deref(), Some("Failed"));
-        assert!(
-            q.statuses[0]
-                .1
-                .message
-                .as_deref()
-                .unwrap()
-                .contains("spec.backup.walArchiving is false")
+        assert_failed(&q, "spec.backup.walArchiving is false");
+        // A backup of a cluster that does not exist fails, naming it; a finished one stays.
+        let lost = orphaned(&a).expect("a new backup of a missing cluster fails");
+        assert_eq!(lost.phase.as_deref(), Some("Failed"));
+        assert_eq!(
+            lost.message.as_deref(),
+            Some("spec.cluster: cluster main does not exist in namespace db")
         );
+        assert_eq!(orphaned(&with(a.clone(), &lost)), None);
         // Re-created under the same name: a new request name.
         let again = backup("adhoc", "dddddddd-4444", "2026-12-02T09:00:00Z", "full");
         assert_ne!(request_name(&a), request_name(&again));

@@ -23,6 +23,7 @@ use super::rolling::{self, Step};
 use super::validate::{self, ValidatedCluster};
 use super::{apply, backups, schedule, status, step};
 use crate::api::cluster::SynchronousMode;
+use crate::api::postgres_backup::PostgresBackupStatus;
 use crate::api::{PostgresBackup, PostgresCluster};
 use crate::common::agent_client::AgentClient;
 
@@ -114,6 +115,73 @@ pub fn error_policy(
     Action::requeue(delay)
 }
 
+/// A `PostgresBackup` naming a cluster that does not exist: the cluster controller never
+/// reconciles a missing cluster, so this one fails the backup (src/operator/backups.rs decides
+/// the status). It reads the cluster with a GET, not from a cache: a backup created right after
+/// its cluster must not fail because a cache lags.
+pub async fn reconcile_backup(
+    backup: Arc<PostgresBackup>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let Some(status) = backups::orphaned(&backup) else {
+        return Ok(Action::await_change());
+    };
+    let ns = backup
+        .namespace()
+        .ok_or(ReconcileError::Incomplete("namespace"))?;
+    let cluster = &backup.spec.cluster;
+    let exists = Api::<PostgresCluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(cluster)
+        .await
+        .map_err(|source| ReconcileError::Observe {
+            kind: "PostgresCluster",
+            name: cluster.clone(),
+            source,
+        })?
+        .is_some();
+    if exists {
+        return Ok(Action::await_change());
+    }
+    let name = backup.name_any();
+    warn!(namespace = %ns, backup = %name, cluster = %cluster, "a backup of a cluster that does not exist fails");
+    write_backup_status(&ctx, &ns, &name, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// Replace the status of `PostgresBackup` `name` (every field: see `merge_patch`).
+async fn write_backup_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &PostgresBackupStatus,
+) -> Result<(), ReconcileError> {
+    Api::<PostgresBackup>::namespaced(ctx.client.clone(), ns)
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&status.merge_patch()),
+        )
+        .await
+        .map_err(|source| ReconcileError::Step {
+            action: "write the status of",
+            kind: "PostgresBackup",
+            name: name.to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
+/// Retry a `PostgresBackup` pass that could not reach the apiserver.
+pub fn backup_error_policy(
+    backup: Arc<PostgresBackup>,
+    error: &ReconcileError,
+    _ctx: Arc<Context>,
+) -> Action {
+    let retry = Duration::from_secs(30);
+    warn!(namespace = ?backup.namespace(), backup = %backup.name_any(), error = %error, retry_in = ?retry, "backup pass failed");
+    Action::requeue(retry)
+}
+
 /// Publish an Event on the cluster; a failure is logged, never fatal.
 pub(super) async fn event(
     rec: &Recorder,
@@ -195,17 +263,8 @@ async fn plan_backups(
     );
     if !queue.statuses.is_empty() {
         let ns = cluster.namespace().unwrap_or_default();
-        let api: Api<PostgresBackup> = Api::namespaced(ctx.client.clone(), &ns);
         for (name, status) in &queue.statuses {
-            let patch = status.merge_patch();
-            api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| ReconcileError::Step {
-                    action: "write the status of",
-                    kind: "PostgresBackup",
-                    name: name.clone(),
-                    source,
-                })?;
+            write_backup_status(ctx, &ns, name, status).await?;
         }
     }
     if let Some(r) = &queue.request {

@@ -184,6 +184,16 @@ async fn lead(client: Client, args: &OperatorArgs, metrics: Arc<Metrics>) {
             Some(n) => Api::namespaced(client.clone(), n),
             None => Api::all(client.clone()),
         };
+        // Backups of a cluster that does not exist: the cluster controller never sees them.
+        let orphans = Controller::new(backups.clone(), watcher::Config::default())
+            .shutdown_on_signal()
+            .run(
+                controller::reconcile_backup,
+                controller::backup_error_policy,
+                ctx.clone(),
+            )
+            .for_each(|_| async {});
+        tasks.push(tokio::spawn(orphans));
         let ctx = ctx.clone();
         let controller = Controller::new(clusters, watcher::Config::default());
         let store = controller.store();
