@@ -387,7 +387,7 @@ pub fn compute(
             .as_ref()
             .filter(|_| with_backup)
             .and_then(|s| s.archiver.as_ref())
-            .and_then(|a| a.last_archived_wal.clone())
+            .and_then(|a| a.last_archived_wal.as_deref().and_then(archived_segment))
             .or(old.last_archived_wal.clone()),
         conditions,
     }
@@ -398,6 +398,16 @@ pub fn ordinal(pod: &str) -> u32 {
     pod.rsplit_once('-')
         .and_then(|(_, n)| n.parse().ok())
         .unwrap_or(u32::MAX)
+}
+
+/// The WAL segment an archived file vouches for: a segment itself, or the segment of a backup
+/// history file (`<segment>.<offset>.backup`; the archiver sends a segment before its backup
+/// file, as it takes the lowest name first). A timeline history file or a `.partial` segment
+/// says nothing about complete segments: `None`, and the status keeps what it had.
+fn archived_segment(file: &str) -> Option<String> {
+    let segment = file.get(..24)?;
+    let whole = file.len() == 24 || file.ends_with(".backup");
+    (whole && segment.chars().all(|c| c.is_ascii_hexdigit())).then(|| segment.to_string())
 }
 
 #[cfg(test)]
@@ -420,6 +430,20 @@ mod tests {
 
     fn now() -> Time {
         Time("2026-11-26T03:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn the_last_archived_wal_is_a_segment_never_a_history_or_partial_file() {
+        let seg = "000000010000000000000004";
+        assert_eq!(archived_segment(seg).as_deref(), Some(seg));
+        assert_eq!(
+            archived_segment("000000010000000000000004.00000028.backup").as_deref(),
+            Some(seg)
+        );
+        assert_eq!(archived_segment("00000002.history"), None);
+        assert_eq!(archived_segment("000000010000000000000005.partial"), None);
+        assert_eq!(archived_segment("zzzzzzzzzzzzzzzzzzzzzzzz"), None);
+        assert_eq!(archived_segment(""), None);
     }
 
     #[test]
