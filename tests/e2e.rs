@@ -260,6 +260,10 @@ async fn invalid_specs_are_refused_with_the_field_named() {
             "spec.bootstrap.recovery.target.time",
         ),
         (
+            "  image: x\n  storage: {size: 1Gi}\n  startDelay: 10",
+            "spec.startDelay",
+        ),
+        (
             "  image: x\n  storage: {size: 1Gi}\n  bootstrap: {database: Bad-Name}",
             "spec.bootstrap.database",
         ),

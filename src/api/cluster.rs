@@ -109,9 +109,21 @@ pub struct PostgresClusterSpec {
     #[serde(default)]
     pub pause: bool,
 
+    /// Seconds a member may take to become ready the first time after its container starts: a
+    /// restore (`spec.bootstrap.recovery`), a basebackup of a large database, a replica replaying
+    /// a long backlog. Past it the kubelet restarts the container, and the work starts over, so
+    /// raise it for large databases (CloudNativePG's `startDelay`; the default is an hour).
+    #[serde(default = "default_start_delay")]
+    #[schemars(range(min = 60, max = 604800))]
+    pub start_delay: i32,
+
     /// Base backups and continuous WAL archiving with pgBackRest to an S3-compatible store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::api::backup::BackupSpec>,
+}
+
+fn default_start_delay() -> i32 {
+    3600
 }
 
 fn default_instances() -> i32 {

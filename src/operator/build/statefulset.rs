@@ -116,6 +116,14 @@ fn restricted(privileged_device: bool) -> SecurityContext {
     }
 }
 
+/// Seconds between two startup probes.
+const STARTUP_PERIOD: i32 = 5;
+
+/// The startup probe's failure threshold for `start_delay` seconds (rounded up).
+fn startup_failures(start_delay: i32) -> i32 {
+    (start_delay.max(1) + STARTUP_PERIOD - 1) / STARTUP_PERIOD
+}
+
 fn http_probe(path: &str, period: i32, failures: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -359,10 +367,15 @@ fn pod_spec(cluster: &Cluster) -> PodSpec {
             },
         ]),
         // Ready once it is the primary or a streaming replica within the lag limit; the startup
-        // probe waits for that too, so a long basebackup is not killed by the liveness probe.
+        // probe waits for that too (up to spec.startDelay), so a restore, which holds the HA
+        // loop, or a long basebackup is not killed by the liveness probe.
         readiness_probe: Some(http_probe("/readiness", 2, 2)),
         liveness_probe: Some(http_probe("/liveness", 10, 3)),
-        startup_probe: Some(http_probe("/readiness", 5, 720)),
+        startup_probe: Some(http_probe(
+            "/readiness",
+            STARTUP_PERIOD,
+            startup_failures(spec.start_delay),
+        )),
         resources: spec.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(restricted(host_device.is_some())),
@@ -557,6 +570,20 @@ mod tests {
     }
 
     #[test]
+    fn a_longer_start_delay_gives_the_startup_probe_more_failures() {
+        assert_eq!(startup_failures(3600), 720);
+        assert_eq!(startup_failures(60), 12);
+        assert_eq!(startup_failures(86401), 17281);
+        let c = cluster(serde_json::json!({"startDelay": 86400}));
+        let cluster = Cluster::new(&c, "img", "IfNotPresent").unwrap();
+        let sts = statefulset(&cluster, 3);
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        let pg = &pod.containers[0];
+        let startup = pg.startup_probe.as_ref().unwrap();
+        assert_eq!(startup.failure_threshold, Some(17280));
+    }
+
+    #[test]
     fn the_statefulset_follows_the_design() {
         let c = cluster(serde_json::json!({"instances": 3}));
         let cluster = Cluster::new(&c, "pgwarden.local/pgwarden:dev", "IfNotPresent").unwrap();
@@ -605,6 +632,10 @@ mod tests {
                 .as_deref(),
             Some("/liveness")
         );
+        // The default spec.startDelay: an hour of startup probes, 5 s apart.
+        let startup = pg.startup_probe.as_ref().unwrap();
+        assert_eq!(startup.period_seconds, Some(5));
+        assert_eq!(startup.failure_threshold, Some(720));
         let sc = pg.security_context.as_ref().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
         assert_eq!(sc.privileged, None);
