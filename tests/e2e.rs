@@ -1037,7 +1037,9 @@ async fn backups_and_point_in_time_recovery() {
     let ns = "e2e-archive";
     let pg = Pg::create(ns, "pg", &spec(2, SYNC)).await;
     // The Secrets go in once the namespace exists; then the cluster gets its repository.
-    pg.apply(&spec(2, &format!("{SYNC}{}", backup_spec(ns, "* * * * *"))))
+    // Backups start with a checkpoint of their own (--start-fast), not at the next one.
+    let backup = with_immediate_checkpoint(&backup_spec(ns, "* * * * *"));
+    pg.apply(&spec(2, &format!("{SYNC}{backup}")))
         .expect("spec.backup is accepted");
     pg.wait_healthy(2, 5 * MIN).await;
     // archive_mode needs a restart: the repository rolls through the instances (replicas, a

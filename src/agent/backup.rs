@@ -190,12 +190,13 @@ pub async fn repository_info() -> Result<RepositoryInfo, String> {
     crate::api::backup::parse_info(&json, &stanza)
 }
 
-/// Run `pgbackrest backup --type=<type_>` (which also expires what the retention no longer
-/// keeps), then read the repository: the newest backup is the one just taken.
-pub fn spawn_backup(type_: String) -> InfoTask {
+/// Run `pgbackrest <args>` (a backup, `BackupRequest::pgbackrest_args`, which also expires
+/// what the retention no longer keeps), then read the repository: the newest backup is the one
+/// just taken.
+pub fn spawn_backup(args: Vec<String>) -> InfoTask {
     tokio::spawn(async move {
-        let arg = format!("--type={type_}");
-        run(&["backup", &arg], BACKUP_TIMEOUT).await?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&args, BACKUP_TIMEOUT).await?;
         repository_info().await
     })
 }
@@ -227,9 +228,9 @@ impl Runner {
         &mut self,
         request: BackupRequest,
         started: String,
-        spawn: impl FnOnce(String) -> InfoTask,
+        spawn: impl FnOnce(Vec<String>) -> InfoTask,
     ) {
-        let task = spawn(request.type_.clone());
+        let task = spawn(request.pgbackrest_args());
         self.running = Some((request, started, task));
     }
 
@@ -469,7 +470,31 @@ mod plan_tests {
         BackupRequest {
             name: name.into(),
             type_: "full".into(),
+            immediate: false,
         }
+    }
+
+    #[test]
+    fn an_immediate_request_starts_with_a_checkpoint_at_once() {
+        assert_eq!(req("a").pgbackrest_args(), ["backup", "--type=full"]);
+        let fast = BackupRequest {
+            type_: "incr".into(),
+            immediate: true,
+            ..req("b")
+        };
+        assert_eq!(
+            fast.pgbackrest_args(),
+            ["backup", "--type=incr", "--start-fast"]
+        );
+        // The key an older operator wrote (no `immediate`) still reads, and a request that
+        // is not immediate is written as before.
+        let old: BackupRequest =
+            serde_json::from_str(r#"{"name":"a","type":"full"}"#).expect("parses");
+        assert_eq!(old, req("a"));
+        assert_eq!(
+            serde_json::to_string(&req("a")).unwrap(),
+            r#"{"name":"a","type":"full"}"#
+        );
     }
 
     fn result(name: &str, phase: &str, member: &str) -> BackupResult {

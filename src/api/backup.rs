@@ -36,6 +36,12 @@ pub struct BackupSpec {
     /// it is off the schedule rests and a `PostgresBackup` fails.
     #[serde(default = "default_true")]
     pub wal_archiving: bool,
+    /// Start each backup with an immediate checkpoint (pgBackRest's `--start-fast`). Off, a
+    /// backup first waits for the next scheduled checkpoint (up to `checkpoint_timeout`, 5
+    /// minutes by default) and adds no I/O burst; on, it starts at once (CloudNativePG's
+    /// `immediateCheckpoint`).
+    #[serde(default)]
+    pub immediate_checkpoint: bool,
 }
 
 fn default_schedule() -> String {

@@ -40,6 +40,21 @@ pub struct BackupRequest {
     /// pgBackRest's `--type`: `full`, `diff` or `incr`.
     #[serde(rename = "type")]
     pub type_: String,
+    /// Start with an immediate checkpoint (`--start-fast`) rather than waiting for the next
+    /// scheduled one (`spec.backup.immediateCheckpoint`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub immediate: bool,
+}
+
+impl BackupRequest {
+    /// The arguments of the `pgbackrest` run this request asks for.
+    pub fn pgbackrest_args(&self) -> Vec<String> {
+        let mut args = vec!["backup".to_string(), format!("--type={}", self.type_)];
+        if self.immediate {
+            args.push("--start-fast".into());
+        }
+        args
+    }
 }
 
 /// Where a requested backup stands, as the member that runs it reports (also the cluster

@@ -76,10 +76,12 @@ pub fn unusable(cluster: &str, spec: Option<&BackupSpec>) -> Option<String> {
 }
 
 /// `backups`: this cluster's objects; `unusable`: why the cluster cannot take backups
-/// ([`unusable`]), which fails every unfinished one.
+/// ([`unusable`]), which fails every unfinished one; `immediate`:
+/// `spec.backup.immediateCheckpoint`.
 pub fn plan(
     backups: &[PostgresBackup],
     unusable: Option<&str>,
+    immediate: bool,
     current: Option<&BackupRequest>,
     result: Option<&BackupResult>,
 ) -> Queue {
@@ -143,6 +145,7 @@ pub fn plan(
             queue.request = Some(BackupRequest {
                 name: rn.clone(),
                 type_: b.spec.type_.as_pgbackrest().into(),
+                immediate,
             });
             PostgresBackupStatus {
                 phase: Some(PostgresBackupStatus::PENDING.into()),
@@ -213,7 +216,7 @@ mod tests {
             "incr",
         );
         // Nothing outstanding: the oldest is asked for, the other queued.
-        let q = plan(&[b.clone(), a.clone()], None, None, None);
+        let q = plan(&[b.clone(), a.clone()], None, false, None, None);
         let req = q.request.clone().expect("a request");
         assert_eq!(req.name, "before-migration-aaaaaaaa");
         assert_eq!(req.type_, "full");
@@ -231,6 +234,7 @@ mod tests {
         let q = plan(
             &[a.clone(), b.clone()],
             None,
+            false,
             Some(&req),
             Some(&result(&req.name, "running")),
         );
@@ -244,6 +248,7 @@ mod tests {
         let q = plan(
             &[a.clone(), b.clone()],
             None,
+            false,
             Some(&req),
             Some(&result(&req.name, "completed")),
         );
@@ -256,6 +261,7 @@ mod tests {
         let q = plan(
             &[a, b],
             None,
+            false,
             Some(&next),
             Some(&result(&next.name, "failed")),
         );
@@ -269,8 +275,9 @@ mod tests {
         let sched = BackupRequest {
             name: "scheduled-20261202T080000Z".into(),
             type_: "full".into(),
+            immediate: false,
         };
-        let q = plan(std::slice::from_ref(&a), None, Some(&sched), None);
+        let q = plan(std::slice::from_ref(&a), None, false, Some(&sched), None);
         assert_eq!(q.request, None);
         assert!(
             q.statuses[0]
@@ -281,7 +288,7 @@ mod tests {
                 .contains("scheduled-")
         );
         let none = unusable("main", None);
-        let q = plan(std::slice::from_ref(&a), none.as_deref(), None, None);
+        let q = plan(std::slice::from_ref(&a), none.as_deref(), false, None, None);
         assert_eq!(q.request, None);
         assert_failed(&q, "no backup repository (spec.backup)");
         // A repository without WAL archiving cannot take a restorable backup: failed, with
@@ -294,7 +301,7 @@ mod tests {
         assert_eq!(unusable("main", Some(&spec)), None);
         spec.wal_archiving = false;
         let off = unusable("main", Some(&spec));
-        let q = plan(std::slice::from_ref(&a), off.as_deref(), None, None);
+        let q = plan(std::slice::from_ref(&a), off.as_deref(), false, None, None);
         assert_failed(&q, "spec.backup.walArchiving is false");
         // A backup of a cluster that does not exist fails, naming it; a finished one stays.
         let lost = orphaned(&a).expect("a new backup of a missing cluster fails");

@@ -258,6 +258,11 @@ async fn plan_backups(
     let queue = backups::plan(
         &observed.backups,
         unusable.as_deref(),
+        cluster
+            .spec
+            .backup
+            .as_ref()
+            .is_some_and(|b| b.immediate_checkpoint),
         observed.backup_request.as_ref(),
         observed.backup_result.as_ref(),
     );

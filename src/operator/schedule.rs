@@ -72,6 +72,7 @@ pub fn plan(
         request: Some(BackupRequest {
             name: format!("scheduled-{}", now.strftime("%Y%m%dT%H%M%SZ")),
             type_: "full".into(),
+            immediate: spec.immediate_checkpoint,
         }),
         fired: Some(now),
         skipped: None,
@@ -95,6 +96,18 @@ mod tests {
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_scheduled_request_carries_immediate_checkpoint() {
+        let mut s = spec("* * * * *");
+        let created: Timestamp = "2026-12-02T08:00:00Z".parse().unwrap();
+        let now: Timestamp = "2026-12-02T08:01:00Z".parse().unwrap();
+        let p = plan(Some(&s), None, created, None, None, now);
+        assert!(!p.request.expect("fired").immediate);
+        s.immediate_checkpoint = true;
+        let p = plan(Some(&s), None, created, None, None, now);
+        assert!(p.request.expect("fired").immediate);
     }
 
     #[test]

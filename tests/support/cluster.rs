@@ -59,6 +59,14 @@ pub fn backup_spec(ns: &str, schedule: &str) -> String {
     )
 }
 
+/// A `spec.backup` of [`backup_spec`] whose backups start with an immediate checkpoint.
+pub fn with_immediate_checkpoint(backup: &str) -> String {
+    backup.replace(
+        "    schedule:",
+        "    immediateCheckpoint: true\n    schedule:",
+    )
+}
+
 /// `spec.bootstrap.recovery` (indented two spaces) from cluster `source`'s repository, to
 /// `time` (RFC 3339) or, with `None`, to the end of its archive.
 pub fn recovery_spec(source: &str, time: Option<&str>) -> String {
