@@ -20,8 +20,20 @@ use crate::api::member::MemberState;
 use crate::api::names::ROLE_PRIMARY;
 use crate::api::state::SyncState;
 
-/// How long a member waits after a failed bootstrap before it claims the bootstrap again.
+/// How long a member waits after its first failed bootstrap before it claims the bootstrap
+/// again; each further failure doubles the wait, up to [`BOOTSTRAP_RETRY_MAX`].
 pub const BOOTSTRAP_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest wait between two bootstraps: a restore that cannot succeed until the spec is
+/// fixed reads the store ten times an hour, not a hundred and twenty.
+pub const BOOTSTRAP_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The wait after the `failures`th failed bootstrap in a row (1 for the first).
+pub fn bootstrap_retry(failures: u32) -> std::time::Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    BOOTSTRAP_RETRY
+        .saturating_mul(1 << doublings)
+        .min(BOOTSTRAP_RETRY_MAX)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActError {
@@ -257,13 +269,15 @@ impl Agent {
             }
             Action::Bootstrap => {
                 if let Err(e) = self.bootstrap().await {
-                    error!(error = %e, "bootstrap failed; giving up the initialize key");
-                    self.bootstrap_retry_at = Some(Instant::now() + BOOTSTRAP_RETRY);
+                    self.bootstrap_failures += 1;
+                    let wait = bootstrap_retry(self.bootstrap_failures);
+                    error!(error = %e, failures = self.bootstrap_failures, retry_in = ?wait, "bootstrap failed; giving up the initialize key");
+                    self.bootstrap_retry_at = Some(Instant::now() + wait);
                     self.bootstrap_error = Some(e.to_string());
                     self.events.report(events::bootstrap_failed(
                         &self.args.name,
                         &e.to_string(),
-                        BOOTSTRAP_RETRY,
+                        wait,
                     ));
                     let _ = self.pg.stop(StopMode::Immediate).await;
                     self.fence.stand_down();
@@ -711,6 +725,7 @@ impl Agent {
             warn!(error = %e, "cannot set the primary role label");
         }
         self.bootstrap_error = None;
+        self.bootstrap_failures = 0;
         info!(sysid, "bootstrapped a new cluster");
         Ok(())
     }
@@ -858,5 +873,19 @@ impl Agent {
         }
         info!(synchronous_standby_names = ?value, "synchronous_standby_names changed");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failing_bootstrap_waits_longer_each_time_up_to_ten_minutes() {
+        let waits: Vec<u64> = (1..=7).map(|n| bootstrap_retry(n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(bootstrap_retry(0), Duration::from_secs(30));
+        assert_eq!(bootstrap_retry(u32::MAX), BOOTSTRAP_RETRY_MAX);
     }
 }

@@ -157,6 +157,8 @@ struct Agent {
     backups: backup::Runner,
     /// After a failed bootstrap: not before this does this member claim it again.
     bootstrap_retry_at: Option<Instant>,
+    /// Failed bootstraps in a row (the wait before the next one doubles with each).
+    bootstrap_failures: u32,
     /// Why the last bootstrap failed (published until one succeeds).
     bootstrap_error: Option<String>,
 }

@@ -199,6 +199,7 @@ impl Agent {
             stanza: super::backup::Stanza::new(),
             backups: super::backup::Runner::default(),
             bootstrap_retry_at: None,
+            bootstrap_failures: 0,
             bootstrap_error: None,
             primary_down_since: None,
             args,
