@@ -316,15 +316,18 @@ async fn report_archiving(
         .status
         .as_ref()
         .and_then(|s| find(&s.conditions))
-        .map(|(s, _, _)| s);
+        .map(|(s, r, _)| (s, r));
     let Some((now, reason, message)) = find(&new.conditions) else {
         return;
     };
-    match (old.as_deref(), now.as_str()) {
-        (Some(o), "False") if o != "False" => {
+    match status::archiving_flip(
+        old.as_ref().map(|(s, r)| (s.as_str(), r.as_str())),
+        (&now, &reason),
+    ) {
+        Some(status::ArchivingFlip::Failing) => {
             event(&ctx.recorder, cluster, EventType::Warning, &reason, message).await
         }
-        (Some("False"), "True") => {
+        Some(status::ArchivingFlip::Resumed) => {
             event(
                 &ctx.recorder,
                 cluster,
@@ -334,7 +337,7 @@ async fn report_archiving(
             )
             .await
         }
-        _ => {}
+        None => {}
     }
 }
 

@@ -400,6 +400,28 @@ pub fn ordinal(pod: &str) -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// What a change of the `ContinuousArchiving` condition is worth an Event for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchivingFlip {
+    /// It turned False, or its reason changed while False (a Warning with the reason).
+    Failing,
+    /// It turned True after False.
+    Resumed,
+}
+
+/// `old` and `new`: the condition's (status, reason) in the stored status and in the one being
+/// written. A condition that appears False (the first status after `spec.backup` was set may
+/// already be False) counts as turning False; so does a new reason while False (the store
+/// refusing, after the archive command merely failing).
+pub fn archiving_flip(old: Option<(&str, &str)>, new: (&str, &str)) -> Option<ArchivingFlip> {
+    match (old, new) {
+        (Some(o), ("False", _)) if o == new => None,
+        (_, ("False", _)) => Some(ArchivingFlip::Failing),
+        (Some(("False", _)), ("True", _)) => Some(ArchivingFlip::Resumed),
+        _ => None,
+    }
+}
+
 /// The WAL segment an archived file vouches for: a segment itself, or the segment of a backup
 /// history file (`<segment>.<offset>.backup`; the archiver sends a segment before its backup
 /// file, as it takes the lowest name first). A timeline history file or a `.partial` segment
@@ -430,6 +452,23 @@ mod tests {
 
     fn now() -> Time {
         Time("2026-11-26T03:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn archiving_events_come_on_each_turn_to_false_and_back() {
+        use ArchivingFlip::*;
+        let f = |o: Option<(&str, &str)>, n| archiving_flip(o, n);
+        let failing = ("False", "ArchiveCommandFailing");
+        let refused = ("False", "RepositoryUnavailable");
+        let ok = ("True", "Archiving");
+        assert_eq!(f(None, refused), Some(Failing), "appears False");
+        assert_eq!(f(Some(ok), failing), Some(Failing));
+        assert_eq!(f(Some(("Unknown", "Waiting")), refused), Some(Failing));
+        assert_eq!(f(Some(failing), refused), Some(Failing), "a new reason");
+        assert_eq!(f(Some(refused), refused), None, "no news");
+        assert_eq!(f(Some(refused), ok), Some(Resumed));
+        assert_eq!(f(Some(ok), ok), None);
+        assert_eq!(f(None, ok), None);
     }
 
     #[test]
